@@ -1,0 +1,43 @@
+"""tem_keras: segmentation of transmission electron micrographs of nanoparticles.
+
+Keras 3 / TensorFlow toolkit: read TEM files with their pixel size, train segmentation models in one
+call, predict on images of any size, measure particles in nanometres, explain and export models.
+
+The public API is imported lazily so that ``import tem_keras`` is fast and reading files does not
+start TensorFlow.
+"""
+
+from importlib import import_module
+
+from . import _env  # noqa: F401  (environment defaults must be set before TensorFlow is imported)
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_API = {
+    "Micrograph": "tem_keras.io",
+    "read_image": "tem_keras.io",
+    "read_stack": "tem_keras.io",
+    "write_image": "tem_keras.io",
+    "write_mask": "tem_keras.io",
+    "write_probabilities": "tem_keras.io",
+    "TEMInputError": "tem_keras.errors",
+    "discover": "tem_keras.data.datasets",
+    "build_model": "tem_keras.models.registry",
+    "describe": "tem_keras.models.describe",
+    "receptive_field": "tem_keras.models.receptive_field",
+}
+
+__all__ = sorted(_API) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _API:
+        value = getattr(import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tem_keras' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__
