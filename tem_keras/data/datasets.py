@@ -1,0 +1,378 @@
+"""Finding image/mask pairs in a dataset folder, validating them and splitting them.
+
+Layouts recognised by :func:`discover` (first match wins):
+
+* ``DIR/images/<stem>.<ext>`` + ``DIR/masks/<stem>.<ext>``
+* ``DIR/imagesTr/<stem>[_0000].<ext>`` + ``DIR/labelsTr/<stem>.<ext>`` (nnU-Net)
+* ``<stem>.<ext>`` + ``<stem>_mask.<ext>`` or ``<stem>_label.<ext>`` side by side
+* explicit ``images=`` / ``masks=`` folders, paired by stem or, when names differ, in sorted order
+
+An optional ``DIR/dataset.json`` gives ``pixel_size_nm``, class names (``classes``) and a fixed
+split (``split: {"train": [stems], "val": [...], "test": [...]}``).
+
+Mask convention: 0 = background, 1..K = classes; a binary mask stored as 0/255 is read as 0/1.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..errors import TEMInputError
+
+IMAGE_SUFFIXES = (".dm3", ".dm4", ".ser", ".emd", ".mrc", ".tif", ".tiff", ".png", ".jpg",
+                  ".jpeg", ".bmp", ".npy", ".h5", ".hdf5")
+MASK_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".bmp")
+_MASK_TAGS = ("_mask", "_label", "_labels", "_seg")
+_LAYOUTS = (("images", "masks"), ("imagesTr", "labelsTr"), ("image", "mask"),
+            ("imgs", "labels"), ("images", "labels"))
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image with its mask (``mask`` is None for an unlabelled image)."""
+
+    stem: str
+    image: Path
+    mask: Path | None = None
+
+
+@dataclass
+class Dataset:
+    """The pairs found in a dataset folder, with what ``dataset.json`` says about them.
+
+    Attributes
+    ----------
+    root : Path
+        The dataset folder.
+    samples : list of Sample
+        Paired (and, when ``labels`` allow, unlabelled) images in sorted order.
+    unpaired_images, unpaired_masks : list of Path
+        Files that could not be paired; :func:`discover` reports them.
+    pixel_size_nm : float or None
+        From ``dataset.json``; images that carry their own calibration keep it.
+    class_names : dict of int to str
+    split : dict of str to list of str, or None
+        A fixed split from ``dataset.json``.
+    layout : str
+        How the pairs were found.
+    """
+
+    root: Path
+    samples: list[Sample]
+    unpaired_images: list[Path] = field(default_factory=list)
+    unpaired_masks: list[Path] = field(default_factory=list)
+    pixel_size_nm: float | None = None
+    class_names: dict[int, str] = field(default_factory=lambda: {0: "background", 1: "particle"})
+    split: dict[str, list[str]] | None = None
+    layout: str = ""
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self):
+        return iter(self.samples)
+
+    @property
+    def labelled(self) -> list[Sample]:
+        return [s for s in self.samples if s.mask is not None]
+
+    @property
+    def num_classes(self) -> int:
+        return max(self.class_names) + 1
+
+    def __repr__(self) -> str:
+        return (f"Dataset({str(self.root)!r}, {len(self.labelled)} labelled pairs, "
+                f"{len(self.samples) - len(self.labelled)} unlabelled, "
+                f"{len(self.unpaired_masks)} unpaired masks, layout={self.layout!r}, "
+                f"pixel_size_nm={self.pixel_size_nm}, classes={self.class_names})")
+
+
+def _natural_key(path: Path):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
+
+
+def _files(folder: Path, suffixes: Sequence[str]) -> list[Path]:
+    return sorted((p for p in folder.iterdir()
+                   if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")),
+                  key=_natural_key)
+
+
+def _image_stem(path: Path) -> str:
+    stem = path.stem
+    return re.sub(r"_0000$", "", stem)  # nnU-Net channel suffix
+
+
+def _pair_by_stem(images: list[Path], masks: list[Path]):
+    by_stem = {}
+    for m in masks:
+        stem = m.stem
+        for tag in _MASK_TAGS:
+            if stem.endswith(tag):
+                stem = stem[: -len(tag)]
+                break
+        by_stem.setdefault(stem, m)
+    samples, unpaired = [], []
+    for img in images:
+        mask = by_stem.pop(_image_stem(img), None)
+        if mask is None:
+            unpaired.append(img)
+        else:
+            samples.append(Sample(_image_stem(img), img, mask))
+    return samples, unpaired, sorted(by_stem.values(), key=_natural_key)
+
+
+def _pair_sorted(images: list[Path], masks: list[Path], where: Path):
+    if len(images) != len(masks):
+        raise TEMInputError(
+            f"pairing='sorted' needs as many masks as images, found {len(images)} images and "
+            f"{len(masks)} masks", where)
+    return [Sample(_image_stem(i), i, m) for i, m in zip(images, masks)], [], []
+
+
+def _as_folders(root: Path, spec) -> list[Path]:
+    specs = [spec] if isinstance(spec, (str, Path)) else list(spec)
+    folders = [Path(s) if Path(s).is_absolute() else root / s for s in specs]
+    for f in folders:
+        if not f.is_dir():
+            raise TEMInputError("no such folder", f)
+    return folders
+
+
+def _read_dataset_json(root: Path) -> dict:
+    path = root / "dataset.json"
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise TEMInputError(f"not valid JSON ({err})", path) from None
+    if not isinstance(info, dict):
+        raise TEMInputError("must hold a JSON object", path)
+    return info
+
+
+def _class_names(info: dict) -> dict[int, str]:
+    classes = info.get("classes") or info.get("labels")  # nnU-Net writes "labels": {name: value}
+    if not classes:
+        return {0: "background", 1: "particle"}
+    if isinstance(classes, list):
+        return {i: str(n) for i, n in enumerate(classes)}
+    items = classes.items()
+    if all(isinstance(v, int) for _, v in items):  # nnU-Net style {name: value}
+        return {int(v): str(k) for k, v in items}
+    return {int(k): str(v) for k, v in items}
+
+
+def discover(dataset_dir, *, images=None, masks=None, pairing: str = "stem",
+             include_unlabelled: bool = False, strict: bool = False) -> Dataset:
+    """Find the image/mask pairs of a dataset folder.
+
+    Parameters
+    ----------
+    dataset_dir : str or Path
+        The dataset folder (see the module docstring for the layouts it recognises).
+    images, masks : str, Path or list of them, optional
+        Image and mask folders (relative to ``dataset_dir`` or absolute), for layouts the
+        conventions do not cover. Several folders are paired folder by folder.
+    pairing : {"stem", "sorted"}
+        ``"stem"`` pairs files with the same stem (mask suffixes ``_mask``/``_label`` allowed);
+        ``"sorted"`` pairs the n-th image with the n-th mask in natural sort order, for data sets
+        whose image and mask names differ.
+    include_unlabelled : bool
+        Keep images without a mask as samples with ``mask=None`` (for automatic labelling).
+    strict : bool
+        Raise if any image or mask is left unpaired instead of reporting it.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    TEMInputError
+        Missing or empty folder, nothing paired, or (``strict``) unpaired files.
+    """
+    root = Path(dataset_dir).expanduser()
+    if not root.exists():
+        raise TEMInputError("no such dataset folder", root)
+    if not root.is_dir():
+        raise TEMInputError("is a file; fit and discover expect a dataset folder", root)
+    if pairing not in ("stem", "sorted"):
+        raise ValueError(f"pairing must be 'stem' or 'sorted', got {pairing!r}")
+    info = _read_dataset_json(root)
+
+    if (images is None) != (masks is None):
+        raise ValueError("give both images= and masks=, or neither")
+    if images is not None:
+        image_dirs, mask_dirs = _as_folders(root, images), _as_folders(root, masks)
+        if len(image_dirs) != len(mask_dirs):
+            raise ValueError("images= and masks= must name the same number of folders")
+        pairs = list(zip(image_dirs, mask_dirs))
+        layout = "explicit folders"
+    else:
+        pairs = [(root / i, root / m) for i, m in _LAYOUTS if (root / i).is_dir() and (root / m).is_dir()][:1]
+        layout = f"{pairs[0][0].name}/ + {pairs[0][1].name}/" if pairs else "side by side"
+
+    samples, lone_images, lone_masks = [], [], []
+    if pairs:
+        for img_dir, mask_dir in pairs:
+            imgs, msks = _files(img_dir, IMAGE_SUFFIXES), _files(mask_dir, MASK_SUFFIXES)
+            if pairing == "sorted":
+                s, li, lm = _pair_sorted(imgs, msks, img_dir)
+            else:
+                s, li, lm = _pair_by_stem(imgs, msks)
+            samples += s
+            lone_images += li
+            lone_masks += lm
+    else:
+        files = _files(root, IMAGE_SUFFIXES)
+        is_mask = [any(f.stem.endswith(t) for t in _MASK_TAGS) for f in files]
+        samples, lone_images, lone_masks = _pair_by_stem(
+            [f for f, m in zip(files, is_mask) if not m], [f for f, m in zip(files, is_mask) if m])
+
+    if not samples and not (include_unlabelled and lone_images):
+        found = "no image files" if not (lone_images or lone_masks) else (
+            f"{len(lone_images)} images and {len(lone_masks)} masks but no pairs "
+            "(names differ? try pairing='sorted')")
+        raise TEMInputError(
+            f"{found}; expected images/ + masks/, imagesTr/ + labelsTr/, or <stem>_mask files "
+            f"beside the images (supported image types: {', '.join(IMAGE_SUFFIXES)})", root)
+    if strict and (lone_images or lone_masks):
+        raise TEMInputError(
+            f"unpaired files: images {[p.name for p in lone_images]}, masks {[p.name for p in lone_masks]}",
+            root)
+    stems = [s.stem for s in samples]
+    if len(set(stems)) != len(stems):
+        dup = sorted({s for s in stems if stems.count(s) > 1})
+        raise TEMInputError(f"several images share the stem(s) {dup}; stems must be unique", root)
+    if include_unlabelled:
+        samples += [Sample(_image_stem(p), p, None) for p in lone_images]
+        lone_images = []
+
+    split = info.get("split")
+    if split is not None:
+        known = {s.stem for s in samples}
+        unknown = sorted(set().union(*map(set, split.values())) - known)
+        if unknown:
+            raise TEMInputError(f"split names stems that are not in the data set: {unknown[:5]}",
+                                root / "dataset.json")
+    pixel = info.get("pixel_size_nm")
+    return Dataset(root=root, samples=samples, unpaired_images=lone_images,
+                   unpaired_masks=lone_masks, pixel_size_nm=float(pixel) if pixel else None,
+                   class_names=_class_names(info), split=split, layout=layout)
+
+
+def read_mask(path) -> np.ndarray:
+    """Read a label mask as ``uint8`` classes 0..K (0/255 binary masks become 0/1).
+
+    Raises
+    ------
+    TEMInputError
+        Unreadable file, colour mask whose channels differ, or values that are not class
+        indices (fractions, negatives).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TEMInputError("no such mask file", path)
+    try:
+        if path.suffix.lower() == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        elif path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            arr = tifffile.imread(path)
+        else:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                arr = np.asarray(im)
+    except Exception as err:  # noqa: BLE001 - any reader failure is reported with the file
+        raise TEMInputError(f"could not be read as a mask ({type(err).__name__}: {err})", path) from None
+    arr = np.squeeze(arr)
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        if not (np.all(arr[..., 0] == arr[..., 1]) and np.all(arr[..., 0] == arr[..., 2])):
+            raise TEMInputError("colour mask with differing channels; save masks as one channel "
+                                "of class indices (0 = background, 1..K = classes)", path)
+        arr = arr[..., 0]
+    if arr.ndim != 2:
+        raise TEMInputError(f"a mask must be 2-D, got shape {arr.shape}", path)
+    if arr.dtype.kind == "b":
+        return arr.astype(np.uint8)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise TEMInputError("mask holds non-integer or NaN values; masks must hold class "
+                                "indices 0..K", path)
+    values = np.unique(arr)
+    if values.min() < 0:
+        raise TEMInputError(f"mask holds negative values {values[values < 0][:5].tolist()}", path)
+    if set(values.tolist()) <= {0, 255}:
+        return (arr == 255).astype(np.uint8)
+    if values.max() > 254:
+        raise TEMInputError(f"mask values {values[-5:].tolist()} are not class indices; masks must "
+                            "hold 0 = background, 1..K = classes (or 0/255 for binary)", path)
+    return arr.astype(np.uint8)
+
+
+def load_pair(sample: Sample, num_classes: int | None = None):
+    """Read one sample: ``(Micrograph, mask or None)``, checking that sizes and classes agree."""
+    from ..io import read_image
+
+    micrograph = read_image(sample.image)
+    if sample.mask is None:
+        return micrograph, None
+    mask = read_mask(sample.mask)
+    if mask.shape != micrograph.data.shape:
+        raise TEMInputError(f"mask is {mask.shape[0]}×{mask.shape[1]} px but its image "
+                            f"{sample.image.name} is {micrograph.data.shape[0]}×"
+                            f"{micrograph.data.shape[1]} px", sample.mask)
+    if num_classes is not None and mask.max(initial=0) >= num_classes:
+        raise TEMInputError(f"mask holds class {int(mask.max())} but the data set has "
+                            f"{num_classes} classes (0..{num_classes - 1}); list the classes in "
+                            "dataset.json", sample.mask)
+    return micrograph, mask
+
+
+def split_samples(stems: Iterable[str], fractions=(0.7, 0.1, 0.2), *, seed: int = 0,
+                  groups: dict[str, str] | None = None) -> dict[str, list[str]]:
+    """Split images (not patches) into train/val/test, reproducibly for a seed.
+
+    Splitting whole images keeps all patches of one source image in the same split; ``groups``
+    (stem → group key, e.g. the video or tomogram a frame came from) keeps whole groups together.
+    Every split with a non-zero fraction gets at least one group when there are enough groups.
+
+    Returns
+    -------
+    dict
+        ``{"train": [...], "val": [...], "test": [...]}`` of stems, each in sorted order.
+    """
+    stems = sorted(stems)
+    fractions = np.asarray(fractions, dtype=float)
+    if fractions.shape != (3,) or np.any(fractions < 0) or fractions.sum() <= 0:
+        raise ValueError(f"split must be three non-negative fractions (train, val, test), got {fractions}")
+    fractions = fractions / fractions.sum()
+    groups = groups or {}
+    keys = sorted({groups.get(s, s) for s in stems})
+    order = np.random.default_rng(seed).permutation(len(keys))
+    n = len(keys)
+    counts = np.floor(fractions * n).astype(int)
+    # hand out the remainder by largest fractional part, then make sure no requested split is empty
+    for i in np.argsort(-(fractions * n - counts))[: n - counts.sum()]:
+        counts[i] += 1
+    for i in np.flatnonzero((fractions > 0) & (counts == 0)):
+        donor = int(np.argmax(counts))
+        if counts[donor] > 1:
+            counts[donor] -= 1
+            counts[i] += 1
+    bounds = np.cumsum(counts)[:-1]
+    parts = np.split(np.asarray(keys, dtype=object)[order], bounds)
+    out = {}
+    for name, part in zip(("train", "val", "test"), parts):
+        chosen = set(part.tolist())
+        out[name] = [s for s in stems if groups.get(s, s) in chosen]
+    return out
