@@ -1,0 +1,87 @@
+"""Where training runs: distribution strategy and mixed-precision policy.
+
+* ``TF_CONFIG`` set → ``MultiWorkerMirroredStrategy`` (several machines; every worker runs the same
+  ``fit`` call, worker 0 writes the run folder).
+* several GPUs visible, or ``devices=`` naming several devices → ``MirroredStrategy``.
+* otherwise the default strategy (one CPU or one GPU).
+
+Mixed precision ``"auto"``: ``mixed_float16`` on GPUs with compute capability ≥ 7.0 (tensor cores),
+``mixed_bfloat16`` on CPUs with AVX512_BF16 or AMX, float32 elsewhere. Outputs stay float32.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+
+
+def choose_strategy(devices=None):
+    """Return the ``tf.distribute`` strategy for ``devices``.
+
+    Parameters
+    ----------
+    devices : None, int or list of str
+        None: all visible GPUs (MirroredStrategy when there are several), or the CPU.
+        An int: the first n GPUs (or n logical CPU devices, when configured, for testing).
+        A list of device names such as ``["/gpu:0", "/gpu:1"]``.
+    """
+    import tensorflow as tf
+
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if devices is None:
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    if isinstance(devices, int):
+        pool = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        if devices > len(pool):
+            raise ValueError(f"asked for {devices} devices, only {len(pool)} visible: "
+                             f"{[d.name for d in pool]}")
+        devices = [d.name for d in pool[:devices]]
+    devices = list(devices)
+    if len(devices) == 1:
+        return tf.distribute.OneDeviceStrategy(devices[0])
+    return tf.distribute.MirroredStrategy(devices)
+
+
+def is_chief() -> bool:
+    """True unless this process is a non-chief worker of a multi-worker job."""
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task = config.get("task", {})
+    if not task:
+        return True
+    kind, index = task.get("type", "worker"), int(task.get("index", 0))
+    has_chief = "chief" in config.get("cluster", {})
+    return kind == "chief" or (not has_chief and kind == "worker" and index == 0)
+
+
+@lru_cache(maxsize=1)
+def cpu_supports_bfloat16() -> bool:
+    """Whether this CPU has native bfloat16 matrix instructions (AVX512_BF16 or AMX)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def choose_precision(mode="auto", strategy=None) -> str:
+    """Keras dtype policy name for ``mode`` in {"auto", "float32", "mixed_float16", "mixed_bfloat16",
+    True, False}."""
+    import tensorflow as tf
+
+    if mode in (False, None, "float32", "off"):
+        return "float32"
+    if mode in ("mixed_float16", "mixed_bfloat16"):
+        return mode
+    if mode not in ("auto", True):
+        raise ValueError(f"mixed_precision must be 'auto', 'float32', 'mixed_float16' or "
+                         f"'mixed_bfloat16', got {mode!r}")
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        capability = details.get("compute_capability", (0, 0))
+        return "mixed_float16" if capability >= (7, 0) else "float32"
+    return "mixed_bfloat16" if cpu_supports_bfloat16() else "float32"

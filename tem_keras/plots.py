@@ -1,0 +1,74 @@
+"""Figures written into run and sweep folders (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _figure(*args, **kwargs):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kwargs)
+
+
+def _save(fig, path) -> Path:
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_history(history, path) -> Path:
+    """Loss and dice/IoU curves of a training history (pandas DataFrame from ``history.csv``)."""
+    fig, (ax_loss, ax_score) = _figure(1, 2, figsize=(10, 3.6))
+    epochs = history["epoch"] + 1 if "epoch" in history else np.arange(1, len(history) + 1)
+    for key in ("loss", "val_loss"):
+        if key in history:
+            ax_loss.plot(epochs, history[key], label=key)
+    for key in ("dice", "val_dice", "val_soft_dice", "val_iou"):
+        if key in history:
+            ax_score.plot(epochs, history[key], label=key)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_score.set(xlabel="epoch", ylabel="score", title="particle class", ylim=(0, 1))
+    for ax in (ax_loss, ax_score):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_examples(model, patches, path, n: int = 4) -> Path:
+    """Image, truth and prediction for the ``n`` test patches with the most particle pixels."""
+    order = np.argsort(-patches.masks.reshape(len(patches.masks), -1).sum(1))[:n]
+    images = patches.images[order]
+    probabilities = model.predict(images[..., None], verbose=0)
+    fig, axes = _figure(len(order), 3, figsize=(9, 3 * len(order)), squeeze=False)
+    for row, (image, truth, prob) in enumerate(zip(images, patches.masks[order], probabilities)):
+        axes[row, 0].imshow(image, cmap="gray")
+        axes[row, 1].imshow(truth, cmap="viridis", interpolation="nearest")
+        axes[row, 2].imshow(prob.argmax(-1), cmap="viridis", interpolation="nearest")
+        for ax, title in zip(axes[row], ("image", "truth", "prediction")):
+            ax.set_title(title)
+            ax.axis("off")
+    return _save(fig, path)
+
+
+def plot_dice_vs_receptive_field(summary, path) -> Path:
+    """Mean ± std dice against receptive field (nm when known), one point per configuration."""
+    use_nm = "receptive_field_nm" in summary and summary["receptive_field_nm"].notna().all()
+    x = summary["receptive_field_nm" if use_nm else "receptive_field_px"]
+    fig, ax = _figure(figsize=(5.5, 4))
+    ax.errorbar(x, summary["dice_mean"], yerr=summary["dice_std"].fillna(0), fmt="o", capsize=3)
+    for xi, yi, label in zip(x, summary["dice_mean"], summary["label"]):
+        ax.annotate(label, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set(xscale="log", xlabel=f"receptive field ({'nm' if use_nm else 'px'})", ylabel="test dice",
+           title="dice against receptive field")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

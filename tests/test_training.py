@@ -1,0 +1,166 @@
+"""fit, Run, sweep, losses and Keras metrics on tiny synthetic data sets."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tem_keras.data.synthetic import make_dataset
+from tem_keras.training import Run, fit, sweep
+
+WORKER = Path(__file__).parent / "scripts" / "fit_worker.py"
+TINY = {"name": "unet", "depth": 2, "base_filters": 4}
+FAST = dict(patch_size=64, batch_size=4, augment=False, mixed_precision="float32", verbose=0)
+
+
+@pytest.fixture(scope="module")
+def bright_field(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("bf") / "data", n_images=10, size=64,
+                        mode="bright-field", seed=1)
+
+
+def _env():
+    env = dict(os.environ)
+    env.pop("TF_CONFIG", None)
+    return env
+
+
+def test_fit_writes_complete_run_and_learns(bright_field, tmp_path):
+    run = fit(bright_field, dict(TINY), epochs=30, patience=30, learning_rate=3e-3,
+              run_dir=tmp_path / "run", **FAST)
+    for name in ("config.json", "split.json", "history.csv", "best.keras", "last.keras",
+                 "metrics.json", "plots/history.png", "plots/examples.png"):
+        assert (run.path / name).is_file(), name
+    assert list((run.path / "logs").rglob("events.out.tfevents*"))
+    assert not (run.path / "backup").exists()
+    config = json.loads((run.path / "config.json").read_text())
+    assert config["model"]["name"] == "unet" and config["training"]["seed"] == 0
+    assert config["pixel_size_nm"] == pytest.approx(json.loads(
+        (bright_field / "dataset.json").read_text())["pixel_size_nm"])
+    split = json.loads((run.path / "split.json").read_text())
+    assert [len(split[k]) for k in ("train", "val", "test")] == [7, 1, 2]
+    assert len(run.history) == 30
+    metrics = run.metrics
+    # all-particle prediction scores 2f/(1+f) with f the particle fraction: far below what we ask
+    from tem_keras.data.datasets import read_mask
+
+    fraction = np.mean([read_mask(p).mean() for p in (bright_field / "masks").iterdir()])
+    assert metrics["at_0.5"]["dice"] > max(0.8, 2 * fraction / (1 + fraction) + 0.3)
+    assert 0 < metrics["otsu_threshold"] < 1 and metrics["at_otsu"]["dice"] > 0.8
+    loaded = Run.load(run.path)
+    image = np.random.default_rng(0).normal(size=(48, 72)).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict(image), run.predict(image), atol=1e-5)
+    assert loaded.predict(image).shape == (48, 72, 2)
+
+
+def test_same_seed_same_metrics_and_refusal_to_overwrite(bright_field, tmp_path):
+    kwargs = dict(epochs=3, patience=5, **{**FAST, "augment": True})
+    a = fit(bright_field, dict(TINY), run_dir=tmp_path / "a", **kwargs)
+    b = fit(bright_field, dict(TINY), run_dir=tmp_path / "b", **kwargs)
+    np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-6)
+    assert a.metrics == b.metrics
+    c = fit(bright_field, dict(TINY), run_dir=tmp_path / "c", seed=1, **kwargs)
+    assert not np.allclose(a.history["loss"], c.history["loss"])
+    with pytest.raises(FileExistsError, match="finished run.*overwrite=True"):
+        fit(bright_field, dict(TINY), run_dir=tmp_path / "a", **kwargs)
+    again = fit(bright_field, dict(TINY), run_dir=tmp_path / "a", overwrite=True, **kwargs)
+    np.testing.assert_allclose(again.history["loss"], a.history["loss"], rtol=1e-6)
+
+
+def test_killed_fit_resumes_from_last_epoch(bright_field, tmp_path):
+    run_dir = tmp_path / "run"
+    kwargs = json.dumps({"model": "unet", "depth": 2, "base_filters": 8, "epochs": 8, "patience": 50,
+                         **{**FAST, "batch_size": 1, "augment": True}})
+    proc = subprocess.Popen([sys.executable, str(WORKER), str(bright_field), str(run_dir), kwargs],
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history = run_dir / "history.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if history.is_file() and len(history.read_text().splitlines()) >= 3:  # header + 2 epochs
+            break
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    done = len(history.read_text().splitlines()) - 1
+    assert 2 <= done < 8, "the process was not interrupted mid-way"
+    assert (run_dir / "backup").is_dir() and not (run_dir / "metrics.json").exists()
+    out = subprocess.run([sys.executable, str(WORKER), str(bright_field), str(run_dir), kwargs],
+                         env=_env(), capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = __import__("pandas").read_csv(history)
+    assert rows["epoch"].tolist()[-1] == 7 and rows["epoch"].is_unique
+    assert len(rows) == 8
+    assert (run_dir / "metrics.json").is_file() and not (run_dir / "backup").exists()
+
+
+def test_mirrored_two_devices_matches_one_device(bright_field, tmp_path):
+    common = {"model": "unet", "depth": 2, "base_filters": 4, "batch_norm": False, "epochs": 3,
+              "patience": 5, **{**FAST, "augment": True}}
+    losses = []
+    for devices, batch in ((1, 4), (2, 2)):
+        kwargs = json.dumps({**common, "devices": devices, "batch_size": batch})
+        out = subprocess.run([sys.executable, str(WORKER), str(bright_field),
+                              str(tmp_path / f"run{devices}"), kwargs, "2"],
+                             env=_env(), capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        losses.append(json.loads(out.stdout.split("HISTORY", 1)[1]))
+        config = json.loads((tmp_path / f"run{devices}" / "config.json").read_text())
+        assert config["strategy"]["replicas"] == devices
+        assert config["training"]["global_batch_size"] == 4
+    np.testing.assert_allclose(losses[0], losses[1], rtol=2e-3)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_multi_worker_on_localhost(bright_field, tmp_path):
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    kwargs = json.dumps({"model": "unet", "depth": 2, "base_filters": 4, "batch_norm": False,
+                         "epochs": 2, "patience": 5, **FAST})
+    procs = []
+    for index in range(2):
+        env = _env()
+        env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        procs.append(subprocess.Popen(
+            [sys.executable, str(WORKER), str(bright_field), str(tmp_path / "run"), kwargs],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = [p.communicate(timeout=400) for p in procs]
+    for p, (out, err) in zip(procs, results):
+        assert p.returncode == 0, err[-2000:]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["strategy"] == {"type": "MultiWorkerMirroredStrategy", "replicas": 2}
+    assert len(__import__("pandas").read_csv(tmp_path / "run" / "history.csv")) == 2
+    assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_sweep_table_and_plot(bright_field, tmp_path):
+    models = [dict(TINY, label="unet_d2"),
+              {"name": "residual_unet", "n_blocks": 2, "pool_sizes": (2, 2), "label": "resunet_22"}]
+    summary = sweep(bright_field, models, seeds=[0, 1], out_dir=tmp_path / "sweep", epochs=2,
+                    patience=5, **FAST)
+    assert list(summary["label"]) == ["unet_d2", "resunet_22"]
+    assert summary["n_seeds"].tolist() == [2, 2]
+    assert summary.loc[1, "receptive_field_px"] == 44  # Sytwu et al.: 8 + 8·2 + 5·2·2
+    assert summary["dice_mean"].between(0, 1).all() and summary["dice_std"].notna().all()
+    for name in ("sweep.csv", "summary.csv", "dice_vs_receptive_field.png"):
+        assert (tmp_path / "sweep" / name).is_file()
+    assert len(__import__("pandas").read_csv(tmp_path / "sweep" / "sweep.csv")) == 4
+
+
+def test_fit_bad_inputs(tmp_path, bright_field):
+    with pytest.raises(Exception, match="no such dataset folder"):
+        fit(tmp_path / "nothing", **FAST)
+    with pytest.raises(ValueError, match="unknown loss"):
+        fit(bright_field, dict(TINY), loss="hinge", run_dir=tmp_path / "r", **FAST)
