@@ -1,0 +1,70 @@
+"""Losses and epoch-level Keras metrics against values computed by hand."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from tem_keras.keras_metrics import IoU, Dice
+from tem_keras.losses import (CrossEntropyDiceLoss, DiceLoss, FocalLoss, WeightedCrossEntropy,
+                              get_loss, inverse_frequency_weights)
+
+# one image of 2×2 pixels: truth [[0, 1], [1, 1]], particle probabilities [[0.2, 0.9], [0.6, 0.3]]
+TRUTH = np.array([[[0, 1], [1, 1]]], np.int32)
+P1 = np.array([[[0.2, 0.9], [0.6, 0.3]]], np.float32)
+PRED = np.stack([1 - P1, P1], -1)
+
+
+def test_cross_entropy_by_hand():
+    expected = -(np.log(0.8) + np.log(0.9) + np.log(0.6) + np.log(0.3)) / 4
+    assert float(WeightedCrossEntropy()(TRUTH, PRED)) == pytest.approx(expected, rel=1e-5)
+    weighted = -(1 * np.log(0.8) + 3 * (np.log(0.9) + np.log(0.6) + np.log(0.3))) / 4
+    assert float(WeightedCrossEntropy([1, 3])(TRUTH, PRED)) == pytest.approx(weighted, rel=1e-5)
+    reference = keras.losses.SparseCategoricalCrossentropy()(TRUTH, PRED)
+    assert float(get_loss("cross_entropy")(TRUTH, PRED)) == pytest.approx(float(reference), rel=1e-5)
+
+
+def test_dice_loss_focal_and_combination():
+    soft = 2 * (0.9 + 0.6 + 0.3) / ((0.2 + 0.9 + 0.6 + 0.3) + 3)
+    assert float(DiceLoss(smooth=0)(TRUTH, PRED)) == pytest.approx(1 - soft, rel=1e-5)
+    perfect = np.stack([1 - TRUTH, TRUTH], -1).astype(np.float32)
+    assert float(DiceLoss()(TRUTH, perfect)) == pytest.approx(0, abs=1e-5)
+    ce = float(WeightedCrossEntropy()(TRUTH, PRED))
+    assert float(FocalLoss(gamma=0)(TRUTH, PRED)) == pytest.approx(ce, rel=1e-5)
+    p_t = np.array([0.8, 0.9, 0.6, 0.3])
+    focal = np.mean(-(1 - p_t) ** 2 * np.log(p_t))
+    assert float(FocalLoss(gamma=2)(TRUTH, PRED)) == pytest.approx(focal, rel=1e-5)
+    both = float(CrossEntropyDiceLoss(dice_weight=0.5)(TRUTH, PRED))
+    assert both == pytest.approx(ce + 0.5 * float(DiceLoss()(TRUTH, PRED)), rel=1e-5)
+
+
+def test_loss_registry_and_serialisation():
+    loss = get_loss("weighted_cross_entropy", [0.5, 2.0])
+    clone = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert isinstance(clone, WeightedCrossEntropy) and clone.class_weights == [0.5, 2.0]
+    with pytest.raises(ValueError, match="unknown loss 'l2'"):
+        get_loss("l2")
+
+
+def test_inverse_frequency_weights():
+    w = inverse_frequency_weights([900, 100])
+    assert w[1] / w[0] == pytest.approx(9)
+    assert 0.9 * w[0] + 0.1 * w[1] == pytest.approx(1)
+
+
+def test_epoch_metrics_accumulate_sums_not_batch_means():
+    dice, soft, iou = Dice(), Dice(soft=True), IoU()
+    # batch 1: prediction (>0.5) = [[0,1],[1,0]] vs truth [[0,1],[1,1]] → tp 2, fp 0, fn 1
+    # batch 2: an image with one particle pixel, predicted nowhere → tp 0, fp 0, fn 1
+    truth2 = np.array([[[1, 0], [0, 0]]], np.int32)
+    pred2 = np.stack([np.ones((1, 2, 2)), np.zeros((1, 2, 2))], -1).astype(np.float32)
+    for m in (dice, soft, iou):
+        m.update_state(TRUTH, PRED)
+        m.update_state(truth2, pred2)
+    assert float(dice.result()) == pytest.approx(2 * 2 / (2 + 4))  # 2·tp / (pred + truth)
+    assert float(iou.result()) == pytest.approx(2 / 4)  # tp / (tp + fp + fn)
+    assert float(soft.result()) == pytest.approx(2 * 1.8 / (2.0 + 4), rel=1e-5)
+    empty = Dice()
+    empty.update_state(np.zeros((1, 2, 2), np.int32), pred2)
+    assert float(empty.result()) == 1.0
