@@ -18,6 +18,7 @@ _API = {
     "Micrograph": "tem_keras.io",
     "read_image": "tem_keras.io",
     "read_stack": "tem_keras.io",
+    "MicrographStack": "tem_keras.io",
     "write_image": "tem_keras.io",
     "write_mask": "tem_keras.io",
     "write_probabilities": "tem_keras.io",
