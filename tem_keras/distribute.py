@@ -85,3 +85,51 @@ def choose_precision(mode="auto", strategy=None) -> str:
         capability = details.get("compute_capability", (0, 0))
         return "mixed_float16" if capability >= (7, 0) else "float32"
     return "mixed_bfloat16" if cpu_supports_bfloat16() else "float32"
+
+
+def is_multi_worker(strategy) -> bool:
+    import tensorflow as tf
+
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())
+
+
+def prepare_for_multi_worker(model) -> None:
+    """Let Keras 3's ``Model.fit`` run under ``MultiWorkerMirroredStrategy``.
+
+    Keras 3.15 reduces the per-step logs across workers with ``strategy.reduce("MEAN", v,
+    axis=0)``, which fails on the scalar losses and metrics, and builds the model symbolically from
+    a batch reduced across workers, which fails on per-replica values (keras-team/keras#20585).
+    Here the steps return their logs with a length-1 axis (the mean over workers is then the value
+    itself, since the metric states are already synchronised) and the symbolic build uses the
+    local batch, which has the same shapes. Only this model instance is changed.
+    """
+    import types
+
+    import tensorflow as tf
+    from keras import tree
+
+    def with_axis(step):
+        def step_with_axis(data):
+            return tree.map_structure(lambda v: tf.reshape(v, [1]) if v.shape.rank == 0 else v, step(data))
+        return step_with_axis
+
+    def local_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, it in iterator:
+                batch = next(it)
+                data_batch = tree.map_structure(
+                    lambda v: (self.distribute_strategy.experimental_local_results(v)[0]
+                               if isinstance(v, tf.distribute.DistributedValues) else v), batch)
+                break
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    model.train_step = with_axis(model.train_step)
+    model.test_step = with_axis(model.test_step)
+    model._maybe_symbolic_build = types.MethodType(local_symbolic_build, model)
+
+
+def strategy_name(strategy) -> str:
+    """The public name of a strategy (``MultiWorkerMirroredStrategy``, not its internal class)."""
+    return "MultiWorkerMirroredStrategy" if is_multi_worker(strategy) else type(strategy).__name__

@@ -44,13 +44,12 @@ def plot_history(history, path) -> Path:
     return _save(fig, path)
 
 
-def plot_examples(model, patches, path, n: int = 4) -> Path:
-    """Image, truth and prediction for the ``n`` test patches with the most particle pixels."""
-    order = np.argsort(-patches.masks.reshape(len(patches.masks), -1).sum(1))[:n]
-    images = patches.images[order]
-    probabilities = model.predict(images[..., None], verbose=0)
+def plot_examples(images, masks, probabilities, path, n: int = 4) -> Path:
+    """Image, truth and prediction (``argmax`` of ``probabilities [N, H, W, C]``) for the ``n``
+    examples with the most particle pixels."""
+    order = np.argsort(-masks.reshape(len(masks), -1).sum(1))[:n]
     fig, axes = _figure(len(order), 3, figsize=(9, 3 * len(order)), squeeze=False)
-    for row, (image, truth, prob) in enumerate(zip(images, patches.masks[order], probabilities)):
+    for row, (image, truth, prob) in enumerate(zip(images[order], masks[order], probabilities[order])):
         axes[row, 0].imshow(image, cmap="gray")
         axes[row, 1].imshow(truth, cmap="viridis", interpolation="nearest")
         axes[row, 2].imshow(prob.argmax(-1), cmap="viridis", interpolation="nearest")

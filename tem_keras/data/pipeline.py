@@ -104,6 +104,8 @@ def patch_pipeline(patches: PatchSet, batch_size: int, *, shuffle: bool = False,
 
     Shuffling and augmentation are reproducible for ``seed`` and differ from epoch to epoch.
     Patches are fetched by index, so no array is embedded in the graph (no 2 GB limit).
+    ``drop_remainder`` keeps every batch full (needed when a batch is split across replicas); a
+    split with fewer patches than one batch then repeats them to fill it.
     """
     import tensorflow as tf
 
@@ -125,12 +127,14 @@ def patch_pipeline(patches: PatchSet, batch_size: int, *, shuffle: bool = False,
         return image, tf.ensure_shape(mask, size)
 
     ds = tf.data.Dataset.range(len(patches))
+    if drop_remainder and len(patches) < batch_size:  # fewer patches than one batch: repeat them
+        ds = ds.repeat(-(-batch_size // len(patches))).take(batch_size)
     if shuffle:
         ds = ds.shuffle(len(patches), seed=seed, reshuffle_each_iteration=True)
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     ds = tf.data.Dataset.zip((ds, seeds))
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder and len(patches) >= batch_size)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     options.deterministic = True
@@ -160,7 +164,7 @@ class TrainingData:
 def training_data(dataset, *, patch_size: int = 256, batch_size: int = 8, split=(0.7, 0.1, 0.2),
                   stride: int | None = None, augment: bool | Augmentation = True, seed: int = 0,
                   preprocessing: Preprocessing | None = None, min_foreground_pixels: int = 1,
-                  progress: bool = False, **discover_kwargs) -> TrainingData:
+                  replicas: int = 1, progress: bool = False, **discover_kwargs) -> TrainingData:
     """Split a data set by image and build the train/val/test pipelines.
 
     Parameters
@@ -184,6 +188,8 @@ def training_data(dataset, *, patch_size: int = 256, batch_size: int = 8, split=
     min_foreground_pixels : int
         Training patches with fewer particle pixels are dropped (background-only patches, Sytwu et
         al. 2022); validation and test keep all patches.
+    replicas : int
+        Devices a batch is split across; with more than one, validation batches are kept full too.
     progress : bool
         Show a progress bar while reading.
     """
@@ -210,7 +216,7 @@ def training_data(dataset, *, patch_size: int = 256, batch_size: int = 8, split=
         training = name == "train"
         pipelines[name] = patch_pipeline(patches[name], batch_size, shuffle=training,
                                          augmentation=augmentation if training else None,
-                                         seed=seed + offset, drop_remainder=training)
+                                         seed=seed + offset, drop_remainder=training or replicas > 1)
     if "train" not in patches:
         raise TEMInputError("the split leaves no image for training", dataset.root)
     calibrated = [p for ps in patches.values() for p in ps.pixel_sizes_nm.values() if p]
