@@ -1,0 +1,139 @@
+"""Describe models: parameters, receptive field (px and nm), down-sampling, FLOPs per megapixel."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+from .receptive_field import graph_summary
+
+__all__ = ["describe", "model_table", "format_model_table", "TABLE_MODELS"]
+
+#: the configurations of :func:`model_table`: every builder at its paper default
+TABLE_MODELS = (
+    "unet_horwath_512",
+    "unet_horwath_1024",
+    "unet_groschner",
+    "encoder_decoder_horwath",
+    "residual_unet_sytwu",
+    {"name": "residual_unet", "n_blocks": 2, "pool_sizes": (2, 2)},
+    {"name": "residual_unet", "n_blocks": 2, "pool_sizes": (8, 8)},
+    {"name": "residual_unet", "n_blocks": 3, "pool_sizes": (2, 2, 2)},
+    {"name": "residual_unet", "n_blocks": 4, "pool_sizes": (2, 2, 2, 2)},
+    {"name": "fcn8s", "weights": None},
+    {"name": "fcn8s", "weights": None, "dilated": True},
+    "shallow_cnn_single",
+    "shallow_cnn_wide",
+    {"name": "sm", "arch": "Unet", "backbone": "resnet34"},
+)
+
+
+def _count(weights) -> int:
+    return int(sum(math.prod(w.shape) for w in weights))
+
+
+def describe(model: keras.Model, pixel_size_nm: float | None = None) -> dict:
+    """Size, receptive field and cost of a model.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A tem_keras model.
+    pixel_size_nm : float, optional
+        Pixel size of the images; gives the receptive field in nm.
+
+    Returns
+    -------
+    dict
+        ``name``, ``parameters``, ``trainable_parameters``, ``receptive_field_px``,
+        ``receptive_field_nm`` (None without ``pixel_size_nm``), ``downsampling`` (input sizes must
+        be a multiple of it), ``gflops_per_megapixel`` (2 FLOPs per multiply-add of the
+        convolutions, per million input pixels; batch norm, activations and pooling not counted).
+
+    Examples
+    --------
+    >>> from tem_keras.models import residual_unet, describe
+    >>> info = describe(residual_unet(n_blocks=2, pool_sizes=(4, 4)), pixel_size_nm=0.02152)
+    >>> info["receptive_field_px"], round(info["receptive_field_nm"], 2)
+    (120, 2.58)
+    """
+    s = graph_summary(model)
+    rf = s.receptive_field if math.isinf(s.receptive_field) else int(round(s.receptive_field))
+    return {
+        "name": model.name,
+        "parameters": _count(model.weights),
+        "trainable_parameters": _count(model.trainable_weights),
+        "receptive_field_px": rf,
+        "receptive_field_nm": None if pixel_size_nm is None else rf * float(pixel_size_nm),
+        "downsampling": s.downsampling,
+        "gflops_per_megapixel": s.flops_per_pixel * 1e6 / 1e9,
+    }
+
+
+def model_table(configs=TABLE_MODELS, pixel_size_nm: float | None = None):
+    """Table of models: parameters, receptive field, down-sampling and GFLOPs per megapixel.
+
+    Parameters
+    ----------
+    configs : sequence of str or dict
+        Names or configs accepted by :func:`~tem_keras.models.registry.build_model`; default:
+        every builder at its paper default (:data:`TABLE_MODELS`; pretrained weights are not loaded).
+    pixel_size_nm : float, optional
+        Adds the receptive field in nm.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per model, indexed by the configuration (name and arguments).
+    """
+    import pandas as pd
+
+    from .registry import build_model
+
+    rows = []
+    for cfg in configs:
+        model = build_model(cfg)
+        row = describe(model, pixel_size_nm)
+        if isinstance(cfg, str):
+            label = cfg
+        else:
+            args = {k: v for k, v in cfg.items() if k != "name"}
+            label = cfg["name"] + "(" + ", ".join(f"{k}={v!r}" for k, v in args.items()) + ")"
+        row = {"model": label, **row}
+        if pixel_size_nm is None:
+            row.pop("receptive_field_nm")
+        rows.append(row)
+        del model
+        keras.backend.clear_session()
+    return pd.DataFrame(rows).set_index("model")
+
+
+def format_model_table(table=None) -> str:
+    """Markdown version of :func:`model_table` (for ``tem-keras models`` and the README).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame, optional
+        A table from :func:`model_table`; built with the defaults when omitted.
+
+    Returns
+    -------
+    str
+    """
+    if table is None:
+        table = model_table()
+    cols = ["parameters", "receptive_field_px", "downsampling", "gflops_per_megapixel"]
+    if "receptive_field_nm" in table.columns:
+        cols.insert(2, "receptive_field_nm")
+    header = ["model", "parameters", "RF (px)"] + (["RF (nm)"] if "receptive_field_nm" in cols else []) + [
+        "down-sampling", "GFLOPs / MP"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for label, row in table[cols].iterrows():
+        rf = row["receptive_field_px"]
+        cells = [f"`{label}`", f"{int(row['parameters']):,}", "∞" if math.isinf(rf) else f"{int(rf)}"]
+        if "receptive_field_nm" in cols:
+            cells.append(f"{row['receptive_field_nm']:.2f}")
+        cells += [f"{int(row['downsampling'])}", f"{row['gflops_per_megapixel']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
