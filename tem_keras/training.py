@@ -94,31 +94,22 @@ def _prepare_run_dir(run_dir: Path, config: dict, *, resume: bool, overwrite: bo
     return False
 
 
-class _EpochSummary:
-    """One line per epoch and the total time (a Keras callback built lazily to keep imports light)."""
+class _TrainingTime:
+    """Prints the total training time (Keras's progress bar already ends each epoch with a line of
+    all metrics); built lazily to keep ``import tem_keras`` light."""
 
     @staticmethod
-    def make(epochs: int):
+    def make():
         import keras
 
-        class EpochSummary(keras.callbacks.Callback):
+        class TrainingTime(keras.callbacks.Callback):
             def on_train_begin(self, logs=None):
                 self.start = time.perf_counter()
-
-            def on_epoch_begin(self, epoch, logs=None):
-                self.epoch_start = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                logs = logs or {}
-                shown = ", ".join(f"{k} {v:.4f}" for k, v in logs.items()
-                                  if k in ("loss", "val_loss", "dice", "val_dice", "val_iou"))
-                print(f"epoch {epoch + 1}/{epochs}: {shown} "
-                      f"({time.perf_counter() - self.epoch_start:.1f} s)", flush=True)
 
             def on_train_end(self, logs=None):
                 print(f"training took {time.perf_counter() - self.start:.1f} s", flush=True)
 
-        return EpochSummary()
+        return TrainingTime()
 
 
 @dataclass
@@ -235,7 +226,8 @@ def fit(dataset_dir, model="unet", *, epochs: int = 100, batch_size: int = 8, pa
     stride, min_foreground_pixels, preprocessing, pairing, images, masks
         Passed to :func:`tem_keras.data.pipeline.training_data` and :func:`~tem_keras.data.discover`.
     verbose : int
-        0 quiet, 1 progress bars and a summary line per epoch, 2 one Keras line per epoch.
+        0 quiet, 1 a progress bar per epoch ending in a line of all metrics, 2 one line per
+        epoch; both print the total time.
     **model_kwargs
         Arguments of the model builder, e.g. ``base_filters=8``.
 
@@ -323,8 +315,8 @@ def fit(dataset_dir, model="unet", *, epochs: int = 100, batch_size: int = 8, pa
         keras.callbacks.TensorBoard(str(out_dir / "logs")),
         keras.callbacks.TerminateOnNaN(),
     ]
-    if verbose == 1:
-        callbacks.append(_EpochSummary.make(epochs))
+    if verbose:
+        callbacks.append(_TrainingTime.make())
     net.fit(data.pipelines["train"], validation_data=data.pipelines["val"], epochs=epochs,
             callbacks=callbacks, shuffle=False, verbose={0: 0, 1: 1, 2: 2}.get(verbose, 1))
     net.save(out_dir / "last.keras")
