@@ -1,0 +1,205 @@
+"""Known-answer tests of tem_keras.particles on drawn disks of known size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from skimage.draw import disk, ellipse
+
+from tem_keras import particles
+from tem_keras.errors import TEMInputError
+from tem_keras.io import Micrograph
+
+PIXEL_NM = 0.25
+# (centre row, centre col, radius px), well apart and away from the border
+DISKS = [(40, 40, 8), (40, 120, 12), (120, 40, 16), (130, 140, 20)]
+
+
+def _draw(shape, disks):
+    mask = np.zeros(shape, bool)
+    for r, c, rad in disks:
+        mask[disk((r, c), rad, shape=shape)] = True
+    return mask
+
+
+def test_count_and_diameters_in_nm():
+    mask = _draw((180, 200), DISKS)
+    table = particles.measure_particles(mask, PIXEL_NM)
+    assert len(table) == 4
+    assert list(table.columns[:len(particles.MEASUREMENT_COLUMNS)]) == list(
+        particles.MEASUREMENT_COLUMNS)
+    table = table.sort_values("area_px")
+    radii = np.array([d[2] for d in DISKS], float)
+    # skimage.draw.disk keeps pixels strictly inside the circle, so the equivalent diameter of a
+    # drawn disk of radius r is 2r minus up to 1 px: tolerance +-1 px (= 0.25 nm)
+    np.testing.assert_allclose(table["equivalent_diameter_px"], 2 * radii, atol=1.0)
+    np.testing.assert_allclose(table["equivalent_diameter_nm"], 2 * radii * PIXEL_NM,
+                               atol=1.0 * PIXEL_NM)
+    np.testing.assert_allclose(table["area_nm2"], table["area_px"] * PIXEL_NM ** 2)
+    # centroids exact for symmetric disks
+    np.testing.assert_allclose(table[["centroid_y_px", "centroid_x_px"]].to_numpy(),
+                               [[d[0], d[1]] for d in DISKS], atol=1e-9)
+    np.testing.assert_allclose(table["centroid_x_nm"], table["centroid_x_px"] * PIXEL_NM)
+    # disks: round, convex, not elongated
+    assert table["eccentricity"].max() < 0.05
+    assert np.all(np.abs(table["circularity"] - 1) < 0.1)
+    assert table["solidity"].min() > 0.95
+    assert not table["touches_border"].any()
+
+
+def test_ellipse_axes_and_eccentricity():
+    mask = np.zeros((100, 100), bool)
+    mask[ellipse(50, 50, 10, 20)] = True                    # semi-axes 10 (rows) and 20 (cols)
+    row = particles.measure_particles(mask, 1.0).iloc[0]
+    assert row["major_axis_px"] == pytest.approx(40, abs=1.5)
+    assert row["minor_axis_px"] == pytest.approx(20, abs=1.5)
+    assert row["eccentricity"] == pytest.approx(np.sqrt(1 - 0.25), abs=0.02)   # 0.866
+    assert row["circularity"] < 0.9
+
+
+def test_touching_disks_are_split():
+    # two disks of radius 15 whose centres are 26 px apart overlap by a 4-px neck
+    mask = _draw((80, 120), [(40, 45, 15), (40, 71, 15)])
+    assert particles.measure_particles(mask, split_touching=False).shape[0] == 1
+    table = particles.measure_particles(mask, PIXEL_NM)
+    assert len(table) == 2
+    np.testing.assert_allclose(np.sort(table["centroid_x_px"]), [45, 71], atol=1.5)
+    np.testing.assert_allclose(table["area_px"], mask.sum() / 2, rtol=0.05)
+    # a single ellipse (one distance-transform ridge) is not over-split
+    one = np.zeros((80, 120), bool)
+    one[ellipse(40, 60, 12, 35)] = True
+    assert len(particles.measure_particles(one)) == 1
+
+
+def test_border_particles_and_min_area():
+    mask = _draw((100, 100), [(50, 50, 10), (0, 50, 8), (50, 97, 6), (80, 20, 2)])
+    # disk of radius 2 has 9 pixels; the two border disks are cut by the edge
+    table = particles.measure_particles(mask, min_area=10)
+    assert len(table) == 1
+    assert table["centroid_y_px"].iloc[0] == pytest.approx(50)
+    kept = particles.measure_particles(mask, min_area=5, exclude_border=False)
+    assert len(kept) == 4
+    assert kept["touches_border"].sum() == 2
+    assert len(particles.measure_particles(mask, min_area=0)) == 2
+
+
+def test_inputs_probabilities_class_maps_and_pixel_size():
+    mask = _draw((120, 120), [(40, 40, 10), (80, 80, 12)])
+    prob = np.where(mask, 0.8, 0.1)
+    assert len(particles.measure_particles(prob)) == 2
+    assert len(particles.measure_particles(prob, threshold=0.9)) == 0
+    per_class = np.stack([1 - prob, prob], axis=-1)
+    assert len(particles.measure_particles(per_class)) == 2
+    classes = np.where(mask, 2, 1)                           # 1 = support, 2 = particle
+    assert len(particles.measure_particles(classes, class_index=2)) == 2
+    assert len(particles.measure_particles(mask.astype(np.uint8) * 255)) == 2
+    # unknown pixel size: nm columns present and NaN
+    table = particles.measure_particles(mask)
+    assert table["equivalent_diameter_nm"].isna().all()
+    assert table["equivalent_diameter_px"].notna().all()
+    # pixel size and intensity from a Micrograph
+    image = Micrograph(np.where(mask, 10.0, 100.0).astype(np.float32), pixel_size_nm=0.5)
+    table = particles.measure_particles(mask, image=image)
+    np.testing.assert_allclose(table["equivalent_diameter_nm"],
+                               table["equivalent_diameter_px"] * 0.5)
+    np.testing.assert_allclose(table["mean_intensity"], 10.0)
+    labelled, labels = particles.measure_particles(mask, return_labels=True)
+    assert labels.max() == 2 and set(np.unique(labels)) == {0, 1, 2}
+    assert labels[40, 40] == 1 and labels[80, 80] == 2
+
+
+def test_input_errors():
+    mask = _draw((50, 50), [(25, 25, 8)])
+    bad = np.where(mask, 0.9, 0.1)
+    bad[0, 0] = np.nan
+    with pytest.raises(TEMInputError, match="NaN"):
+        particles.measure_particles(bad)
+    with pytest.raises(TEMInputError, match=r"\(40, 50\).*\(50, 50\)"):
+        particles.measure_particles(mask, image=np.zeros((40, 50)))
+    with pytest.raises(TEMInputError, match="pixel_size_nm"):
+        particles.measure_particles(mask, -1.0)
+    with pytest.raises(TEMInputError):
+        particles.measure_particles(np.zeros((2, 3, 4, 5)))
+
+
+def test_size_distribution_recovers_lognormal():
+    rng = np.random.default_rng(0)
+    mu, sigma = np.log(6.0), 0.3
+    sizes = rng.lognormal(mu, sigma, 4000)
+    summary = particles.size_distribution(pd.DataFrame({"equivalent_diameter_nm": sizes}))
+    assert summary["count"] == 4000 and summary["units"] == "nm"
+    # MLE standard errors: sigma / sqrt(n) ~ 0.005 for mu, sigma / sqrt(2n) ~ 0.003 for sigma
+    assert summary["lognormal_mu"] == pytest.approx(mu, abs=0.02)
+    assert summary["lognormal_sigma"] == pytest.approx(sigma, abs=0.015)
+    assert summary["median"] == pytest.approx(6.0, rel=0.03)
+    assert summary["mean"] == pytest.approx(np.exp(mu + sigma ** 2 / 2), rel=0.02)
+    assert sum(summary["counts"]) == 4000
+
+
+def test_size_distribution_from_drawn_particles_and_px_fallback():
+    # 30 disks of radii 5..14 px on a grid; diameters known
+    radii = np.tile(np.arange(5, 15), 3)
+    shape = (3 * 40, 10 * 40)
+    centres = [(20 + 40 * (i // 10), 20 + 40 * (i % 10), r) for i, r in enumerate(radii)]
+    table = particles.measure_particles(_draw(shape, centres))
+    assert len(table) == 30
+    summary = particles.size_distribution(table)         # nm column is NaN -> px column
+    assert summary["column"] == "equivalent_diameter_px" and summary["units"] == "px"
+    assert summary["mean"] == pytest.approx(2 * radii.mean(), abs=1.0)
+    log_d = np.log(2 * radii)
+    assert summary["lognormal_mu"] == pytest.approx(log_d.mean(), abs=0.05)
+    assert summary["lognormal_sigma"] == pytest.approx(log_d.std(), abs=0.05)
+    empty = particles.size_distribution(table.iloc[:0])
+    assert empty["count"] == 0 and np.isnan(empty["mean"])
+
+
+def _movie(n_frames=5):
+    """Three particles drifting +2 px/frame in x and growing 1 px in radius per frame."""
+    frames = []
+    for t in range(n_frames):
+        frames.append(_draw((120, 160), [(30, 30 + 2 * t, 8 + t), (80, 40 + 2 * t, 10 + t),
+                                         (60, 110 + 2 * t, 6 + t)]))
+    return frames
+
+
+def test_track_particles_follows_drift_and_growth():
+    tracks = particles.track_particles(_movie(), PIXEL_NM, max_distance=6)
+    assert set(tracks.columns) >= {"frame", "particle", "centroid_y_px", "centroid_x_px",
+                                   "equivalent_diameter_nm"}
+    assert tracks["particle"].nunique() == 3
+    for _, track in tracks.groupby("particle"):
+        assert list(track["frame"]) == [0, 1, 2, 3, 4]
+        assert track["centroid_y_px"].nunique() == 1          # same particle: same row
+        np.testing.assert_allclose(np.diff(track["centroid_x_px"]), 2.0, atol=1e-9)
+        growth = np.diff(track["equivalent_diameter_px"])
+        np.testing.assert_allclose(growth, 2.0, atol=0.6)     # radius +1 px per frame
+    # tables work as input too and give the same tracks
+    tables = [particles.measure_particles(m, PIXEL_NM) for m in _movie()]
+    again = particles.track_particles(tables, max_distance=6)
+    pd.testing.assert_frame_equal(again, tracks)
+
+
+def test_track_particles_gate_and_memory():
+    frames = _movie()
+    frames[2] = _draw((120, 160), [(30, 34, 10), (80, 44, 12)])   # third particle vanishes
+    no_memory = particles.track_particles(frames, max_distance=6, memory=0)
+    assert no_memory["particle"].nunique() == 4                   # it comes back as new
+    with_memory = particles.track_particles(frames, max_distance=6, memory=1)
+    assert with_memory["particle"].nunique() == 3
+    lengths = sorted(with_memory.groupby("particle").size())
+    assert lengths == [4, 5, 5]
+    # a gate smaller than the 2-px step links nothing: every detection is its own track
+    assert particles.track_particles(_movie(), max_distance=1.0)["particle"].nunique() == 15
+
+
+def test_plots():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rng = np.random.default_rng(3)
+    table = pd.DataFrame({"equivalent_diameter_nm": rng.lognormal(1.5, 0.25, 200)})
+    ax = particles.plot_size_distribution(table)
+    assert len(ax.patches) > 3 and len(ax.lines) == 1
+    ax = particles.plot_size_vs_time(particles.track_particles(_movie(), PIXEL_NM, max_distance=6))
+    assert len(ax.lines) == 3
