@@ -183,8 +183,8 @@ def fit(dataset_dir, model="unet", *, epochs: int = 100, batch_size: int = 8, pa
         learning_rate: float = 1e-4, loss="cross_entropy", split=(0.7, 0.1, 0.2), augment=True,
         seed: int = 0, run_dir=None, devices=None, mixed_precision="auto", resume: bool = True,
         overwrite: bool = False, patience: int = 10, stride=None, min_foreground_pixels: int = 1,
-        preprocessing=None, pairing: str = "stem", images=None, masks=None, verbose: int = 1,
-        **model_kwargs) -> Run:
+        preprocessing=None, pairing: str = "stem", images=None, masks=None, labels: str = "masks",
+        particles: str = "dark", verbose: int = 1, **model_kwargs) -> Run:
     """Train a segmentation model on a dataset folder and write a run folder.
 
     Parameters
@@ -225,6 +225,11 @@ def fit(dataset_dir, model="unet", *, epochs: int = 100, batch_size: int = 8, pa
         Early-stopping patience in epochs (validation loss).
     stride, min_foreground_pixels, preprocessing, pairing, images, masks
         Passed to :func:`tem_keras.data.pipeline.training_data` and :func:`~tem_keras.data.discover`.
+    labels : {"masks", "auto"}
+        ``"auto"``: images without a mask get Horwath et al.'s pseudo-labels
+        (:func:`tem_keras.baselines.pseudo_labels`), written to ``run_dir/pseudo_labels/``.
+    particles : {"dark", "bright", "auto"}
+        Particle contrast for the pseudo-labels (dark in bright-field TEM, bright in HAADF).
     verbose : int
         0 quiet, 1 a progress bar per epoch ending in a line of all metrics, 2 one line per
         epoch; both print the total time.
@@ -249,7 +254,16 @@ def fit(dataset_dir, model="unet", *, epochs: int = 100, batch_size: int = 8, pa
     strategy = choose_strategy(devices)  # first: a multi-worker strategy must precede other TF ops
     keras.utils.set_random_seed(seed)
     replicas = strategy.num_replicas_in_sync
-    dataset = discover(dataset_dir, pairing=pairing, images=images, masks=masks)
+    if labels not in ("masks", "auto"):
+        raise ValueError(f"labels must be 'masks' or 'auto', got {labels!r}")
+    dataset = discover(dataset_dir, pairing=pairing, images=images, masks=masks,
+                       include_unlabelled=labels == "auto")
+    pseudo_dir = None
+    if labels == "auto" and len(dataset.labelled) < len(dataset):
+        from .data.labelling import pseudo_label_dataset
+
+        pseudo_dir = Path(tempfile.mkdtemp(prefix="tem_keras_pseudo_labels_"))
+        dataset = pseudo_label_dataset(dataset, pseudo_dir, particles=particles, progress=verbose > 0)
     data = training_data(dataset, patch_size=patch_size, batch_size=batch_size * replicas,
                          split=split, stride=stride, augment=augment, seed=seed,
                          preprocessing=preprocessing, min_foreground_pixels=min_foreground_pixels,
@@ -279,7 +293,8 @@ def fit(dataset_dir, model="unet", *, epochs: int = 100, batch_size: int = 8, pa
         "model": model_spec if model_spec is not None else {"name": net.name, "custom": True},
         "data": {"dataset_dir": str(dataset_dir.resolve()), "patch_size": patch_size,
                  "stride": stride, "split": list(split), "min_foreground_pixels": min_foreground_pixels,
-                 "pairing": pairing, "augmentation": data.augmentation.to_dict() if data.augmentation else None},
+                 "pairing": pairing, "labels": labels, "particles": particles if labels == "auto" else None,
+                 "augmentation": data.augmentation.to_dict() if data.augmentation else None},
         "training": {"epochs": epochs, "batch_size": batch_size, "global_batch_size": batch_size * replicas,
                      "learning_rate": learning_rate, "loss": loss if isinstance(loss, str) else repr(loss),
                      "class_weights": class_weights, "seed": seed, "patience": patience,
@@ -297,6 +312,9 @@ def fit(dataset_dir, model="unet", *, epochs: int = 100, batch_size: int = 8, pa
         resumed = _prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
         (run_dir / "config.json").write_text(json.dumps(config, indent=2))
         (run_dir / "split.json").write_text(json.dumps(data.split, indent=2))
+        if pseudo_dir is not None:  # keep the labels the model was trained on with the run
+            shutil.rmtree(run_dir / "pseudo_labels", ignore_errors=True)
+            shutil.move(str(pseudo_dir), run_dir / "pseudo_labels")
         out_dir = run_dir
     else:  # other workers write to a scratch folder, as Keras's multi-worker guide recommends
         resumed = False

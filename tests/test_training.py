@@ -164,3 +164,24 @@ def test_fit_bad_inputs(tmp_path, bright_field):
         fit(tmp_path / "nothing", **FAST)
     with pytest.raises(ValueError, match="unknown loss"):
         fit(bright_field, dict(TINY), loss="hinge", run_dir=tmp_path / "r", **FAST)
+
+
+def test_fit_on_unlabelled_images_with_pseudo_labels(tmp_path):
+    from tem_keras.data.datasets import read_mask
+    from tem_keras.metrics import dice
+
+    source = make_dataset(tmp_path / "labelled", n_images=6, size=64, seed=2)
+    unlabelled = tmp_path / "unlabelled"
+    (unlabelled / "images").mkdir(parents=True)
+    for image in (source / "images").iterdir():
+        (unlabelled / "images" / image.name).write_bytes(image.read_bytes())
+    with pytest.raises(Exception, match="no pairs|no image files|no labelled"):
+        fit(unlabelled, dict(TINY), epochs=1, run_dir=tmp_path / "refused", **FAST)
+    run = fit(unlabelled, dict(TINY), labels="auto", particles="dark", epochs=2,
+              run_dir=tmp_path / "run", **FAST)
+    labels = sorted((run.path / "pseudo_labels").glob("*.png"))
+    assert [p.stem for p in labels] == [p.stem for p in sorted((source / "masks").iterdir())]
+    scores = [dice(read_mask(p), read_mask(source / "masks" / p.name)) for p in labels]
+    assert np.mean(scores) > 0.7  # pseudo-labels agree with the exact masks (border particles are missed)
+    assert run.config["data"]["labels"] == "auto"
+    assert sorted(os.listdir(unlabelled)) == ["images"]  # the user's folder is left as it was

@@ -231,7 +231,8 @@ def discover(dataset_dir, *, images=None, masks=None, pairing: str = "stem",
             lone_images += li
             lone_masks += lm
     else:
-        files = _files(root, IMAGE_SUFFIXES)
+        unlabelled_folder = include_unlabelled and (root / "images").is_dir()
+        files = _files(root / "images" if unlabelled_folder else root, IMAGE_SUFFIXES)
         is_mask = [any(f.stem.endswith(t) for t in _MASK_TAGS) for f in files]
         samples, lone_images, lone_masks = _pair_by_stem(
             [f for f, m in zip(files, is_mask) if not m], [f for f, m in zip(files, is_mask) if m])
