@@ -27,6 +27,13 @@ _API = {
     "fit": "tem_keras.training",
     "sweep": "tem_keras.training",
     "Run": "tem_keras.training",
+    "predict": "tem_keras.inference",
+    "predict_stack": "tem_keras.inference",
+    "evaluate": "tem_keras.inference",
+    "Prediction": "tem_keras.inference",
+    "export": "tem_keras.export",
+    "load": "tem_keras.export",
+    "ExportedModel": "tem_keras.export",
     "measure_particles": "tem_keras.particles",
     "size_distribution": "tem_keras.particles",
     "track_particles": "tem_keras.particles",
@@ -42,10 +49,15 @@ _API = {
     "receptive_field": "tem_keras.models.receptive_field",
 }
 
+# sub-packages reachable as attributes without an explicit import (``tem_keras.explain.grad_cam``)
+_SUBMODULES = ("baselines", "data", "explain", "metrics", "models", "particles")
+
 __all__ = sorted(_API) + ["__version__"]
 
 
 def __getattr__(name):
+    if name in _SUBMODULES:
+        return import_module(f"tem_keras.{name}")
     if name in _API:
         value = getattr(import_module(_API[name]), name)
         globals()[name] = value
@@ -54,4 +66,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return __all__
+    return __all__ + list(_SUBMODULES)

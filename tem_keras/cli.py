@@ -141,6 +141,245 @@ def _add_training_options(p) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
+def _shard(text: str) -> str:
+    """``i/n`` with 0 <= i < n (argparse type)."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected i/n such as 0/4, got {text!r}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"shard i/n needs 0 <= i < n (0-based), got {text!r}")
+    return f"{i}/{n}"
+
+
+def _threshold(text: str):
+    """A probability threshold in [0, 1] or ``otsu`` (argparse type)."""
+    if text.lower() == "otsu":
+        return "otsu"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'otsu', got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"threshold must be in [0, 1], got {text}")
+    return value
+
+
+def _overlap(text: str):
+    return "auto" if text == "auto" else int(text)
+
+
+def _as_input_errors(handler):
+    """Report ValueErrors of a handler (bad option values) as one-line input errors."""
+    import functools
+
+    @functools.wraps(handler)
+    def wrapped(args):
+        try:
+            return handler(args)
+        except TEMInputError:
+            raise
+        except ValueError as error:
+            raise TEMInputError(str(error)) from error
+
+    return wrapped
+
+
+def _add_prediction_options(p) -> None:
+    p.add_argument("--threshold", type=_threshold, default=None,
+                   help="particle probability threshold in [0, 1] or 'otsu' (default: the run's "
+                   "tuned threshold, else 0.5)")
+    p.add_argument("--tile-size", type=int, default=None,
+                   help="tile side in px (default: whole images up to 2048², 1024 px tiles above)")
+    p.add_argument("--overlap", type=_overlap, default="auto", help="tile overlap in px or 'auto'")
+    p.add_argument("--batch-size", type=int, default=4, help="tiles or frames per model call")
+    p.add_argument("--mixed-precision", default="float32", choices=("float32", "bfloat16", "float16", "auto"))
+
+
+@_as_input_errors
+def _predict(args) -> None:
+    import csv
+
+    from .inference import predict_stack, save_prediction
+
+    out = Path(args.out)
+    csv_path = None
+    if args.particles:
+        from .particles import measure_particles
+
+        suffix = "" if args.shard is None else "_shard{}of{}".format(*args.shard.split("/"))
+        csv_path = out / f"particles{suffix}.csv"
+        if csv_path.exists() and not args.overwrite:
+            raise FileExistsError(f"{csv_path}: already exists; pass --overwrite to replace it")
+    n_images = n_particles = 0
+    writer = handle = None
+    try:
+        for result in predict_stack(
+                args.model, [str(p) for p in args.inputs], frames=args.shard, threshold=args.threshold,
+                tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
+                mixed_precision=args.mixed_precision, pixel_size_nm=args.pixel_size_nm,
+                return_probabilities=args.probabilities, return_image=args.overlay or args.particles,
+                progress=not args.quiet):
+            save_prediction(result, out, mask_format=args.mask_format, probabilities=args.probabilities,
+                            overlay_png=args.overlay, overwrite=args.overwrite)
+            n_images += 1
+            if csv_path is not None:
+                table = measure_particles(result.mask, result.pixel_size_nm, image=result.image,
+                                          min_area=args.min_area)
+                table.insert(0, "image", result.name)
+                table.insert(1, "frame", -1 if result.frame is None else result.frame)
+                if writer is None:
+                    out.mkdir(parents=True, exist_ok=True)
+                    handle = open(csv_path, "w", newline="")
+                    writer = csv.writer(handle)
+                    writer.writerow(table.columns)
+                writer.writerows(table.itertuples(index=False))
+                n_particles += len(table)
+    finally:
+        if handle is not None:
+            handle.close()
+    print(f"wrote {n_images} mask(s) to {out}"
+          + (f"; {n_particles} particles in {csv_path}" if csv_path is not None else ""))
+
+
+@_as_input_errors
+def _evaluate(args) -> None:
+    import json
+
+    from .inference import evaluate
+
+    plot = None if args.out is None else Path(args.out) / "threshold_curve.png"
+    if args.out is not None:
+        for name in ("per_image.csv", "overall.json", "threshold_curve.png"):
+            if (Path(args.out) / name).exists() and not args.overwrite:
+                raise FileExistsError(f"{Path(args.out) / name}: already exists; pass --overwrite to replace it")
+    per_image, overall = evaluate(args.model, args.dataset_dir, threshold=args.threshold, split=args.split,
+                                  metric=args.metric, tile_size=args.tile_size, overlap=args.overlap,
+                                  batch_size=args.batch_size, mixed_precision=args.mixed_precision,
+                                  plot=plot, progress=not args.quiet)
+    columns = [c for c in ("image", "threshold", "dice", "iou", "precision", "recall", "f1")
+               if c in per_image]
+    print(per_image[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    s = overall["scores"]
+    print(f"overall ({overall['n_images']} images, pixels pooled): dice {s['dice']:.4f}  iou {s['iou']:.4f}  "
+          f"precision {s['precision']:.4f}  recall {s['recall']:.4f}")
+    print(f"best threshold for {overall['metric']}: {overall['best_threshold']:.2f} "
+          f"({overall['metric']} {overall['at_best'][{'dice': 'f1'}.get(overall['metric'], overall['metric'])]:.4f})")
+    if args.out is not None:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        per_image.to_csv(out / "per_image.csv", index=False)
+        summary = {k: v for k, v in overall.items() if k != "curve"}
+        (out / "overall.json").write_text(json.dumps(summary, indent=2, default=float))
+        overall["curve"].to_csv(out / "threshold_curve.csv", index=False)
+        print(f"tables and plot in {out}")
+    if args.save_threshold:
+        model_dir = Path(args.model)
+        if not (model_dir / "config.json").is_file():
+            raise TEMInputError("--save-threshold needs a run folder", model_dir)
+        (model_dir / "thresholds.json").write_text(json.dumps(
+            {"threshold": overall["best_threshold"], "metric": overall["metric"],
+             "dataset_dir": str(args.dataset_dir), "split": args.split}, indent=2))
+        print(f"threshold {overall['best_threshold']:.2f} saved in {model_dir / 'thresholds.json'}")
+
+
+def _mask_files(paths) -> list[Path]:
+    from .io import _image_files
+
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files.extend(_image_files(path))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise TEMInputError("no such file or folder", path)
+    if not files:
+        raise TEMInputError("no mask files found in " + ", ".join(map(str, paths)))
+    return files
+
+
+@_as_input_errors
+def _measure(args) -> None:
+    import pandas as pd
+
+    from .data.datasets import read_mask
+    from .particles import measure_particles
+
+    if args.out.exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out}: already exists; pass --overwrite to replace it")
+    tables = []
+    for path in _mask_files(args.masks):
+        table = measure_particles(read_mask(path), args.pixel_size_nm, min_area=args.min_area,
+                                  split_touching=not args.no_split, exclude_border=not args.keep_border)
+        table.insert(0, "mask", path.name)
+        tables.append(table)
+    table = pd.concat(tables, ignore_index=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    column = "equivalent_diameter_nm" if args.pixel_size_nm else "equivalent_diameter_px"
+    unit = "nm" if args.pixel_size_nm else "px"
+    size = (f"; diameter {table[column].mean():.3g} ± {table[column].std():.2g} {unit}"
+            if len(table) else "")
+    print(f"{len(table)} particles in {len(tables)} mask(s){size}; table in {args.out}")
+
+
+@_as_input_errors
+def _label(args) -> None:
+    from .baselines import pseudo_labels
+    from .inference import _frames, _sources
+    from .io import write_image, write_mask
+
+    sources = []
+    for item in args.images:
+        sources.extend(_sources(str(item))[0])
+    out = Path(args.out)
+    n = 0
+    from tqdm.auto import tqdm
+
+    frames = list(_frames(sources, None))
+    for _, source, frame in tqdm(frames, unit="image", desc="label", disable=args.quiet):
+        mg = source.get(frame)
+        stem = Path(source.name or mg.path).stem + (f"_f{frame:05d}" if source.multi else "")
+        labels = pseudo_labels(mg, sigma=args.sigma, disk_radius=args.disk_radius, particles=args.particles)
+        write_image(out / "images" / f"{stem}.tif", mg.data, mg.pixel_size_nm, overwrite=args.overwrite)
+        write_mask(out / "masks" / f"{stem}.png", __import__('numpy').asarray(labels, dtype='uint8'), overwrite=args.overwrite)
+        n += 1
+    print(f"wrote {n} image(s) with pseudo-label masks to {out}/images and {out}/masks "
+          "(check them before training)")
+
+
+def _demo(args) -> None:
+    from .demo import run_demo
+
+    run_demo(args.out_dir, n_images=args.n_images, size=args.size, epochs=args.epochs,
+             mode=args.mode, seed=args.seed, overwrite=args.overwrite)
+
+
+@_as_input_errors
+def _export(args) -> None:
+    from .export import FORMATS, export
+
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip()) if args.formats else FORMATS
+    export(args.run_dir, args.out_dir, formats=formats, overwrite=args.overwrite,
+           threshold=args.threshold, pixel_size_nm=args.pixel_size_nm, name=args.name,
+           verbose=not args.quiet)
+
+
+@_as_input_errors
+def _explain(args) -> None:
+    from .explain.report import write_explanation
+    from .inference import load_model
+
+    info = load_model(args.model)
+    files = write_explanation(info.model, None if args.image is None else str(args.image), args.method,
+                              args.out, layer=args.layer, class_index=args.class_index,
+                              target=args.target, preprocessing=info.preprocessing,
+                              overwrite=args.overwrite)
+    print(f"wrote {len(files)} file(s) to {args.out}: " + ", ".join(f.name for f in files[:6])
+          + (", ..." if len(files) > 6 else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -187,6 +426,100 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", type=Path, default=Path("sweeps"))
     _add_training_options(p)
     p.set_defaults(func=_sweep)
+
+    p = sub.add_parser("predict", help="segment images, stacks or videos with a trained model")
+    p.add_argument("model", help="run folder, export folder or .keras file")
+    p.add_argument("inputs", nargs="+", type=Path, help="image files, stacks, folders or patterns")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    _add_prediction_options(p)
+    p.add_argument("--probabilities", action="store_true", help="also write float32 probability TIFFs")
+    p.add_argument("--overlay", action="store_true", help="also write overlay PNGs")
+    p.add_argument("--particles", action="store_true", help="measure particles into particles.csv")
+    p.add_argument("--min-area", type=int, default=10, help="smallest particle in px (--particles)")
+    p.add_argument("--pixel-size-nm", type=float, default=None, help="for files without calibration")
+    p.add_argument("--shard", type=_shard, default=None,
+                   help="predict only the i-th of n contiguous frame ranges (0-based), e.g. 0/4")
+    p.add_argument("--mask-format", choices=("png", "tif"), default="png")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("evaluate", help="score a model on a labelled dataset folder")
+    p.add_argument("model", help="run folder, export folder or .keras file")
+    p.add_argument("dataset_dir", type=Path)
+    _add_prediction_options(p)
+    p.add_argument("--split", choices=("train", "val", "test"), default=None,
+                   help="only this split of the run (split.json)")
+    p.add_argument("--metric", choices=("f1", "dice", "iou"), default="f1",
+                   help="metric of the best threshold")
+    p.add_argument("-o", "--out", type=Path, default=None,
+                   help="folder for per_image.csv, overall.json and threshold_curve.png")
+    p.add_argument("--save-threshold", action="store_true",
+                   help="store the best threshold in the run folder (thresholds.json); predict uses it")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("measure", help="measure particles in mask files (sizes in nm)")
+    p.add_argument("masks", nargs="+", type=Path, help="mask files or folders")
+    p.add_argument("--pixel-size-nm", type=float, default=None)
+    p.add_argument("-o", "--out", type=Path, default=Path("particles.csv"))
+    p.add_argument("--min-area", type=int, default=10, help="smallest particle in px")
+    p.add_argument("--no-split", action="store_true", help="do not split touching particles")
+    p.add_argument("--keep-border", action="store_true", help="keep particles touching the border")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_measure)
+
+    p = sub.add_parser("label", help="make pseudo-label masks (filters + reconstruction + Otsu) for a dataset folder")
+    p.add_argument("images", nargs="+", type=Path, help="image files, stacks or folders")
+    p.add_argument("-o", "--out", type=Path, required=True, help="dataset folder (images/ + masks/)")
+    p.add_argument("--sigma", type=float, default=2.0, help="Gaussian smoothing in px")
+    p.add_argument("--disk-radius", type=int, default=3, help="grey opening radius in px")
+    p.add_argument("--particles", choices=("dark", "bright", "auto"), default="dark")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_label)
+
+    p = sub.add_parser("demo", help="train, predict, measure and export on generated micrographs (a few minutes)")
+    p.add_argument("out_dir", type=Path, nargs="?", default=Path("tem_keras_demo"))
+    p.add_argument("--n-images", type=int, default=24)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--mode", choices=("bright-field", "haadf", "hrtem"), default="bright-field")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing demo folder")
+    p.set_defaults(func=_demo)
+
+    p = sub.add_parser("export", help="export a run: SavedModel with preprocessing inside, .keras, ONNX, "
+                       "bioimage.io package, model card")
+    p.add_argument("run_dir", type=Path, help="run folder (config.json + best.keras)")
+    p.add_argument("out_dir", type=Path, help="export folder to write (new or empty)")
+    p.add_argument("--formats", default=None,
+                   help="comma-separated subset of saved_model,keras,onnx,bioimageio (default: all; "
+                   "onnx is skipped with a message when tf2onnx/onnxruntime are not installed)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="particle probability threshold stored with the model (default: the run's, else 0.5)")
+    p.add_argument("--pixel-size-nm", type=float, default=None, help="override the run's pixel size")
+    p.add_argument("--name", default=None, help="model name in the card (default: the run folder's name)")
+    p.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty OUT_DIR")
+    p.add_argument("--quiet", action="store_true", help="print nothing")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("explain",
+                       help="explain a model: Grad-CAM, kernels, activations, effective receptive field")
+    p.add_argument("model", help="run folder, export folder or .keras file")
+    p.add_argument("image", nargs="?", type=Path, default=None,
+                   help="image file (needed for gradcam and activations; erf uses random images without it)")
+    p.add_argument("--method", choices=("gradcam", "gradcam++", "kernels", "activations", "erf"),
+                   default="gradcam")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder for PNG and .npy files")
+    p.add_argument("--layer", default=None,
+                   help="layer name (Grad-CAM, kernels); comma-separated names for activations")
+    p.add_argument("--class-index", type=int, default=1, help="class explained (1: particle)")
+    p.add_argument("--target", choices=("particle", "all"), default="particle",
+                   help="Grad-CAM target pixels: those predicted as the class, or all")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_explain)
 
     p = sub.add_parser("models", help="table of the model zoo: parameters, receptive field, FLOPs")
     p.add_argument("--pixel-size-nm", type=float, default=None)

@@ -133,3 +133,22 @@ def prepare_for_multi_worker(model) -> None:
 def strategy_name(strategy) -> str:
     """The public name of a strategy (``MultiWorkerMirroredStrategy``, not its internal class)."""
     return "MultiWorkerMirroredStrategy" if is_multi_worker(strategy) else type(strategy).__name__
+
+
+def float32_model(model):
+    """A float32 copy of a mixed-precision model (the same weights), or the model itself.
+
+    Exports compute in float32 so that colleagues get the same numbers on any machine, whatever
+    precision was used for training.
+    """
+    import keras
+
+    if all(layer.dtype_policy.compute_dtype == "float32" for layer in model.layers):
+        return model
+
+    def clone(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy

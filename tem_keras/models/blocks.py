@@ -47,7 +47,8 @@ class CropOrPadTo(layers.Layer):
         import tensorflow as tf  # the TensorFlow backend is the only one tem_keras supports
 
         x, reference = inputs
-        shape = tf.shape(x)
+        channels = x.shape[-1]  # static; tf.slice below loses it, and Keras then runs the next
+        shape = tf.shape(x)     # convolution through a shape-polymorphic XLA path
         target = tf.shape(reference)
         crop_h = tf.maximum(shape[1] - target[1], 0)
         crop_w = tf.maximum(shape[2] - target[2], 0)
@@ -60,7 +61,7 @@ class CropOrPadTo(layers.Layer):
                              tf.stack([pad_w // 2, pad_w - pad_w // 2]), tf.stack([zero, zero])])
         # ensure_shape is needed: without it TensorFlow 2.21's CPU graph optimisation (oneDNN)
         # crashes (segmentation fault) when this output is added to a convolution output, as in FCN-8s
-        return tf.ensure_shape(tf.pad(x, paddings), [None, None, None, x.shape[-1]])
+        return tf.ensure_shape(tf.pad(x, paddings), [None, None, None, channels])
 
     def compute_output_shape(self, input_shape):
         x_shape, ref_shape = input_shape

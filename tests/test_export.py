@@ -1,0 +1,325 @@
+"""Export folders: SavedModel with preprocessing inside, .keras, ONNX, bioimage.io, model card, load."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tem_keras.errors import TEMInputError
+
+pytest.importorskip("tensorflow")
+
+try:
+    import onnxruntime  # noqa: F401
+    import tf2onnx  # noqa: F401
+
+    HAVE_ONNX = True
+except Exception:  # noqa: BLE001
+    HAVE_ONNX = False
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from tem_keras.data.synthetic import make_dataset
+    from tem_keras.training import fit
+
+    root = tmp_path_factory.mktemp("export")
+    data = make_dataset(root / "data", n_images=6, size=64, seed=0)
+    return fit(data, "unet", epochs=2, patch_size=64, mixed_precision="float32", verbose=0,
+               depth=2, base_filters=4, run_dir=root / "run")
+
+
+@pytest.fixture(scope="module")
+def exported(run, tmp_path_factory):
+    from tem_keras.export import export
+
+    return export(run, tmp_path_factory.mktemp("exports") / "unet", verbose=False)
+
+
+def _image(h, w, seed=1):
+    from tem_keras.data.synthetic import make_image
+
+    image = make_image(max(h, w), seed=seed).image[:h, :w].astype(np.float32)
+    image[5, 7] += 50 * image.std()  # an X-ray hit for the outlier removal
+    return np.ascontiguousarray(image)
+
+
+def _in_memory(run, image):
+    """Probabilities of the in-memory model with the NumPy preprocessing and padding."""
+    from tem_keras.inference import pad_to_multiple
+    from tem_keras.models import downsampling_factor
+
+    padded, (h, w) = pad_to_multiple(run.preprocessing(image), downsampling_factor(run.model))
+    return np.asarray(run.model(padded[None, ..., None], training=False))[0, :h, :w]
+
+
+# ---------------------------------------------------------------------------------------------
+# The in-graph preprocessing is the NumPy preprocessing
+# ---------------------------------------------------------------------------------------------
+
+def test_graph_preprocessing_equals_numpy():
+    import tensorflow as tf
+
+    from tem_keras.data.preprocess import remove_outliers, standardize
+    from tem_keras.export import pad_to_multiple_tf, remove_outliers_tf, standardize_tf
+    from tem_keras.inference import pad_to_multiple
+
+    rng = np.random.default_rng(0)
+    for h, w in [(37, 50), (8, 9), (64, 64)]:
+        x = (rng.normal(size=(h, w)) * 10 + 100).astype(np.float32)
+        x[rng.random((h, w)) < 0.02] += 500
+        x[3, 3] += 400
+        x[3, 4] += 400  # a cluster of two hot pixels
+        cleaned = remove_outliers(x)
+        assert np.array_equal(cleaned, remove_outliers_tf(tf.constant(x[None])).numpy()[0])
+        for method in ("standard", "percentile"):
+            np.testing.assert_allclose(standardize_tf(tf.constant(cleaned[None]), method).numpy()[0],
+                                       standardize(cleaned, method), atol=1e-6)
+    for h, w, d in [(5, 7, 4), (3, 3, 8), (1, 9, 4), (9, 2, 4), (30, 31, 16)]:
+        x = rng.random((h, w)).astype(np.float32)
+        expected, _ = pad_to_multiple(x, d)
+        assert np.array_equal(pad_to_multiple_tf(tf.constant(x[None, ..., None]), d).numpy()[0, ..., 0],
+                              expected)
+
+
+def test_graph_labels_equal_labels_from_probabilities():
+    import tensorflow as tf
+
+    from tem_keras.export import _labels_tf
+    from tem_keras.inference import labels_from_probabilities
+
+    rng = np.random.default_rng(0)
+    for c in (2, 4):
+        p = rng.dirichlet(np.ones(c), size=(9, 11)).astype(np.float32)
+        for threshold in (None, 0.3, 0.7):
+            expected, _ = labels_from_probabilities(p, threshold)
+            assert np.array_equal(_labels_tf(tf.constant(p), threshold).numpy(), expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# The export folder, and its use without tem_keras
+# ---------------------------------------------------------------------------------------------
+
+def test_export_folder_contents(exported, run):
+    for name in ("saved_model/saved_model.pb", "model.keras", "tem_keras.json", "README.md",
+                 "bioimageio/rdf.yaml"):
+        assert (exported / name).exists(), name
+    meta = json.loads((exported / "tem_keras.json").read_text())
+    assert meta["classes"] == {"0": "background", "1": "particle"}
+    assert meta["pixel_size_nm"] == run.config["pixel_size_nm"]
+    assert meta["preprocessing"] == run.config["preprocessing"]
+    assert meta["threshold"] == 0.5 and meta["downsampling"] == 4
+    assert meta["receptive_field_px"] > 0 and meta["metrics"] == run.metrics
+    assert meta["versions"]["tensorflow"]
+    assert meta["checks"]["saved_model_max_abs_difference"] <= 1e-5
+    card = (exported / "README.md").read_text()
+    for words in ("Receptive field", "nm", "Training data", "Threshold", "Limitations", "tem-keras predict",
+                  "tf.saved_model.load", "people you trust"):
+        assert words in card, words
+    if HAVE_ONNX:
+        assert (exported / "model.onnx").is_file() and meta["checks"]["onnx_max_abs_difference"] <= 1e-4
+    else:
+        assert "onnx" in meta["skipped"] and "pip install" in meta["skipped"]["onnx"]
+
+
+def test_fresh_process_without_tem_keras_reproduces_the_model(exported, run, tmp_path):
+    shapes = [(80, 112), (75, 101)]  # not the 64 px training patches; the second not a multiple of 4
+    for k, (h, w) in enumerate(shapes):
+        np.save(tmp_path / f"image{k}.npy", _image(h, w, seed=k))
+    script = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        import tensorflow as tf
+        model = tf.saved_model.load({str(exported / 'saved_model')!r})
+        for k in range({len(shapes)}):
+            x = np.load({str(tmp_path)!r} + f"/image{{k}}.npy")[None, :, :, None]
+            np.save({str(tmp_path)!r} + f"/saved{{k}}.npy", model.serve(x).numpy()[0])
+            np.save({str(tmp_path)!r} + f"/mask{{k}}.npy", model.serve_mask(x).numpy()[0])
+            out = model.signatures["serving_default"](images=tf.constant(x))["probabilities"]
+            np.save({str(tmp_path)!r} + f"/signature{{k}}.npy", out.numpy()[0])
+            if {HAVE_ONNX!r}:
+                import onnxruntime as ort
+                s = ort.InferenceSession({str(exported / 'model.onnx')!r}, providers=["CPUExecutionProvider"])
+                np.save({str(tmp_path)!r} + f"/onnx{{k}}.npy", s.run(None, {{s.get_inputs()[0].name: x}})[0][0])
+        assert "tem_keras" not in sys.modules, "tem_keras was imported"
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
+    for k, (h, w) in enumerate(shapes):
+        expected = _in_memory(run, _image(h, w, seed=k))
+        saved = np.load(tmp_path / f"saved{k}.npy")
+        assert saved.shape == (h, w, 2)
+        assert np.max(np.abs(saved - expected)) <= 1e-5
+        assert np.array_equal(np.load(tmp_path / f"signature{k}.npy"), saved)
+        assert np.array_equal(np.load(tmp_path / f"mask{k}.npy"), (saved[..., 1] >= 0.5).astype(np.uint8))
+        if HAVE_ONNX:
+            assert np.max(np.abs(np.load(tmp_path / f"onnx{k}.npy") - expected)) <= 1e-4
+
+
+def test_load_returns_what_predict_accepts(exported, run):
+    from tem_keras.export import ExportedModel, load
+    from tem_keras.inference import predict
+    from tem_keras.training import Run
+
+    model = load(exported)
+    assert isinstance(model, ExportedModel)
+    assert model.preprocessing == run.preprocessing and model.threshold == 0.5
+    image = _image(75, 101)
+    result = predict(model, image, return_probabilities=True)
+    assert result.mask.shape == (75, 101)
+    np.testing.assert_allclose(result.probabilities, _in_memory(run, image), atol=1e-5)
+    np.testing.assert_allclose(model.serve(image)[0], result.probabilities, atol=1e-5)
+    assert isinstance(load(run.path), Run)
+
+
+def test_saved_model_only_export_loads(run, tmp_path):
+    from tem_keras.export import export, load
+
+    out = export(run, tmp_path / "sm", formats=("saved_model",), verbose=False)
+    assert not (out / "model.keras").exists()
+    model = load(out)
+    image = _image(40, 52)
+    np.testing.assert_allclose(model.serve(image)[0], _in_memory(run, image), atol=1e-5)
+    assert model.model(np.zeros((1, 8, 8, 1), np.float32)).shape == (1, 8, 8, 2)
+    from tem_keras.inference import predict
+
+    # predict() cannot read the down-sampling of the wrapped SavedModel and pads further than
+    # needed: equal away from the bottom and right borders (half a receptive field)
+    probabilities = predict(model, image, return_probabilities=True).probabilities
+    np.testing.assert_allclose(probabilities[:-16, :-16], _in_memory(run, image)[:-16, :-16], atol=1e-5)
+
+
+def test_bioimageio_package(exported):
+    package = exported / "bioimageio"
+    for name in ("rdf.yaml", "saved_model.zip", "test_input.npy", "test_output.npy", "cover.png", "README.md"):
+        assert (package / name).is_file(), name
+    meta = json.loads((exported / "tem_keras.json").read_text())
+    validation = meta["checks"]["bioimageio_validation"]
+    try:
+        import bioimageio.spec
+    except Exception:  # noqa: BLE001
+        assert validation.startswith("written, not validated")
+    else:
+        assert validation.startswith(("valid-format", "passed")), validation
+    try:
+        import bioimageio.core  # noqa: F401
+    except Exception:  # noqa: BLE001
+        return
+    from tem_keras.export import validate_bioimageio
+
+    # runs the zipped SavedModel: test tensors reproduced, other sizes and batch sizes
+    assert validate_bioimageio(package / "rdf.yaml", test_model=True).startswith("passed")
+
+
+# ---------------------------------------------------------------------------------------------
+# Refusals and clear errors
+# ---------------------------------------------------------------------------------------------
+
+def test_export_refuses_a_non_empty_folder(run, tmp_path):
+    from tem_keras.export import export
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(TEMInputError, match="not empty"):
+        export(run, out, formats=("keras",), verbose=False)
+    assert (out / "notes.txt").read_text() == "mine"
+    import tem_keras
+    import tem_keras.export
+
+    tem_keras.export(run, out, formats=("keras",), overwrite=True, verbose=False)
+    assert not (out / "notes.txt").exists() and (out / "model.keras").is_file()
+
+
+def test_onnx_skipped_with_a_message_when_unavailable(run, tmp_path, monkeypatch):
+    from tem_keras import export as export_module
+
+    monkeypatch.setattr(export_module, "_onnx_unavailable",
+                        lambda: "tf2onnx not available; install the extra with pip install \"tem_keras[onnx]\"")
+    out = export_module.export(run, tmp_path / "x", formats=("keras", "onnx"), verbose=False)
+    assert not (out / "model.onnx").exists()
+    assert "tem_keras[onnx]" in json.loads((out / "tem_keras.json").read_text())["skipped"]["onnx"]
+
+
+def test_load_reports_corrupt_and_partial_exports(exported, tmp_path):
+    from tem_keras.export import load
+
+    def copy(name):
+        target = tmp_path / name
+        shutil.copytree(exported, target)
+        return target
+
+    broken = copy("no_json")
+    (broken / "tem_keras.json").unlink()
+    with pytest.raises(TEMInputError, match="partial export"):
+        load(broken)
+    broken = copy("bad_json")
+    (broken / "tem_keras.json").write_text("{not json")
+    with pytest.raises(TEMInputError, match="corrupt"):
+        load(broken)
+    broken = copy("no_keras")
+    (broken / "model.keras").unlink()
+    with pytest.raises(TEMInputError, match="partial export.*model.keras"):
+        load(broken)
+    broken = copy("no_pb")
+    (broken / "saved_model" / "saved_model.pb").unlink()
+    with pytest.raises(TEMInputError, match="partial export"):
+        load(broken)
+    broken = copy("bad_keras")
+    (broken / "model.keras").write_bytes((exported / "model.keras").read_bytes()[:500])
+    with pytest.raises(TEMInputError, match="corrupt or incomplete"):
+        load(broken)
+    with pytest.raises(TEMInputError, match="neither"):
+        load(tmp_path)
+    with pytest.raises(TEMInputError, match="no such"):
+        load(tmp_path / "missing")
+
+
+def test_keras_files_with_code_are_refused(tmp_path):
+    import keras
+
+    from tem_keras.export import load
+
+    inputs = keras.Input((None, None, 1))
+    x = keras.layers.Lambda(lambda t: t * 2.0)(inputs)
+    outputs = keras.layers.Conv2D(2, 1, activation="softmax")(x)
+    path = tmp_path / "lambda.keras"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(TEMInputError, match="Lambda"):
+        load(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+def test_cli_export_and_predict(run, tmp_path, capsys):
+    from tem_keras.cli import main
+
+    out = tmp_path / "cli_export"
+    assert main(["export", str(run.path), str(out), "--formats", "saved_model,keras", "--quiet"]) == 0
+    assert (out / "saved_model" / "saved_model.pb").is_file() and (out / "tem_keras.json").is_file()
+    assert main(["export", str(run.path), str(out), "--quiet"]) == 2
+    assert "not empty" in capsys.readouterr().err
+    images = Path(run.config["data"]["dataset_dir"]) / "images"
+    masks = tmp_path / "masks"
+    assert main(["predict", str(out), str(images), "--out", str(masks), "--quiet"]) == 0
+    assert len(list(masks.glob("*_mask.png"))) == len(list(images.iterdir()))
+
+
+def test_example_script_runs(exported, run, tmp_path):
+    example = Path(__file__).resolve().parents[1] / "examples" / "predict_with_savedmodel.py"
+    images = Path(run.config["data"]["dataset_dir"]) / "images"
+    done = subprocess.run([sys.executable, str(example), str(exported), str(images), str(tmp_path / "out")],
+                          check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(list((tmp_path / "out").glob("*_mask.png"))) == len(list(images.iterdir()))
