@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from ..errors import TEMInputError
+from ..inference import pad_to_multiple
 
 #: layers whose output is a spatial feature map worth explaining (class names)
 _CONV_CLASSES = ("Conv2D", "Conv2DTranspose", "DepthwiseConv2D", "SeparableConv2D")
@@ -49,17 +50,6 @@ def prepare_image(image, preprocessing=None) -> np.ndarray:
     return np.asarray(array, dtype=np.float32)
 
 
-def pad_to_multiple(image: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Reflect-pad ``[H, W, C]`` at the bottom/right to a multiple of ``multiple``; returns (padded, (H, W))."""
-    h, w = image.shape[:2]
-    multiple = max(1, int(multiple))
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "symmetric"
-        image = np.pad(image, ((0, ph), (0, pw), (0, 0)), mode=mode)
-    return image, (h, w)
-
-
 def model_input_image(model, image, preprocessing=None) -> tuple[np.ndarray, tuple[int, int]]:
     """``[1, H', W', C]`` batch for ``model`` (padded to its down-sampling) and the original ``(H, W)``."""
     from ..models.receptive_field import downsampling_factor
@@ -75,7 +65,7 @@ def model_input_image(model, image, preprocessing=None) -> tuple[np.ndarray, tup
         multiple = downsampling_factor(model)
     except Exception:  # a graph the walker does not follow: use the image as it is
         multiple = 1
-    padded, size = pad_to_multiple(array, multiple)
+    padded, size = pad_to_multiple(array, max(1, int(multiple)))
     return padded[None], size
 
 
