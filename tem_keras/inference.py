@@ -139,6 +139,8 @@ class Prediction:
 
 @dataclass
 class _ModelInfo:
+    """A model with its preprocessing, tuned threshold and run (what :func:`load_model` finds)."""
+
     model: object
     preprocessing: object | None = None
     threshold: float | None = None
@@ -146,14 +148,14 @@ class _ModelInfo:
 
 
 def load_model(model_or_path) -> _ModelInfo:
-    """A model with what is known about its preprocessing, from a model, Run, run folder or file.
+    """The model, preprocessing and tuned threshold behind a model, Run, run folder or file.
 
     Parameters
     ----------
     model_or_path : keras.Model, Run, str or Path
         A Keras model; a :class:`~tem_keras.training.Run`; a run folder (``config.json`` +
-        ``best.keras``); an export folder holding ``model.keras`` (and ``tem_keras.json``); or a
-        ``.keras`` file.
+        ``best.keras``); an export folder (``tem_keras.json``, opened by
+        :func:`tem_keras.export.load`); or a ``.keras`` file (default preprocessing).
     """
     import keras
 
@@ -175,22 +177,14 @@ def load_model(model_or_path) -> _ModelInfo:
     if path.is_dir():
         if (path / "config.json").is_file() and (path / "best.keras").is_file():
             return _run_info(Run.load(path))
+        if (path / "tem_keras.json").is_file():  # an export folder: preprocessing and threshold inside
+            from .export import load
+
+            return load(path)
         if (path / "model.keras").is_file():
-            info = _ModelInfo(_load_keras(path / "model.keras"))
-            meta = path / "tem_keras.json"
-            if meta.is_file():
-                import json
-
-                from .data.preprocess import Preprocessing
-
-                config = json.loads(meta.read_text())
-                if isinstance(config.get("preprocessing"), dict):
-                    info.preprocessing = Preprocessing.from_dict(config["preprocessing"])
-                if isinstance(config.get("threshold"), (int, float)):
-                    info.threshold = float(config["threshold"])
-            return info
+            return _ModelInfo(_load_keras(path / "model.keras"))
         raise TEMInputError("is neither a run folder (config.json + best.keras) nor an export "
-                            "folder (model.keras)", path)
+                            "folder (tem_keras.json + model.keras)", path)
     if path.suffix.lower() != ".keras":
         raise TEMInputError("expected a .keras model file or a run folder", path)
     return _ModelInfo(_load_keras(path))
@@ -242,9 +236,9 @@ def _resolve_precision(mixed_precision: str) -> str:
 def _with_precision(model, precision: str):
     """``model`` rebuilt under the ``mixed_<precision>`` policy with the same weights (cached).
 
-    Every layer is re-created from its config with ``dtype="mixed_bfloat16"`` (or float16):
-    variables stay float32, computations run in the low precision; layers built float32 on
-    purpose (the softmax head) keep their policy. Predictions are cast back to float32.
+    Every float32 layer is re-created from its config with ``dtype="mixed_bfloat16"`` (or
+    float16): variables stay float32, computations run in the low precision; the output layers
+    (the softmax head) stay float32. Predictions are cast back to float32.
     """
     if precision == "float32":
         return model
@@ -253,14 +247,18 @@ def _with_precision(model, precision: str):
     cache = _CLONES.setdefault(model, {})
     if precision not in cache:
         policy = f"mixed_{precision}"
+        keep = {"softmax"}  # the output layers stay float32 (stable softmax)
+        for tensor in model.outputs:
+            history = getattr(tensor, "_keras_history", None)
+            if history is not None:
+                keep.add(history[0].name)
 
         def clone(layer):
             config = layer.get_config()
             dtype = config.get("dtype")
             name = dtype.get("config", {}).get("name") if isinstance(dtype, dict) else dtype
-            if name in (None, "float32") and not getattr(layer, "_tem_keep_float32", False):
-                if not (isinstance(layer, keras.layers.Activation) and layer.name == "softmax"):
-                    config["dtype"] = policy
+            if name in (None, "float32") and layer.name not in keep:
+                config["dtype"] = policy
             return layer.__class__.from_config(config)
 
         try:
@@ -271,6 +269,113 @@ def _with_precision(model, precision: str):
         copy.set_weights(model.get_weights())
         cache[precision] = copy
     return cache[precision]
+
+
+_FOLDED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _conv_bn_pairs(model) -> list:
+    """``(conv, batch_norm)`` layer pairs where a BatchNormalization only follows a Conv2D."""
+    import keras
+
+    pairs = []
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
+            continue
+        if layer.axis not in (-1, 3) or not layer.built:
+            continue
+        history = getattr(layer._inbound_nodes[0].input_tensors[0], "_keras_history", None)
+        conv = history[0] if history is not None else None
+        if (type(conv) is keras.layers.Conv2D and conv.data_format == "channels_last"
+                and len(conv._inbound_nodes) == 1 and len(conv._outbound_nodes) == 1):
+            pairs.append((conv, layer))
+    return pairs
+
+
+def _fingerprint(pairs) -> tuple:
+    """Changes when the folded weights change (training updates the moving statistics)."""
+    values = []
+    for conv, bn in pairs:
+        for v in (*bn.weights, *conv.weights):
+            a = np.asarray(v.numpy() if hasattr(v, "numpy") else v, np.float64)
+            values.append(float(a.sum()))
+            values.append(float(a.ravel()[0]))
+    return tuple(values)
+
+
+_IDENTITY: list = []
+
+
+def _identity_layer():
+    """A layer returning its input that accepts batch norm's call arguments (``training``, ``mask``)."""
+    if not _IDENTITY:
+        import keras
+
+        class FoldedBatchNormalization(keras.layers.Layer):
+            def call(self, inputs, training=None, mask=None):
+                return inputs
+
+            def compute_output_shape(self, input_shape):
+                return input_shape
+
+        _IDENTITY.append(FoldedBatchNormalization)
+    return _IDENTITY[0]
+
+
+def _folded(model):
+    """An inference copy of ``model`` with every ``Conv2D → BatchNormalization`` pair folded into
+    one convolution with bias (the batch norm becomes an identity), as inference frameworks do.
+
+    Batch norm in inference mode is a per-channel affine map ``γ (x − μ) / √(σ² + ε) + β``, so it
+    folds exactly into the preceding convolution's kernel and bias: one memory pass less per
+    normalised layer, which is what memory-bound models (the residual UNet of Sytwu et al.) spend
+    their time on. Cached per model; rebuilt when the weights change. Models without such pairs
+    are returned as they are.
+    """
+    pairs = _conv_bn_pairs(model)
+    if not pairs:
+        return model
+    key = _fingerprint(pairs)
+    cached = _FOLDED.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    import keras
+
+    convs = {conv.name: bn for conv, bn in pairs}
+    norms = {bn.name for _, bn in pairs}
+
+    def clone(layer):
+        config = layer.get_config()
+        if layer.name in norms:
+            return _identity_layer()(name=layer.name, dtype=config.get("dtype"))
+        if layer.name in convs:
+            config["use_bias"] = True
+        return layer.__class__.from_config(config)
+
+    try:
+        copy = keras.models.clone_model(model, clone_function=clone)
+    except Exception:  # an unusual graph: predict with the model as it is
+        _FOLDED[model] = (key, model)
+        return model
+    for layer in model.layers:
+        target = copy.get_layer(layer.name)
+        if layer.name in norms:
+            continue
+        if layer.name in convs:
+            bn = convs[layer.name]
+            kernel = np.asarray(layer.kernel.numpy(), np.float64)
+            bias = np.asarray(layer.bias.numpy(), np.float64) if layer.use_bias else 0.0
+            mean = np.asarray(bn.moving_mean.numpy(), np.float64)
+            var = np.asarray(bn.moving_variance.numpy(), np.float64)
+            gamma = np.asarray(bn.gamma.numpy(), np.float64) if bn.scale else 1.0
+            beta = np.asarray(bn.beta.numpy(), np.float64) if bn.center else 0.0
+            scale = gamma / np.sqrt(var + bn.epsilon)
+            target.set_weights([(kernel * scale).astype(np.float32),
+                                ((bias - mean) * scale + beta).astype(np.float32)])
+        elif layer.weights:
+            target.set_weights(layer.get_weights())
+    _FOLDED[model] = (key, copy)
+    return copy
 
 
 def _compiled(model):
@@ -450,11 +555,20 @@ def tile_layout(shape, downsampling: int, receptive_field: int | None, *, tile_s
     overlap = int(overlap)
     if overlap < 0 or overlap > tile - d:
         raise ValueError(f"overlap must be between 0 and tile_size - {d} = {tile - d}, got {overlap}")
-    if overlap < 2 * margin:
+    exact = overlap >= 2 * margin
+    if not exact:
         margin = overlap // 4
     stride = max(d, ((tile - overlap) // d) * d)
     th, tw = min(tile, h), min(tile, w)
     rows, cols = _origins(h, th, stride), _origins(w, tw, stride)
+    if not exact and len(rows) * len(cols) > 1:
+        import warnings
+
+        need = 2 * min(int(math.ceil(rf / 2)), MAX_MARGIN)
+        warnings.warn(f"tiles of {tile} px overlapping by {overlap} px cannot reproduce whole-image "
+                      f"prediction for a receptive field of {rf} px (that needs an overlap >= {need} "
+                      f"px, at most half a tile): tile borders may show; use overlap >= {need} and "
+                      f"tile_size >= {_round_up(2 * need + 2 * d, d)}", RuntimeWarning, stacklevel=2)
     return TileLayout((h, w), (th, tw), rows, cols, _axis_weights(rows, th, h, margin),
                       _axis_weights(cols, tw, w, margin), margin, overlap)
 
@@ -647,7 +761,10 @@ def _run_engine(info: _ModelInfo, frames_iter, *, preprocessing, tile_size, over
     """
     model = info.model
     d, rf = _geometry(model)
-    net = _with_precision(model, _resolve_precision(mixed_precision))
+    from .distribute import tune_allocator
+
+    tune_allocator()  # reuse freed activation buffers instead of page-faulting them in every call
+    net = _with_precision(_folded(model), _resolve_precision(mixed_precision))
     fn = _compiled(net)
     channels = int(model.inputs[0].shape[-1] or 1)
     n_classes = int(model.outputs[0].shape[-1] or 1)
@@ -676,7 +793,8 @@ def _run_engine(info: _ModelInfo, frames_iter, *, preprocessing, tile_size, over
         while jobs and jobs[0][-1].pending == 0:
             g, source, frame, mg, job = jobs.pop(0)
             h, w = job.crop
-            yield g, source, frame, mg, job.out[:h, :w]
+            # a copy: a whole frame is a view into its batch, a tile accumulator is padded
+            yield g, source, frame, mg, np.array(job.out[:h, :w], copy=True)
 
     for g, source, frame, mg, (padded, crop, layout) in _stream(frames_iter, preprocessing, d, rf,
                                                                 options, prefetch):
@@ -830,7 +948,9 @@ def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", b
     mixed_precision : {"float32", "bfloat16", "float16", "auto"}
         Run the model under a ``mixed_*`` policy: it is rebuilt layer by layer from its config
         with that policy and the same weights (cached per model); probabilities are float32.
-        ``"auto"``: bfloat16 on GPUs of compute capability ≥ 8, float16 on 7.x, else float32.
+        ``"auto"``: bfloat16 on GPUs of compute capability ≥ 8, float16 on 7.x, else float32
+        (on CPUs too: bfloat16 measured no faster than float32 on a 2-core AVX512_BF16 machine,
+        see ``benchmarks/README.md``).
         Expect differences of ~1e-2 in probabilities.
     max_pixels : int
         Largest image predicted whole when ``tile_size`` is None.
