@@ -7,22 +7,19 @@ from pathlib import Path
 import numpy as np
 
 
-def _figure(*args, **kwargs):
-    import matplotlib
+def _figure(nrows: int = 1, ncols: int = 1, *, figsize=None, **subplot_kwargs):
+    """A figure and its axes, made without pyplot: no global state, no backend switch (figures
+    still show in Jupyter, and scripts never need a display)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(*args, **kwargs)
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **subplot_kwargs)
 
 
 def _save(fig, path) -> Path:
-    import matplotlib.pyplot as plt
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 

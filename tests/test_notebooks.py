@@ -135,6 +135,9 @@ def _check_03(tmp, nb):
     matches = pd.read_csv(work / "kernel_matches.csv")
     assert len(matches) == 32
     assert matches["abs_correlation"].between(0, 1).all()
+    cams = pd.read_csv(work / "grad_cam_by_layer.csv")
+    assert set(cams["method"]) == {"gradcam", "gradcam++"}
+    assert cams[["on particles", "on support"]].ge(0).all().all()
     erf = pd.read_csv(work / "effective_receptive_field.csv")
     assert (erf["95 % of the gradient (px)"] <= erf["gradient support (px)"]).all()
     assert _images(nb) >= 6
