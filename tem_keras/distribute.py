@@ -152,3 +152,47 @@ def float32_model(model):
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())
     return copy
+
+
+#: glibc ``mallopt`` parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_ALLOCATOR_TUNED: dict = {}
+
+
+def tune_allocator(trim_threshold: int = 2**31 - 1) -> bool:
+    """Keep freed tensor buffers in the process instead of returning them to the OS (glibc only).
+
+    A model call allocates and frees the same large activation buffers every time. By default
+    glibc serves blocks above 32 MiB (or its dynamic threshold) with ``mmap`` and gives them back
+    with ``munmap`` (and trims the heap top), so every call page-faults the same memory in again.
+    This calls ``mallopt(M_MMAP_MAX, 0)`` and ``mallopt(M_TRIM_THRESHOLD, trim_threshold)`` — the
+    same as setting ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...`` before Python starts —
+    so the buffers are reused. Peak memory is unchanged; memory freed after the peak stays with
+    the process (reused by the next call) rather than going back to the OS.
+
+    Idempotent; a no-op returning False off Linux/glibc, when ``TEM_KERAS_TUNE_ALLOCATOR=0``, or
+    when the user already set ``MALLOC_MMAP_MAX_`` / ``MALLOC_TRIM_THRESHOLD_`` (theirs win).
+
+    Returns
+    -------
+    bool
+        Whether the allocator is tuned (now or by an earlier call).
+    """
+    if "done" in _ALLOCATOR_TUNED:
+        return _ALLOCATOR_TUNED["done"]
+    ok = False
+    if (os.environ.get("TEM_KERAS_TUNE_ALLOCATOR", "1") != "0"
+            and not any(k in os.environ for k in ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_"))):
+        import platform
+
+        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+            try:
+                import ctypes
+
+                libc = ctypes.CDLL("libc.so.6")
+                ok = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(
+                    libc.mallopt(_M_TRIM_THRESHOLD, min(int(trim_threshold), 2**31 - 1)))
+            except (OSError, AttributeError):
+                ok = False
+    _ALLOCATOR_TUNED["done"] = ok
+    return ok
