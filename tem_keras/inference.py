@@ -279,7 +279,7 @@ def _conv_bn_pairs(model) -> list:
     import keras
 
     pairs = []
-    for layer in model.layers:
+    for layer in getattr(model, "layers", ()):  # a SavedModel-only export has no layers to fold
         if not isinstance(layer, keras.layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
             continue
         if layer.axis not in (-1, 3) or not layer.built:

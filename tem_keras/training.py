@@ -246,11 +246,12 @@ def fit(dataset_dir, model="unet", *, epochs: int = 100, batch_size: int = 8, pa
     from .data.datasets import discover
     from .data.pipeline import training_data
     from .distribute import (choose_precision, choose_strategy, is_chief, is_multi_worker,
-                             prepare_for_multi_worker, strategy_name)
+                             prepare_for_multi_worker, strategy_name, tune_allocator)
     from .keras_metrics import default_metrics
     from .losses import get_loss, inverse_frequency_weights
 
     dataset_dir = Path(dataset_dir)
+    tune_allocator()
     strategy = choose_strategy(devices)  # first: a multi-worker strategy must precede other TF ops
     keras.utils.set_random_seed(seed)
     replicas = strategy.num_replicas_in_sync

@@ -107,7 +107,10 @@ def test_reload_in_fresh_process_gives_identical_outputs(trained):
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("DIFFS=")][-1]
     diffs = json.loads(line[len("DIFFS="):])
     assert set(diffs) == set(TINY)
-    bad = {k: v for k, v in diffs.items() if isinstance(v, str) or v > 1e-5}
+    # 1e-5 in general; the 24 M-parameter segmentation-models net sums in another order when
+    # oneDNN picks other kernels in a busy process (seen: 3e-5), hence 1e-4 for it
+    bad = {k: v for k, v in diffs.items()
+           if isinstance(v, str) or v > (1e-4 if k.startswith("sm_") else 1e-5)}
     assert not bad, bad
 
 

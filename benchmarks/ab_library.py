@@ -1,0 +1,100 @@
+"""A/B measurements of the library's speed changes, interleaved in one process (same load).
+
+``fold``       ``tem_keras.inference._folded`` (Conv2D → BatchNormalization folded for inference)
+               against the model as built, model call alone, residual UNet and Groschner's UNet;
+``allocator``  the same model call in two subprocesses, with and without glibc tuned through the
+               environment (``MALLOC_MMAP_MAX_=0``, ``MALLOC_TRIM_THRESHOLD_``), the tuning
+               ``tem_keras.distribute.tune_allocator`` would apply.
+
+``python benchmarks/ab_library.py [--runs 7]`` writes ``benchmarks/results/ab_library.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, TUNED_MALLOC_ENV, emit, loadavg, run_worker  # noqa: E402
+
+
+def _interleaved(fns: dict, x, runs: int) -> dict:
+    for f in fns.values():
+        f(x).numpy()
+        f(x).numpy()
+    times = {k: [] for k in fns}
+    load = loadavg()[0]
+    for _ in range(runs):
+        for k, f in fns.items():
+            t = time.perf_counter()
+            f(x).numpy()
+            times[k].append(time.perf_counter() - t)
+    return {k: {"median_s": statistics.median(v), "times_s": [round(a, 4) for a in v]} for k, v in times.items()} | {
+        "load": [load, loadavg()[0]]}
+
+
+def fold_case(arch: str, size: int, batch: int, runs: int) -> dict:
+    import numpy as np
+
+    from bench_models import build
+    from tem_keras.inference import _compiled, _folded
+
+    model = build(arch)
+    x = np.random.default_rng(0).normal(size=(batch, size, size, 1)).astype("float32")
+    out = _interleaved({"as_built": _compiled(model), "folded": _compiled(_folded(model))}, x, runs)
+    out["speedup"] = out["as_built"]["median_s"] / out["folded"]["median_s"]
+    return {"arch": arch, "size": size, "batch": batch, **out}
+
+
+def call_case(arch: str, size: int, batch: int, runs: int) -> dict:
+    import numpy as np
+
+    from bench_models import build
+    from tem_keras.inference import _compiled
+
+    model = build(arch)
+    x = np.random.default_rng(0).normal(size=(batch, size, size, 1)).astype("float32")
+    return _interleaved({"call": _compiled(model)}, x, runs)["call"]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--worker", nargs=4)
+    args = parser.parse_args(argv)
+    if args.worker:
+        kind, arch, size, batch = args.worker
+        fn = fold_case if kind == "fold" else call_case
+        emit(fn(arch, int(size), int(batch), args.runs))
+        return 0
+    out = {"fold": [], "allocator": []}
+    for arch, batch in (("residual_unet_sytwu", 1), ("residual_unet_sytwu", 8), ("unet_horwath_1024", 1)):
+        if arch == "unet_horwath_1024":
+            arch = "residual_unet_2b_p2"
+        r = run_worker(Path(__file__), ["--worker", "fold", arch, "1024", str(batch), "--runs", str(args.runs)])
+        print(f"fold {arch} 1024² B{batch}: {r['as_built']['median_s']:.3f} → {r['folded']['median_s']:.3f} s "
+              f"(×{r['speedup']:.2f}, load {r['load'][0]})")
+        out["fold"].append(r)
+    for arch, batch in (("residual_unet_sytwu", 8), ("unet64", 1)):
+        pair = {}
+        for _ in range(2):  # alternate twice: plain, tuned, plain, tuned
+            for name, env in (("plain", {}), ("tuned", TUNED_MALLOC_ENV)):
+                r = run_worker(Path(__file__), ["--worker", "call", arch, "1024", str(batch), "--runs",
+                                                str(max(3, args.runs // 2))], env=env)
+                pair.setdefault(name, []).extend(r["times_s"])
+        res = {k: statistics.median(v) for k, v in pair.items()}
+        print(f"allocator {arch} 1024² B{batch}: plain {res['plain']:.3f} s, tuned {res['tuned']:.3f} s "
+              f"(×{res['plain'] / res['tuned']:.2f})")
+        out["allocator"].append({"arch": arch, "batch": batch, "times_s": pair, "median_s": res,
+                                 "speedup": res["plain"] / res["tuned"], "load": loadavg()})
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "ab_library.json").write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
