@@ -1,7 +1,7 @@
 """A/B measurements of the library's speed changes, interleaved in one process (same load).
 
-``fold``       ``tem_keras.inference._folded`` (Conv2D → BatchNormalization folded for inference)
-               against the model as built, model call alone, residual UNet and Groschner's UNet;
+``fold``       ``tem_keras.models.optimize.for_inference`` (batch norm folded, two-class softmax
+               as a sigmoid, up-sampling + concatenation + convolution fused) against the model as built, model call alone, residual UNet and Groschner's UNet;
 ``allocator``  the same model call in two subprocesses, with and without glibc tuned through the
                environment (``MALLOC_MMAP_MAX_=0``, ``MALLOC_TRIM_THRESHOLD_``), the tuning
                ``tem_keras.distribute.tune_allocator`` would apply.
@@ -41,12 +41,13 @@ def fold_case(arch: str, size: int, batch: int, runs: int) -> dict:
     import numpy as np
 
     from bench_models import build
-    from tem_keras.inference import _compiled, _folded
+    from tem_keras.inference import _compiled
+    from tem_keras.models.optimize import for_inference
 
     model = build(arch)
     x = np.random.default_rng(0).normal(size=(batch, size, size, 1)).astype("float32")
-    out = _interleaved({"as_built": _compiled(model), "folded": _compiled(_folded(model))}, x, runs)
-    out["speedup"] = out["as_built"]["median_s"] / out["folded"]["median_s"]
+    out = _interleaved({"as_built": _compiled(model), "rewritten": _compiled(for_inference(model))}, x, runs)
+    out["speedup"] = out["as_built"]["median_s"] / out["rewritten"]["median_s"]
     return {"arch": arch, "size": size, "batch": batch, **out}
 
 
@@ -72,11 +73,10 @@ def main(argv=None) -> int:
         emit(fn(arch, int(size), int(batch), args.runs))
         return 0
     out = {"fold": [], "allocator": []}
-    for arch, batch in (("residual_unet_sytwu", 1), ("residual_unet_sytwu", 8), ("unet_horwath_1024", 1)):
-        if arch == "unet_horwath_1024":
-            arch = "residual_unet_2b_p2"
+    for arch, batch in (("residual_unet_sytwu", 1), ("residual_unet_sytwu", 8), ("residual_unet_2b_p2", 1),
+                        ("unet_horwath_1024", 1)):
         r = run_worker(Path(__file__), ["--worker", "fold", arch, "1024", str(batch), "--runs", str(args.runs)])
-        print(f"fold {arch} 1024² B{batch}: {r['as_built']['median_s']:.3f} → {r['folded']['median_s']:.3f} s "
+        print(f"rewrite {arch} 1024² B{batch}: {r['as_built']['median_s']:.3f} → {r['rewritten']['median_s']:.3f} s "
               f"(×{r['speedup']:.2f}, load {r['load'][0]})")
         out["fold"].append(r)
     for arch, batch in (("residual_unet_sytwu", 8), ("unet64", 1)):

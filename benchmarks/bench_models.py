@@ -55,7 +55,8 @@ def worker(arch: str, precision: str, case: str, size: int, batch: int, runs: in
     import numpy as np
 
     from tem_keras.data.preprocess import Preprocessing
-    from tem_keras.inference import _compiled, _folded, _with_precision, predict
+    from tem_keras.inference import _compiled, _with_precision, predict
+    from tem_keras.models.optimize import for_inference
 
     model = build(arch)
     out = {"arch": arch, "precision": precision, "case": case, "size": size, "batch": batch,
@@ -63,7 +64,7 @@ def worker(arch: str, precision: str, case: str, size: int, batch: int, runs: in
     rng = np.random.default_rng(0)
     standardise = Preprocessing(remove_outliers=False)
     if case == "bare":
-        net = _with_precision(_folded(model), precision)  # what predict runs
+        net = _with_precision(for_inference(model), precision)  # what predict runs
         fn = _compiled(net)
         x = rng.normal(size=(batch, size, size, 1)).astype("float32")
         timing = measure(lambda: fn(x).numpy(), runs=runs, budget_s=budget)

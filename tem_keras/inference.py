@@ -271,113 +271,6 @@ def _with_precision(model, precision: str):
     return cache[precision]
 
 
-_FOLDED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _conv_bn_pairs(model) -> list:
-    """``(conv, batch_norm)`` layer pairs where a BatchNormalization only follows a Conv2D."""
-    import keras
-
-    pairs = []
-    for layer in getattr(model, "layers", ()):  # a SavedModel-only export has no layers to fold
-        if not isinstance(layer, keras.layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
-            continue
-        if layer.axis not in (-1, 3) or not layer.built:
-            continue
-        history = getattr(layer._inbound_nodes[0].input_tensors[0], "_keras_history", None)
-        conv = history[0] if history is not None else None
-        if (type(conv) is keras.layers.Conv2D and conv.data_format == "channels_last"
-                and len(conv._inbound_nodes) == 1 and len(conv._outbound_nodes) == 1):
-            pairs.append((conv, layer))
-    return pairs
-
-
-def _fingerprint(pairs) -> tuple:
-    """Changes when the folded weights change (training updates the moving statistics)."""
-    values = []
-    for conv, bn in pairs:
-        for v in (*bn.weights, *conv.weights):
-            a = np.asarray(v.numpy() if hasattr(v, "numpy") else v, np.float64)
-            values.append(float(a.sum()))
-            values.append(float(a.ravel()[0]))
-    return tuple(values)
-
-
-_IDENTITY: list = []
-
-
-def _identity_layer():
-    """A layer returning its input that accepts batch norm's call arguments (``training``, ``mask``)."""
-    if not _IDENTITY:
-        import keras
-
-        class FoldedBatchNormalization(keras.layers.Layer):
-            def call(self, inputs, training=None, mask=None):
-                return inputs
-
-            def compute_output_shape(self, input_shape):
-                return input_shape
-
-        _IDENTITY.append(FoldedBatchNormalization)
-    return _IDENTITY[0]
-
-
-def _folded(model):
-    """An inference copy of ``model`` with every ``Conv2D → BatchNormalization`` pair folded into
-    one convolution with bias (the batch norm becomes an identity), as inference frameworks do.
-
-    Batch norm in inference mode is a per-channel affine map ``γ (x − μ) / √(σ² + ε) + β``, so it
-    folds exactly into the preceding convolution's kernel and bias: one memory pass less per
-    normalised layer, which is what memory-bound models (the residual UNet of Sytwu et al.) spend
-    their time on. Cached per model; rebuilt when the weights change. Models without such pairs
-    are returned as they are.
-    """
-    pairs = _conv_bn_pairs(model)
-    if not pairs:
-        return model
-    key = _fingerprint(pairs)
-    cached = _FOLDED.get(model)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    import keras
-
-    convs = {conv.name: bn for conv, bn in pairs}
-    norms = {bn.name for _, bn in pairs}
-
-    def clone(layer):
-        config = layer.get_config()
-        if layer.name in norms:
-            return _identity_layer()(name=layer.name, dtype=config.get("dtype"))
-        if layer.name in convs:
-            config["use_bias"] = True
-        return layer.__class__.from_config(config)
-
-    try:
-        copy = keras.models.clone_model(model, clone_function=clone)
-    except Exception:  # an unusual graph: predict with the model as it is
-        _FOLDED[model] = (key, model)
-        return model
-    for layer in model.layers:
-        target = copy.get_layer(layer.name)
-        if layer.name in norms:
-            continue
-        if layer.name in convs:
-            bn = convs[layer.name]
-            kernel = np.asarray(layer.kernel.numpy(), np.float64)
-            bias = np.asarray(layer.bias.numpy(), np.float64) if layer.use_bias else 0.0
-            mean = np.asarray(bn.moving_mean.numpy(), np.float64)
-            var = np.asarray(bn.moving_variance.numpy(), np.float64)
-            gamma = np.asarray(bn.gamma.numpy(), np.float64) if bn.scale else 1.0
-            beta = np.asarray(bn.beta.numpy(), np.float64) if bn.center else 0.0
-            scale = gamma / np.sqrt(var + bn.epsilon)
-            target.set_weights([(kernel * scale).astype(np.float32),
-                                ((bias - mean) * scale + beta).astype(np.float32)])
-        elif layer.weights:
-            target.set_weights(layer.get_weights())
-    _FOLDED[model] = (key, copy)
-    return copy
-
-
 def _compiled(model):
     """One traced ``tf.function`` per model, for any batch and tile shape (no retracing)."""
     fn = _FUNCTIONS.get(model)
@@ -762,9 +655,10 @@ def _run_engine(info: _ModelInfo, frames_iter, *, preprocessing, tile_size, over
     model = info.model
     d, rf = _geometry(model)
     from .distribute import tune_allocator
+    from .models.optimize import for_inference
 
     tune_allocator()  # reuse freed activation buffers instead of page-faulting them in every call
-    net = _with_precision(_folded(model), _resolve_precision(mixed_precision))
+    net = _with_precision(for_inference(model), _resolve_precision(mixed_precision))
     fn = _compiled(net)
     channels = int(model.inputs[0].shape[-1] or 1)
     n_classes = int(model.outputs[0].shape[-1] or 1)

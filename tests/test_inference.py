@@ -32,6 +32,7 @@ from tem_keras.inference import (  # noqa: E402
     tile_layout,
 )
 from tem_keras.io import read_stack, write_image, write_mask  # noqa: E402
+from tem_keras.models.optimize import for_inference  # noqa: E402
 from tem_keras.models import build_model, downsampling_factor, receptive_field  # noqa: E402
 
 NO_OUTLIERS = Preprocessing(remove_outliers=False)
@@ -97,18 +98,19 @@ def test_tiled_equals_whole_image(builder):
 
 def test_tiles_are_batched_in_one_traced_function(unet):
     image = smooth_image((200, 328))
-    fn = _compiled(unet)
+    net = for_inference(unet)  # the inference copy predict runs
+    fn = _compiled(net)
     calls = []
 
     def spy(x):
         calls.append(x.shape)
         return fn(x)
 
-    _FUNCTIONS[unet] = spy
+    _FUNCTIONS[net] = spy
     try:
         predict(unet, image, tile_size=64, batch_size=16, preprocessing=NO_OUTLIERS)
     finally:
-        _FUNCTIONS[unet] = fn
+        _FUNCTIONS[net] = fn
     n_tiles = len(tile_layout((200, 328), 4, receptive_field(unet), tile_size=64))
     assert len(calls) == -(-n_tiles // 16)
     assert calls[0] == (16, 64, 64, 1)

@@ -1,0 +1,89 @@
+"""Inference rewrites (``tem_keras.models.optimize``) compute the same function as the model."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tem_keras.models import build_model
+from tem_keras.models.optimize import UpsampledConcatConv2D, _phase_kernel, for_inference
+
+
+def _with_trained_statistics(model, seed=0):
+    """Batch norms with non-trivial statistics, as after training (fresh ones are identities)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.3, beta.shape),
+                               rng.normal(0, 0.3, mean.shape), rng.uniform(0.5, 1.5, var.shape)])
+    return model
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+@pytest.mark.parametrize("size", [1, 3, 5])
+def test_phase_kernel_is_convolution_after_nearest_upsampling(k, size):
+    rng = np.random.default_rng(k * 10 + size)
+    z = rng.normal(size=(2, 5, 7, 3)).astype("float32")
+    kernel = rng.normal(size=(size, size, 3, 4))
+    up = np.repeat(np.repeat(z, k, axis=1), k, axis=2)
+    expected = tf.nn.conv2d(up, kernel.astype("float32"), 1, "SAME").numpy()
+    got = tf.nn.depth_to_space(tf.nn.conv2d(z, _phase_kernel(kernel, k).astype("float32"), 1, "SAME"), k)
+    np.testing.assert_allclose(got.numpy(), expected, atol=2e-5)
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("residual_unet_sytwu", {}),
+    ("residual_unet", dict(n_blocks=3, pool_sizes=(2, 4, 2))),
+    ("unet", dict(depth=2, base_filters=8, upsampling="nearest")),
+    ("unet_horwath_1024", {}),
+    ("shallow_cnn", {}),
+])
+def test_rewritten_model_equals_model(name, kwargs):
+    keras.utils.set_random_seed(0)
+    model = _with_trained_statistics(build_model(name, **kwargs))
+    fast = for_inference(model)
+    rng = np.random.default_rng(1)
+    # 128: the fused path; 100 × 148 (not a multiple of the down-sampling): the literal path
+    for shape in [(2, 128, 128, 1), (1, 100, 148, 1)]:
+        x = rng.normal(size=shape).astype("float32")
+        expected = model.predict_on_batch(x)
+        got = fast.predict_on_batch(x)
+        np.testing.assert_allclose(got, expected, atol=5e-5)
+        np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
+
+
+def test_what_is_rewritten():
+    model = _with_trained_statistics(build_model("residual_unet_sytwu"))
+    fast = for_inference(model)
+    kinds = lambda m: [type(layer).__name__ for layer in m.layers]  # noqa: E731
+    assert kinds(model).count("BatchNormalization") == 10 and "BatchNormalization" not in kinds(fast)
+    # both decoder blocks: 3×3 convolution and 1×1 projection of [up-sampled, skip]
+    assert kinds(fast).count("UpsampledConcatConv2D") == 4
+    assert "Concatenate" not in kinds(fast) and "UpSampling2D" not in kinds(fast)
+    assert fast.get_layer("softmax").activation is keras.activations.sigmoid
+    assert fast.get_layer("softmax").dtype_policy.name == "float32"
+
+
+def test_copy_follows_weight_changes():
+    model = build_model("residual_unet_sytwu")
+    first = for_inference(model)
+    assert for_inference(model) is first  # cached
+    _with_trained_statistics(model, seed=3)
+    second = for_inference(model)
+    assert second is not first
+    x = np.random.default_rng(0).normal(size=(1, 64, 64, 1)).astype("float32")
+    np.testing.assert_allclose(second.predict_on_batch(x), model.predict_on_batch(x), atol=5e-5)
+
+
+def test_models_without_patterns_are_returned_as_they_are():
+    inputs = keras.Input((None, None, 1))
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 3, padding="same", activation="relu")(inputs))
+    assert for_inference(model) is model
+
+
+def test_fused_layer_reloads_from_config():
+    layer = UpsampledConcatConv2D(4, (3, 3), factor=2, align=True, activation="relu", name="f")
+    again = UpsampledConcatConv2D.from_config(layer.get_config())
+    assert (again.filters, again.kernel_size, again.factor, again.align) == (4, (3, 3), 2, True)
+    assert again.activation is keras.activations.relu
