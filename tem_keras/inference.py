@@ -74,8 +74,15 @@ __all__ = ["Prediction", "predict", "predict_stack", "predict_image", "evaluate"
 MAX_WHOLE_PIXELS = 2048 * 2048
 #: tile side used when an image is too large to be predicted whole and no ``tile_size`` is given
 DEFAULT_TILE_SIZE = 1024
+#: the smallest tile side chosen to fit ``max_memory_gb`` when no ``tile_size`` is given
+MIN_AUTO_TILE = 256
 #: the tile margin derived from the receptive field is capped at this many pixels
 MAX_MARGIN = 256
+#: activation memory of one model call, when ``max_memory_gb`` is None: min(2 GiB, RAM / 4)
+DEFAULT_MEMORY_BYTES = 2 * 1024**3
+#: measured peak of a model call / liveness estimate of its activations (oneDNN workspace,
+#: weight reorders, TensorFlow's allocator; UNet-64 on 1024² tiles, float32)
+WORKSPACE_FACTOR = 1.5
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,7 +235,9 @@ def _resolve_precision(mixed_precision: str) -> str:
 
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
-        return "float32"
+        from .distribute import BFLOAT16_MIN_SPEEDUP, bfloat16_speedup
+
+        return "bfloat16" if bfloat16_speedup() >= BFLOAT16_MIN_SPEEDUP else "float32"
     capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
     return "bfloat16" if capability >= (8, 0) else "float16" if capability >= (7, 0) else "float32"
 
@@ -409,7 +418,8 @@ class TileLayout:
 
 
 def tile_layout(shape, downsampling: int, receptive_field: int | None, *, tile_size: int | None = None,
-                overlap="auto", max_pixels: int = MAX_WHOLE_PIXELS) -> TileLayout:
+                overlap="auto", max_pixels: int = MAX_WHOLE_PIXELS,
+                default_tile: int = DEFAULT_TILE_SIZE) -> TileLayout:
     """Tiles covering an image of ``shape`` (already padded to a multiple of ``downsampling``).
 
     Parameters
@@ -423,13 +433,13 @@ def tile_layout(shape, downsampling: int, receptive_field: int | None, *, tile_s
         :data:`MAX_MARGIN`). None: 64 px assumed.
     tile_size : int, optional
         Tile side (rounded up to a multiple of ``downsampling``). Default: the whole image when
-        its area is at most ``max_pixels``, otherwise :data:`DEFAULT_TILE_SIZE`.
+        its area is at most ``max_pixels``, otherwise ``default_tile``.
     overlap : int or "auto"
         Pixels shared by neighbouring tiles. ``"auto"``: twice the margin plus a squared-sine ramp of
         ``max(downsampling, margin / 2)`` pixels, rounded up to the down-sampling, at most half a tile.
         An overlap below twice the margin cannot be exact; the margin then shrinks to a quarter
         of the overlap and the rest is blended.
-    max_pixels : int
+    max_pixels, default_tile : int
         See ``tile_size``.
     """
     h, w = shape
@@ -438,7 +448,7 @@ def tile_layout(shape, downsampling: int, receptive_field: int | None, *, tile_s
         if h * w <= max_pixels:
             return TileLayout((h, w), (h, w), np.array([0]), np.array([0]),
                               [np.ones(h, np.float32)], [np.ones(w, np.float32)], 0, 0)
-        tile_size = DEFAULT_TILE_SIZE
+        tile_size = default_tile
     tile = _round_up(max(int(tile_size), d), d)
     rf = 64 if receptive_field is None else int(receptive_field)
     margin = min(int(math.ceil(rf / 2)), MAX_MARGIN)
@@ -644,13 +654,39 @@ def _stream(frames_iter, preprocessing, d, rf, options, prefetch: int):
         executor.shutdown(wait=True)
 
 
+def _pixels_per_call(net, precision: str, max_memory_gb) -> float:
+    """Input pixels one model call may take within the activation memory budget (inf: unknown)."""
+    if max_memory_gb is None:
+        try:
+            ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            ram = 4 * DEFAULT_MEMORY_BYTES
+        budget = min(DEFAULT_MEMORY_BYTES, ram / 4)
+    else:
+        if not float(max_memory_gb) > 0:
+            raise ValueError(f"max_memory_gb must be > 0, got {max_memory_gb!r}")
+        budget = float(max_memory_gb) * 1024**3
+    known = _ACTIVATION_BYTES.setdefault(net, {})
+    if precision not in known:
+        from .models.describe import activation_bytes_per_pixel
+
+        known[precision] = activation_bytes_per_pixel(net, 4 if precision == "float32" else 2)
+    per_pixel = known[precision]
+    return budget / (WORKSPACE_FACTOR * per_pixel) if per_pixel > 0 else math.inf
+
+
+_ACTIVATION_BYTES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def _run_engine(info: _ModelInfo, frames_iter, *, preprocessing, tile_size, overlap, batch_size,
-                max_pixels, mixed_precision, prefetch=2):
+                max_pixels, mixed_precision, max_memory_gb=None, prefetch=2):
     """Yield ``(g, source, frame, Micrograph, probabilities [H, W, C])`` in input order.
 
     Tiles (or whole padded frames) of the same shape are stacked into batches of ``batch_size``
     across consecutive frames and sent through one traced function; a frame is yielded as soon
-    as all its tiles are back, so at most the frames of one batch are held.
+    as all its tiles are back, so at most the frames of one batch are held. A batch is also cut
+    where its activations would exceed the memory budget (:func:`_pixels_per_call`), and with
+    ``tile_size=None`` images above that budget are tiled rather than predicted whole.
     """
     model = info.model
     d, rf = _geometry(model)
@@ -658,11 +694,15 @@ def _run_engine(info: _ModelInfo, frames_iter, *, preprocessing, tile_size, over
     from .models.optimize import for_inference
 
     tune_allocator()  # reuse freed activation buffers instead of page-faulting them in every call
-    net = _with_precision(for_inference(model), _resolve_precision(mixed_precision))
+    precision = _resolve_precision(mixed_precision)
+    net = _with_precision(for_inference(model), precision)
     fn = _compiled(net)
     channels = int(model.inputs[0].shape[-1] or 1)
     n_classes = int(model.outputs[0].shape[-1] or 1)
-    options = dict(tile_size=tile_size, overlap=overlap, max_pixels=max_pixels)
+    per_call = _pixels_per_call(net, precision, max_memory_gb)
+    options = dict(tile_size=tile_size, overlap=overlap, max_pixels=int(min(max_pixels, per_call)),
+                   default_tile=DEFAULT_TILE_SIZE if math.isinf(per_call) else
+                   min(DEFAULT_TILE_SIZE, max(MIN_AUTO_TILE, d * int(math.sqrt(per_call) // d))))
     batch_size = max(1, int(batch_size))
     jobs: list = []      # (g, source, frame, mg, _Job), input order
     queue: list = []     # (job, r, c, wr, wc, tile)
@@ -696,7 +736,7 @@ def _run_engine(info: _ModelInfo, frames_iter, *, preprocessing, tile_size, over
         jobs.append((g, source, frame, mg, job))
         th, tw = layout.tile
         for r, c, wr, wc in layout:
-            if queue and queue[0][-1].shape != (th, tw):
+            if queue and (queue[0][-1].shape != (th, tw) or (len(queue) + 1) * th * tw > per_call):
                 flush()
                 yield from finished()
             queue.append((job, r, c, wr, wc, padded[r:r + th, c:c + tw]))
@@ -769,8 +809,9 @@ def labels_from_probabilities(probabilities: np.ndarray, threshold=None) -> tupl
 def predict_stack(model_or_path, x, *, frames=None, tile_size: int | None = None, overlap="auto",
                   batch_size: int = 4, threshold=None, return_probabilities: bool = False,
                   preprocessing=None, mixed_precision: str = "float32",
-                  max_pixels: int = MAX_WHOLE_PIXELS, pixel_size_nm: float | None = None,
-                  progress: bool = False, return_image: bool = False) -> Iterator[Prediction]:
+                  max_pixels: int = MAX_WHOLE_PIXELS, max_memory_gb: float | None = None,
+                  pixel_size_nm: float | None = None, progress: bool = False,
+                  return_image: bool = False) -> Iterator[Prediction]:
     """Predict frame by frame: a generator of :class:`Prediction`, one frame in memory at a time.
 
     Frames are read and preprocessed two frames ahead of the model in a background thread; tiles
@@ -794,7 +835,8 @@ def predict_stack(model_or_path, x, *, frames=None, tile_size: int | None = None
         for g, source, frame, mg, probabilities in _run_engine(
                 info, iter(selected), preprocessing=preprocessing, tile_size=tile_size,
                 overlap=overlap, batch_size=batch_size, max_pixels=max_pixels,
-                mixed_precision=mixed_precision, prefetch=2 if len(selected) > 1 else 0):
+                mixed_precision=mixed_precision, max_memory_gb=max_memory_gb,
+                prefetch=2 if len(selected) > 1 else 0):
             mask, used = labels_from_probabilities(probabilities, threshold)
             if bar is not None:
                 bar.update(1)
@@ -810,7 +852,8 @@ def predict_stack(model_or_path, x, *, frames=None, tile_size: int | None = None
 def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", batch_size: int = 4,
             threshold=None, return_probabilities: bool = False, frames=None, preprocessing=None,
             mixed_precision: str = "float32", max_pixels: int = MAX_WHOLE_PIXELS,
-            pixel_size_nm: float | None = None, progress: bool = False, return_image: bool = False):
+            max_memory_gb: float | None = None, pixel_size_nm: float | None = None,
+            progress: bool = False, return_image: bool = False):
     """Segment micrographs of any size with a trained model.
 
     Parameters
@@ -829,7 +872,7 @@ def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", b
         Pixels shared by neighbouring tiles; ``"auto"`` = receptive field + a blending ramp, so
         the result equals whole-image prediction (see :func:`tile_layout`).
     batch_size : int
-        Tiles (or whole frames) per model call.
+        Tiles (or whole frames) per model call, at most (see ``max_memory_gb``).
     threshold : None, float or "otsu"
         See :func:`labels_from_probabilities`. None: the run's tuned threshold if it has one
         (``thresholds.json``), else 0.5 / argmax.
@@ -842,12 +885,19 @@ def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", b
     mixed_precision : {"float32", "bfloat16", "float16", "auto"}
         Run the model under a ``mixed_*`` policy: it is rebuilt layer by layer from its config
         with that policy and the same weights (cached per model); probabilities are float32.
-        ``"auto"``: bfloat16 on GPUs of compute capability ≥ 8, float16 on 7.x, else float32
-        (on CPUs too: bfloat16 measured no faster than float32 on a 2-core AVX512_BF16 machine,
-        see ``benchmarks/README.md``).
+        ``"auto"``: bfloat16 on GPUs of compute capability ≥ 8, float16 on 7.x; on CPUs
+        bfloat16 where it is measured faster than float32
+        (:func:`tem_keras.distribute.bfloat16_speedup`: AMX yes, AVX512_BF16 alone no), else
+        float32.
         Expect differences of ~1e-2 in probabilities.
     max_pixels : int
         Largest image predicted whole when ``tile_size`` is None.
+    max_memory_gb : float, optional
+        Budget for the activations of one model call (estimated from the graph by
+        :func:`tem_keras.models.describe.activation_bytes_per_pixel`, times
+        :data:`WORKSPACE_FACTOR`): batches are cut to fit it, and with ``tile_size=None`` images
+        larger than it are tiled. Default: min(2 GiB, a quarter of the RAM). A 4-level 64-filter
+        UNet needs about 1.6 GB per 1024² tile in float32, the residual UNet 80 MB.
     pixel_size_nm : float, optional
         Used for images whose file has no calibration.
     progress : bool
@@ -877,7 +927,7 @@ def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", b
                                  batch_size=batch_size, threshold=threshold,
                                  return_probabilities=return_probabilities, preprocessing=preprocessing,
                                  mixed_precision=mixed_precision, max_pixels=max_pixels,
-                                 pixel_size_nm=pixel_size_nm, progress=progress,
+                                 max_memory_gb=max_memory_gb, pixel_size_nm=pixel_size_nm, progress=progress,
                                  return_image=return_image))
     return results[0] if single else results
 

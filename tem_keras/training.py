@@ -216,7 +216,8 @@ def fit(dataset_dir, model="unet", *, epochs: int = 100, batch_size: int = 8, pa
     devices : None, int or list of str
         See :func:`tem_keras.distribute.choose_strategy`.
     mixed_precision : {"auto", "float32", "mixed_float16", "mixed_bfloat16"}
-        Compute precision (outputs stay float32).
+        Compute precision (outputs stay float32); ``"auto"``: see
+        :func:`tem_keras.distribute.choose_precision`.
     resume : bool
         Continue an unfinished run found in ``run_dir`` (same settings required).
     overwrite : bool

@@ -162,6 +162,46 @@ def test_mixed_precision_is_close(unet):
 # Inputs, stacks and shards
 # --------------------------------------------------------------------------------------------
 
+def test_memory_budget_cuts_batches_and_tiles_large_images(unet):
+    from tem_keras.inference import WORKSPACE_FACTOR
+    from tem_keras.models.describe import activation_bytes_per_pixel
+
+    net = for_inference(unet)
+    fn = _compiled(net)
+    calls = []
+
+    def spy(x):
+        calls.append(x.shape)
+        return fn(x)
+
+    per_tile_gb = WORKSPACE_FACTOR * activation_bytes_per_pixel(net) * 64 * 64 / 1024**3
+    image = smooth_image((200, 328))
+    _FUNCTIONS[net] = spy
+    try:
+        reference = predict(unet, image, tile_size=64, batch_size=16, preprocessing=NO_OUTLIERS)
+        n_tiles = len(calls)
+        calls.clear()
+        # room for 2.5 tiles per call: batches of 2 instead of 16, same result
+        capped = predict(unet, image, tile_size=64, batch_size=16, preprocessing=NO_OUTLIERS,
+                         max_memory_gb=2.5 * per_tile_gb)
+        assert max(c[0] for c in calls) == 2 and sum(c[0] for c in calls) > n_tiles
+        np.testing.assert_array_equal(capped.mask, reference.mask)
+        calls.clear()
+        # an image too large for the budget is tiled, in tiles that fit it, instead of predicted whole
+        big = smooth_image((600, 560))
+        whole = predict(unet, big, preprocessing=NO_OUTLIERS, return_probabilities=True)
+        assert calls[-1] == (1, 600, 560, 1)
+        calls.clear()
+        tiled = predict(unet, big, preprocessing=NO_OUTLIERS, max_memory_gb=per_tile_gb * 30,
+                        return_probabilities=True)  # 30 × 64² px: 350 px tiles
+        assert len(calls) > 1 and all(c[1] * c[2] <= 30 * 64 * 64 for c in calls)
+        np.testing.assert_allclose(tiled.probabilities, whole.probabilities, atol=1e-4)
+    finally:
+        _FUNCTIONS[net] = fn
+    with pytest.raises(ValueError, match="max_memory_gb"):
+        predict(unet, image, max_memory_gb=0)
+
+
 def test_paths_folders_lists_and_stacks(unet, tmp_path):
     folder = tmp_path / "imgs"
     for i in range(3):

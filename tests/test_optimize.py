@@ -87,3 +87,37 @@ def test_fused_layer_reloads_from_config():
     again = UpsampledConcatConv2D.from_config(layer.get_config())
     assert (again.filters, again.kernel_size, again.factor, again.align) == (4, (3, 3), 2, True)
     assert again.activation is keras.activations.relu
+
+
+def test_activation_bytes_per_pixel_by_liveness():
+    from tem_keras.models.describe import activation_bytes_per_pixel
+
+    inputs = keras.Input((None, None, 1))
+    a = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    b = keras.layers.Conv2D(4, 3, padding="same")(a)
+    out = keras.layers.Add()([a, b])  # a is still held when the sum is made: 4 + 4 + 4 values
+    assert activation_bytes_per_pixel(keras.Model(inputs, out)) == 48
+    chain = keras.layers.Conv2D(2, 1)(keras.layers.Conv2D(4, 3, padding="same")(inputs))
+    assert activation_bytes_per_pixel(keras.Model(inputs, chain)) == 24  # 4 + 2 values
+    assert activation_bytes_per_pixel(keras.Model(inputs, chain), dtype_bytes=2) == 12
+    # a pooled branch counts a quarter per input pixel
+    pooled = keras.layers.MaxPooling2D(2)(keras.layers.Conv2D(8, 3, padding="same")(inputs))
+    assert activation_bytes_per_pixel(keras.Model(inputs, pooled)) == 4 * (8 + 8 / 4)
+
+
+def test_auto_precision_follows_measured_bfloat16_speed(monkeypatch):
+    import tem_keras.distribute as distribute
+    from tem_keras.inference import _resolve_precision
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("GPU present: 'auto' precision follows the GPU, not the CPU probe")
+    monkeypatch.setenv("TEM_KERAS_CPU_BFLOAT16", "0")
+    assert distribute.choose_precision("auto") == "float32" and _resolve_precision("auto") == "float32"
+    monkeypatch.setenv("TEM_KERAS_CPU_BFLOAT16", "1")
+    assert distribute.choose_precision("auto") == "mixed_bfloat16" and _resolve_precision("auto") == "bfloat16"
+    monkeypatch.delenv("TEM_KERAS_CPU_BFLOAT16")
+    speedup = distribute.bfloat16_speedup()
+    assert speedup == 0.0 or 0.05 < speedup < 50  # a measured ratio (0.0: no bfloat16 instructions)
+    assert distribute.bfloat16_speedup() == speedup  # measured once per process
+    expected = "mixed_bfloat16" if speedup >= distribute.BFLOAT16_MIN_SPEEDUP else "float32"
+    assert distribute.choose_precision("auto") == expected

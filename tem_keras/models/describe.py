@@ -8,7 +8,7 @@ import keras
 
 from .receptive_field import graph_summary
 
-__all__ = ["describe", "model_table", "format_model_table", "TABLE_MODELS"]
+__all__ = ["describe", "activation_bytes_per_pixel", "model_table", "format_model_table", "TABLE_MODELS"]
 
 #: the configurations of :func:`model_table`: every builder at its paper default
 TABLE_MODELS = (
@@ -137,3 +137,56 @@ def format_model_table(table=None) -> str:
         cells += [f"{int(row['downsampling'])}", f"{row['gflops_per_megapixel']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def activation_bytes_per_pixel(model: keras.Model, dtype_bytes: int = 4, probe: int = 256) -> float:
+    """Peak memory of the activations of one forward pass, in bytes per input pixel.
+
+    Liveness analysis of the functional graph: the layers run in graph order, each tensor is held
+    from the layer that makes it until its last consumer has run, and the peak of the live bytes is
+    taken (input and output included; shapes from a ``probe`` × ``probe`` image). Library workspace
+    (oneDNN scratch pads, weight reorders) is not counted. :func:`tem_keras.inference.predict`
+    uses it to cap the tiles sent through the model at once.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A functional model.
+    dtype_bytes : int
+        Bytes per activation value (4 for float32, 2 for bfloat16/float16).
+    probe : int
+        Side of the image whose tensor shapes are measured (a multiple of the down-sampling).
+
+    Returns
+    -------
+    float
+        Peak bytes per input pixel (per image of a batch); NaN for models whose graph cannot be
+        walked.
+    """
+    nodes = [n for depth in sorted(getattr(model, "_nodes_by_depth", {}), reverse=True)
+             for n in model._nodes_by_depth[depth]]
+    if not nodes:
+        return float("nan")
+    tensors = {id(t): t for node in nodes for t in (*node.input_tensors, *node.outputs)}
+    order = list(tensors)
+    channels = model.inputs[0].shape[-1]
+    try:
+        view = keras.Model(model.inputs, [tensors[k] for k in order])
+        specs = view.compute_output_spec(keras.KerasTensor((1, probe, probe, channels)))
+    except Exception:
+        return float("nan")
+    size = {k: dtype_bytes * math.prod(int(d) for d in s.shape) for k, s in zip(order, specs)}
+    last_use = {}
+    for step, node in enumerate(nodes):
+        for t in node.input_tensors:
+            last_use[id(t)] = step
+    for t in model.outputs:
+        last_use[id(t)] = len(nodes)
+    live, peak = {}, 0
+    for step, node in enumerate(nodes):
+        for t in (*node.input_tensors, *node.outputs):
+            live[id(t)] = size[id(t)]
+        peak = max(peak, sum(live.values()))
+        for k in [k for k in live if last_use.get(k, step) <= step]:
+            del live[k]
+    return peak / probe**2
