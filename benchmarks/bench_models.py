@@ -8,7 +8,9 @@ Cases (each in its own process, so that memory high-water marks and thread pools
 ``predict``  ``tem_keras.predict`` on a ``[B, S, S]`` stack (standardisation only, ``batch_size=B``):
              what a user gets; ``overhead`` = predict / bare − 1;
 ``tiled``    ``tem_keras.predict`` on one 4096² image with 1024 px tiles (overlap "auto",
-             batched tiles), plus the peak RSS of the process during that call.
+             batched tiles), plus the peak RSS of the process during that call;
+``large``    ``tem_keras.predict`` on one 4096² image with the defaults: whole when its activations
+             fit the memory budget, else tiles (the calls made are recorded), plus the peak RSS.
 
 Throughput is counted in input megapixels; GFLOP/s uses ``describe(model)["gflops_per_megapixel"]``
 (2 FLOPs per multiply-add, of the unpadded image).
@@ -75,15 +77,21 @@ def worker(arch: str, precision: str, case: str, size: int, batch: int, runs: in
                                mixed_precision=precision))
         timing = measure(run, runs=runs, budget_s=budget)
         pixels = batch * size * size
-    elif case == "tiled":
+    elif case in ("tiled", "large"):
+        from tem_keras import inference
+
         image = rng.normal(size=(size, size)).astype("float32")
+        tiles = dict(tile_size=1024) if case == "tiled" else {}
         # warm-up on one tile-shaped image (traces the function, allocates the pools)
-        predict(model, image[:1024, :1024], tile_size=1024, preprocessing=standardise,
-                mixed_precision=precision)
+        predict(model, image[:1024, :1024], preprocessing=standardise, mixed_precision=precision, **tiles)
         before = rss_peak_mb()
-        run = (lambda: predict(model, image, tile_size=1024, batch_size=batch, preprocessing=standardise,
-                               mixed_precision=precision))
+        run = (lambda: predict(model, image, batch_size=batch, preprocessing=standardise,
+                               mixed_precision=precision, **tiles))
+        net = _with_precision(for_inference(model), precision)
+        fn, calls = inference._compiled(net), []
+        inference._FUNCTIONS[net] = lambda x: calls.append(list(x.shape)) or fn(x)  # count the calls
         timing = measure(run, runs=runs, budget_s=budget, warmup=0, min_runs=1)
+        out["calls"] = calls[: len(calls) // max(1, timing["runs"])]
         out["rss_peak_mb"] = rss_peak_mb()
         out["rss_growth_mb"] = out["rss_peak_mb"] - before
         pixels = size * size
@@ -92,7 +100,7 @@ def worker(arch: str, precision: str, case: str, size: int, batch: int, runs: in
     out.update(timing)
     t = timing["median_s"]
     out["mpx_per_s"] = pixels / 1e6 / t
-    out["images_per_s"] = (batch if case != "tiled" else 1) / t
+    out["images_per_s"] = (batch if case not in ("tiled", "large") else 1) / t
     out["gflop_per_s"] = out["mpx_per_s"] * out["gflops_per_mp"]
     return out
 

@@ -99,6 +99,11 @@ def section_predict(o):
                 rows.append({"framework": "tem_keras", **run_worker(
                     HERE / "bench_models.py", ["--worker", arch, precision, "tiled", "4096", "4",
                                                "--runs", str(min(o.runs, 3)), "--budget", str(o.budget)])})
+            if not o.quick and arch != "unet64":  # UNet-64's default on 4096² is the tiled case above
+                log(f"  large {arch} {precision} 4096² (predict's defaults)")
+                rows.append({"framework": "tem_keras", **run_worker(
+                    HERE / "bench_models.py", ["--worker", arch, precision, "large", "4096", "4",
+                                               "--runs", str(min(o.runs, 3)), "--budget", str(o.budget)])})
     return rows
 
 

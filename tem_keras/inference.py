@@ -14,7 +14,8 @@ How an image is predicted
    background thread, two frames ahead of the model.
 2. The image is reflect-padded at the bottom and right to a multiple of the model's down-sampling
    factor ``d`` (:func:`~tem_keras.models.receptive_field.downsampling_factor`).
-3. Images up to ``max_pixels`` are predicted whole (unless ``tile_size`` is given). Larger images are
+3. Images whose activations fit the memory budget (``max_memory_gb``; and at most ``max_pixels``
+   when given) are predicted whole, unless ``tile_size`` is given. Larger images are
    cut into square tiles (side a multiple of ``d``, origins on the ``d`` grid so that pooling sees the
    same pixel phases as for the whole image) that overlap by ``overlap`` pixels. Tiles of one or
    many images are batched into one call of a traced ``tf.function`` (one trace per model).
@@ -70,7 +71,8 @@ __all__ = ["Prediction", "predict", "predict_stack", "predict_image", "evaluate"
            "labels_from_probabilities", "shard_range", "tile_layout", "pad_to_multiple",
            "save_prediction", "overlay", "plot_threshold_curve"]
 
-#: images up to this many pixels are predicted whole when ``tile_size`` is None
+#: images up to this many pixels are predicted whole when ``tile_size`` and ``max_pixels`` are None
+#: and the model's activation memory cannot be estimated
 MAX_WHOLE_PIXELS = 2048 * 2048
 #: tile side used when an image is too large to be predicted whole and no ``tile_size`` is given
 DEFAULT_TILE_SIZE = 1024
@@ -728,7 +730,9 @@ def _run_engine(info: _ModelInfo, frames_iter, *, preprocessing, tile_size, over
     channels = int(model.inputs[0].shape[-1] or 1)
     n_classes = int(model.outputs[0].shape[-1] or 1)
     per_call = _pixels_per_call(net, precision, max_memory_gb)
-    options = dict(tile_size=tile_size, overlap=overlap, max_pixels=int(min(max_pixels, per_call)),
+    limit = per_call if max_pixels is None else min(int(max_pixels), per_call)
+    options = dict(tile_size=tile_size, overlap=overlap,
+                   max_pixels=MAX_WHOLE_PIXELS if math.isinf(limit) else int(limit),
                    default_tile=DEFAULT_TILE_SIZE if math.isinf(per_call) else
                    min(DEFAULT_TILE_SIZE, max(MIN_AUTO_TILE, d * int(math.sqrt(per_call) // d))))
     batch_size = max(1, int(batch_size))
@@ -741,7 +745,7 @@ def _run_engine(info: _ModelInfo, frames_iter, *, preprocessing, tile_size, over
         tiles = np.stack([q[-1] for q in queue])[..., None]
         if channels > 1:
             tiles = np.repeat(tiles, channels, axis=-1)
-        out = fn(tiles).numpy()
+        out = np.asarray(fn(tiles))  # a read-only view, no copy: whole frames are copied when done
         for (job, r, c, wr, wc, _), p in zip(queue, out):
             if job.out is None:
                 job.out = p
@@ -837,7 +841,7 @@ def labels_from_probabilities(probabilities: np.ndarray, threshold=None) -> tupl
 def predict_stack(model_or_path, x, *, frames=None, tile_size: int | None = None, overlap="auto",
                   batch_size: int = 4, threshold=None, return_probabilities: bool = False,
                   preprocessing=None, mixed_precision: str = "float32",
-                  max_pixels: int = MAX_WHOLE_PIXELS, max_memory_gb: float | None = None,
+                  max_pixels: int | None = None, max_memory_gb: float | None = None,
                   pixel_size_nm: float | None = None, progress: bool = False,
                   return_image: bool = False) -> Iterator[Prediction]:
     """Predict frame by frame: a generator of :class:`Prediction`, one frame in memory at a time.
@@ -879,7 +883,7 @@ def predict_stack(model_or_path, x, *, frames=None, tile_size: int | None = None
 
 def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", batch_size: int = 4,
             threshold=None, return_probabilities: bool = False, frames=None, preprocessing=None,
-            mixed_precision: str = "float32", max_pixels: int = MAX_WHOLE_PIXELS,
+            mixed_precision: str = "float32", max_pixels: int | None = None,
             max_memory_gb: float | None = None, pixel_size_nm: float | None = None,
             progress: bool = False, return_image: bool = False):
     """Segment micrographs of any size with a trained model.
@@ -895,7 +899,8 @@ def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", b
         file (dm3/dm4/ser/emd/tif/mrc/npy/h5 stack, video), a folder, a pattern or a list: many.
     tile_size : int, optional
         Tile side (a multiple of the model's down-sampling factor; rounded up). Default: whole
-        images up to ``max_pixels`` pixels, tiles of 1024 px above.
+        images when they fit ``max_memory_gb`` (and ``max_pixels``), otherwise tiles of 1024 px
+        (smaller where even those would not fit).
     overlap : int or "auto"
         Pixels shared by neighbouring tiles; ``"auto"`` = receptive field + a blending ramp, so
         the result equals whole-image prediction (see :func:`tile_layout`).
@@ -918,8 +923,8 @@ def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", b
         (:func:`tem_keras.distribute.bfloat16_speedup`: AMX yes, AVX512_BF16 alone no), else
         float32.
         Expect differences of ~1e-2 in probabilities.
-    max_pixels : int
-        Largest image predicted whole when ``tile_size`` is None.
+    max_pixels : int, optional
+        Largest image predicted whole when ``tile_size`` is None (besides the memory budget).
     max_memory_gb : float, optional
         Budget for the activations of one model call (estimated from the graph by
         :func:`tem_keras.models.describe.activation_bytes_per_pixel`, times
