@@ -82,8 +82,9 @@ def worker(arch: str, precision: str, case: str, size: int, batch: int, runs: in
 
         image = rng.normal(size=(size, size)).astype("float32")
         tiles = dict(tile_size=1024) if case == "tiled" else {}
-        # warm-up on one tile-shaped image (traces the function, allocates the pools)
-        predict(model, image[:1024, :1024], preprocessing=standardise, mixed_precision=precision, **tiles)
+        # warm-up on one image of the shape the model will see (primitives, buffers): a tile or all
+        warm = image[:1024, :1024] if case == "tiled" else image
+        predict(model, warm, preprocessing=standardise, mixed_precision=precision, **tiles)
         before = rss_peak_mb()
         run = (lambda: predict(model, image, batch_size=batch, preprocessing=standardise,
                                mixed_precision=precision, **tiles))
