@@ -67,6 +67,19 @@ def _torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
+FAILURES: list = []
+
+
+def _case(script, args, env=None, **fields) -> list:
+    """``[row]`` of one case, or ``[]`` when it fails (recorded in the results' ``failures``)."""
+    try:
+        return [{**fields, **run_worker(HERE / script, args, env=env)}]
+    except Exception as error:  # one broken case must not lose the rest of a long run
+        log(f"  FAILED: {error}")
+        FAILURES.append(str(error))
+        return []
+
+
 def section_predict(o):
     plan = QUICK_PLAN if o.quick else PREDICT_PLAN
     common = ["--runs", str(o.runs), "--budget", str(o.budget)]
@@ -79,31 +92,30 @@ def section_predict(o):
             for size, batches in sizes.items():
                 for batch in batches:
                     log(f"  tf   {arch} {precision} {size}² batch {batch}")
-                    rows.append({"framework": "tem_keras", **run_worker(
-                        HERE / "bench_models.py", ["--worker", arch, precision, "bare", str(size), str(batch), *common])})
+                    rows += _case("bench_models.py", ["--worker", arch, precision, "bare", str(size), str(batch),
+                                                      *common], framework="tem_keras")
                     if have_torch and arch in TORCH_ARCHS:
                         log(f"  torch {arch} {precision} {size}² batch {batch}")
-                        rows.append({"framework": "torch", "case": "bare", **run_worker(
-                            HERE / "torch_peer.py", ["--worker", arch, precision, str(size), str(batch), *common],
-                            env=TUNED_MALLOC_ENV)})
+                        rows += _case("torch_peer.py", ["--worker", arch, precision, str(size), str(batch), *common],
+                                      env=TUNED_MALLOC_ENV, framework="torch", case="bare")
             # what a user gets: predict() at 1024², batch 1, and at the best bare batch; tiled 4096²
             best = max((r for r in rows if r["framework"] == "tem_keras" and r["arch"] == arch
                         and r["precision"] == precision and r["size"] == 1024 and r["case"] == "bare"),
-                       key=lambda r: r["mpx_per_s"])
+                       key=lambda r: r["mpx_per_s"], default={"batch": 1})
             for batch in sorted({1, best["batch"]}):
                 log(f"  predict {arch} {precision} 1024² batch {batch}")
-                rows.append({"framework": "tem_keras", **run_worker(
-                    HERE / "bench_models.py", ["--worker", arch, precision, "predict", "1024", str(batch), *common])})
+                rows += _case("bench_models.py", ["--worker", arch, precision, "predict", "1024", str(batch),
+                                                  *common], framework="tem_keras")
             if not o.quick or arch != "unet64":
                 log(f"  tiled {arch} {precision} 4096²")
-                rows.append({"framework": "tem_keras", **run_worker(
-                    HERE / "bench_models.py", ["--worker", arch, precision, "tiled", "4096", "4",
-                                               "--runs", str(min(o.runs, 3)), "--budget", str(o.budget)])})
+                rows += _case("bench_models.py", ["--worker", arch, precision, "tiled", "4096", "4", "--runs",
+                                                  str(min(o.runs, 3)), "--budget", str(o.budget)],
+                              framework="tem_keras")
             if not o.quick and arch != "unet64":  # UNet-64's default on 4096² is the tiled case above
                 log(f"  large {arch} {precision} 4096² (predict's defaults)")
-                rows.append({"framework": "tem_keras", **run_worker(
-                    HERE / "bench_models.py", ["--worker", arch, precision, "large", "4096", "4",
-                                               "--runs", str(min(o.runs, 3)), "--budget", str(o.budget)])})
+                rows += _case("bench_models.py", ["--worker", arch, precision, "large", "4096", "4", "--runs",
+                                                  str(min(o.runs, 3)), "--budget", str(o.budget)],
+                              framework="tem_keras")
     return rows
 
 
@@ -116,8 +128,8 @@ def section_train(o):
         for batch in batches:
             for replicas in (1, 2):
                 log(f"  train {arch} batch {batch} × {replicas} replicas")
-                rows.append(run_worker(HERE / "bench_train.py", ["--worker", "train", arch, str(batch), str(replicas),
-                                                                 "--steps", "2" if o.quick else "4"]))
+                rows += _case("bench_train.py", ["--worker", "train", arch, str(batch), str(replicas),
+                                                 "--steps", "2" if o.quick else "4"])
     batch = 8
     log(f"  pipeline batch {batch}")
     pipe = run_worker(HERE / "bench_train.py", ["--worker", "pipeline", str(batch), "--steps", "4" if o.quick else "8"])
@@ -185,6 +197,7 @@ def main(argv=None) -> int:
         results["sections"][section] = SECTIONS[section](o)
         results.setdefault("section_load", {})[section] = {"before": load, "after": loadavg()[0],
                                                            "seconds": time.perf_counter() - start}
+        results["failures"] = FAILURES
         path.write_text(json.dumps(results, indent=1))  # partial results survive an interruption
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     results["load_at_end"] = loadavg()

@@ -121,3 +121,24 @@ def test_auto_precision_follows_measured_bfloat16_speed(monkeypatch):
     assert distribute.bfloat16_speedup() == speedup  # measured once per process
     expected = "mixed_bfloat16" if speedup >= distribute.BFLOAT16_MIN_SPEEDUP else "float32"
     assert distribute.choose_precision("auto") == expected
+
+
+def test_rewritten_model_saves_and_reloads(tmp_path):
+    model = _with_trained_statistics(build_model("residual_unet_sytwu"))
+    fast = for_inference(model)
+    fast.save(tmp_path / "fast.keras")
+    again = keras.models.load_model(tmp_path / "fast.keras")
+    x = np.random.default_rng(2).normal(size=(1, 64, 96, 1)).astype("float32")
+    np.testing.assert_array_equal(again.predict_on_batch(x), fast.predict_on_batch(x))
+
+
+def test_rewritten_model_under_bfloat16_policy():
+    from tem_keras.inference import predict
+
+    model = _with_trained_statistics(build_model("residual_unet_sytwu"))
+    image = np.random.default_rng(4).normal(size=(100, 148)).astype("float32")
+    full = predict(model, image, return_probabilities=True).probabilities
+    half = predict(model, image, return_probabilities=True, mixed_precision="bfloat16").probabilities
+    assert half.dtype == np.float32
+    diff = np.abs(half - full)  # bfloat16 keeps 8 bits of mantissa
+    assert diff.mean() < 0.01 and diff.max() < 0.1

@@ -8,14 +8,16 @@ total down-sampling (:func:`downsampling_factor`), and saves to / loads from ``.
 
 Builders: :func:`unet`, :func:`encoder_decoder`, :func:`residual_unet`, :func:`fcn8s`,
 :func:`shallow_cnn`, :func:`sm_model`; :func:`build_model` builds by name, preset or config dict.
+:func:`for_inference` rewrites a trained model for fast inference (what ``predict`` runs).
 
 Note: the names ``receptive_field`` and ``describe`` below are the functions; their modules are
 ``tem_keras.models.receptive_field`` / ``tem_keras.models.describe`` (use ``from ... import``).
 """
 
 from .blocks import CropOrPadTo, softmax_head
-from .describe import describe, format_model_table, model_table
+from .describe import activation_bytes_per_pixel, describe, format_model_table, model_table
 from .fcn import fcn8s
+from .optimize import for_inference
 from .receptive_field import downsampling_factor, empirical_receptive_field, receptive_field
 from .registry import MODELS, PRESETS, available_models, build_model
 from .resunet import residual_unet
@@ -29,6 +31,7 @@ __all__ = [
     "MODELS",
     "PRESETS",
     "PretrainedWeightsUnavailable",
+    "activation_bytes_per_pixel",
     "available_models",
     "build_model",
     "describe",
@@ -36,6 +39,7 @@ __all__ = [
     "empirical_receptive_field",
     "encoder_decoder",
     "fcn8s",
+    "for_inference",
     "format_model_table",
     "model_table",
     "receptive_field",

@@ -274,6 +274,7 @@ def _phase_kernel(kernel: np.ndarray, k: int) -> np.ndarray:
     return out.reshape(2 * big_r + 1, 2 * big_s + 1, cin, k * k * cout)
 
 
+@keras.saving.register_keras_serializable(package="tem_keras")
 class UpsampledConcatConv2D(layers.Layer):
     """``conv(concat([up_k(z), skip]))`` without writing ``up_k(z)`` or the concatenation.
 
@@ -293,6 +294,7 @@ class UpsampledConcatConv2D(layers.Layer):
         self.up_first = bool(up_first)
         self.align = bool(align)
         self.activation = keras.activations.get(activation)
+        self._align = CropOrPadTo(dtype=self.dtype_policy) if self.align else None
 
     def build(self, input_shape):
         z_shape, skip_shape = input_shape
@@ -326,8 +328,8 @@ class UpsampledConcatConv2D(layers.Layer):
 
         def literal():
             y = tf.repeat(tf.repeat(z, k, axis=1), k, axis=2)
-            if self.align:
-                y = CropOrPadTo()([y, skip])
+            if self._align is not None:
+                y = self._align.call([y, skip])  # call(): no casting to another dtype policy
             return tf.nn.conv2d(y, tf.cast(self.up_kernel, dtype), 1, "SAME")
 
         size_z, size_skip = tf.shape(z)[1:3], tf.shape(skip)[1:3]
