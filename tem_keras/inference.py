@@ -74,14 +74,18 @@ __all__ = ["Prediction", "predict", "predict_stack", "predict_image", "evaluate"
 #: images up to this many pixels are predicted whole when ``tile_size`` and ``max_pixels`` are None
 #: and the model's activation memory cannot be estimated
 MAX_WHOLE_PIXELS = 2048 * 2048
-#: tile side used when an image is too large to be predicted whole and no ``tile_size`` is given
+#: largest tile side when an image is too large to be predicted whole, no ``tile_size`` is given
+#: and the model's activation memory cannot be estimated (else the side that fits the budget)
 DEFAULT_TILE_SIZE = 1024
-#: the smallest tile side chosen to fit ``max_memory_gb`` when no ``tile_size`` is given
-MIN_AUTO_TILE = 256
+#: the smallest and largest tile sides chosen to fit ``max_memory_gb`` when no ``tile_size`` is given
+MIN_AUTO_TILE, MAX_AUTO_TILE = 256, 8192
 #: the tile margin derived from the receptive field is capped at this many pixels
 MAX_MARGIN = 256
 #: activation memory of one model call, when ``max_memory_gb`` is None: min(2 GiB, RAM / 4)
 DEFAULT_MEMORY_BYTES = 2 * 1024**3
+#: extra peak memory of freezing a model's weights into its graph / the weights' bytes (measured
+#: for UNet-64: +2.4 GB for 124 MB of weights); larger models run with their variables
+FREEZE_COST_FACTOR = 20
 #: measured peak of a model call / liveness estimate of its activations (oneDNN workspace,
 #: weight reorders, TensorFlow's allocator; UNet-64 on 1024² tiles, float32)
 WORKSPACE_FACTOR = 1.5
@@ -283,7 +287,8 @@ def _with_precision(model, precision: str):
 
 
 def _compiled(model):
-    """The model call traced once per model for any batch and tile shape, weights frozen in."""
+    """The model call traced once per model for any batch and tile shape; small models' weights
+    frozen in (:class:`_Frozen`)."""
     fn = _FUNCTIONS.get(model)
     if fn is None:
         import tensorflow as tf
@@ -295,23 +300,41 @@ def _compiled(model):
         def traced(x):
             return tf.cast(ref()(x, training=False), tf.float32)
 
-        fn = _FUNCTIONS[model] = _Frozen(traced)
+        weight_bytes = sum(4 * math.prod(v.shape) for v in getattr(model, "weights", ()))
+        small = FREEZE_COST_FACTOR * weight_bytes <= DEFAULT_MEMORY_BYTES
+        fn = _FUNCTIONS[model] = _Frozen(traced) if small else _Traced(traced)
     return fn
 
 
-class _Frozen:
+class _Traced:
+    """A traced model call (weights read from the model's variables)."""
+
+    def __init__(self, traced):
+        self.traced = traced
+
+    def __call__(self, x):
+        return self.traced(x)
+
+    def experimental_get_tracing_count(self) -> int:
+        return self.traced.experimental_get_tracing_count()
+
+
+class _Frozen(_Traced):
     """A traced model call with its variables turned into graph constants.
 
     oneDNN then reorders each convolution's weights once into its preferred blocked layout and
     keeps them, instead of reading them from a variable in plain layout on every call: the
-    4-level 64-filter UNet at 1024² runs 6.5 → 5.1 s on 2 cores. Falls back to the traced
+    4-level 64-filter UNet at 1024² runs 6.5 → 5.0 s on 2 cores, the residual UNet 3 % faster.
+    The price is memory: freezing and the first call took about :data:`FREEZE_COST_FACTOR` times
+    the weights' bytes more at their peak (UNet-64: +2.4 GB), so only models whose cost fits
+    :data:`DEFAULT_MEMORY_BYTES` are frozen (weights up to ~100 MB). Falls back to the traced
     function when the graph cannot be frozen (e.g. a SavedModel-only export).
     """
 
     def __init__(self, traced):
         from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-        self.traced = traced
+        super().__init__(traced)
         concrete = traced.get_concrete_function()
         try:
             self.call = convert_variables_to_constants_v2(concrete)
@@ -322,9 +345,6 @@ class _Frozen:
         import tensorflow as tf
 
         return tf.nest.flatten(self.call(tf.convert_to_tensor(x, tf.float32)))[0]
-
-    def experimental_get_tracing_count(self) -> int:
-        return self.traced.experimental_get_tracing_count()
 
 
 def _geometry(model) -> tuple[int, int]:
@@ -474,7 +494,8 @@ def tile_layout(shape, downsampling: int, receptive_field: int | None, *, tile_s
     """
     h, w = shape
     d = max(1, int(downsampling))
-    if tile_size is None:
+    auto = tile_size is None
+    if auto:
         if h * w <= max_pixels:
             return TileLayout((h, w), (h, w), np.array([0]), np.array([0]),
                               [np.ones(h, np.float32)], [np.ones(w, np.float32)], 0, 0)
@@ -491,6 +512,14 @@ def tile_layout(shape, downsampling: int, receptive_field: int | None, *, tile_s
     exact = overlap >= 2 * margin
     if not exact:
         margin = overlap // 4
+    if auto and tile - overlap >= d:
+        # the fewest tiles of at most ``default_tile``, each shrunk to just cover the image: less
+        # overlap predicted twice (4096² with 2368 px tiles: 4 tiles of 2176², not of 2368²)
+        need = 0
+        for length in (h, w):
+            n = max(1, math.ceil((length - overlap) / (tile - overlap)))
+            need = max(need, math.ceil((length + (n - 1) * overlap) / n))
+        tile = min(tile, max(_round_up(need, d), overlap + d))
     stride = max(d, ((tile - overlap) // d) * d)
     th, tw = min(tile, h), min(tile, w)
     rows, cols = _origins(h, th, stride), _origins(w, tw, stride)
@@ -734,7 +763,7 @@ def _run_engine(info: _ModelInfo, frames_iter, *, preprocessing, tile_size, over
     options = dict(tile_size=tile_size, overlap=overlap,
                    max_pixels=MAX_WHOLE_PIXELS if math.isinf(limit) else int(limit),
                    default_tile=DEFAULT_TILE_SIZE if math.isinf(per_call) else
-                   min(DEFAULT_TILE_SIZE, max(MIN_AUTO_TILE, d * int(math.sqrt(per_call) // d))))
+                   min(MAX_AUTO_TILE, max(MIN_AUTO_TILE, d * int(math.sqrt(per_call) // d))))
     batch_size = max(1, int(batch_size))
     jobs: list = []      # (g, source, frame, mg, _Job), input order
     queue: list = []     # (job, r, c, wr, wc, tile)
@@ -899,8 +928,9 @@ def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", b
         file (dm3/dm4/ser/emd/tif/mrc/npy/h5 stack, video), a folder, a pattern or a list: many.
     tile_size : int, optional
         Tile side (a multiple of the model's down-sampling factor; rounded up). Default: whole
-        images when they fit ``max_memory_gb`` (and ``max_pixels``), otherwise tiles of 1024 px
-        (smaller where even those would not fit).
+        images when they fit ``max_memory_gb`` (and ``max_pixels``), otherwise the fewest tiles
+        that fit it (at most 8192 px; 1024 px when the model's memory cannot be estimated), each
+        shrunk to just cover the image.
     overlap : int or "auto"
         Pixels shared by neighbouring tiles; ``"auto"`` = receptive field + a blending ramp, so
         the result equals whole-image prediction (see :func:`tile_layout`).
