@@ -120,7 +120,7 @@ class _Rewriter:
         self.fold = {}      # id(conv node) -> bn layer; the bn node is skipped
         self.skip = set()   # ids of nodes whose output is taken over by a rewrite
         self.head = {}      # id(softmax node) -> conv node
-        self.fused = {}     # id(conv node) -> (concat node, up layer, factor, up index)
+        self.fused = {}     # id(conv node) -> (concat node, CropOrPadTo layer or None, factor, up index, up node)
         self._find()
 
     # -- pattern search -------------------------------------------------------------------------
