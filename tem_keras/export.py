@@ -34,6 +34,12 @@ What the SavedModel graph does
    :func:`tem_keras.inference.pad_to_multiple`;
 4. the network (its last layer is a float32 softmax) and cropping back to ``[H, W]``.
 
+The network in the SavedModel (and ONNX) graph is the model as rewritten by
+:func:`tem_keras.models.for_inference`, as :func:`tem_keras.predict` runs it: batch norms folded into
+the convolutions, a two-class softmax as a sigmoid of the logit differences, nearest up-sampling
+decoders as sub-pixel convolutions. The probabilities are the model's up to float rounding
+(checked at export: at most 1e-5 apart); ``model.keras`` holds the model as trained.
+
 Non-finite pixels or a constant image stop the call with an ``InvalidArgumentError``.
 Signatures: ``serving_default`` (``images`` -> ``probabilities``), ``serve_mask`` (``images`` ->
 ``mask``, uint8 labels with the exported threshold) and ``network`` (already preprocessed and
@@ -239,7 +245,7 @@ def _labels_tf(probabilities, threshold):
 
 
 def serving_module(model, preprocessing=None, *, downsampling: int | None = None,
-                   threshold: float | None = 0.5, dict_outputs: bool = False):
+                   threshold: float | None = 0.5, dict_outputs: bool = False, rewrite: bool = True):
     """A ``tf.Module`` whose ``serve`` runs preprocessing, padding, ``model`` and cropping.
 
     Parameters
@@ -256,6 +262,10 @@ def serving_module(model, preprocessing=None, *, downsampling: int | None = None
     dict_outputs : bool
         ``serve`` returns ``{"probabilities": ...}`` instead of the tensor (what bioimageio.core's
         ``TFSMLayer(call_endpoint="serve")`` expects; used for the bioimage.io package).
+    rewrite : bool
+        Run the copy of ``model`` made by :func:`tem_keras.models.for_inference` (batch norms
+        folded, two-class softmax as a sigmoid, fused up-sampling decoders): the same
+        probabilities up to float rounding, as fast as :func:`tem_keras.predict`.
 
     Returns
     -------
@@ -277,6 +287,10 @@ def serving_module(model, preprocessing=None, *, downsampling: int | None = None
     spec = tf.TensorSpec([None, None, None, 1], tf.float32, name="images")
 
     module = tf.Module(name="tem_keras_serving")
+    if rewrite:
+        from .models.optimize import for_inference
+
+        model = for_inference(model)
     module.model = model
 
     @tf.function(input_signature=[spec])

@@ -323,3 +323,48 @@ def test_example_script_runs(exported, run, tmp_path):
                           check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(list((tmp_path / "out").glob("*_mask.png"))) == len(list(images.iterdir()))
+
+
+def test_serving_graph_runs_the_rewritten_network(tmp_path):
+    """The exported graph holds ``for_inference``'s copy (no batch norm, fused nearest decoders)
+    and gives the trained model's probabilities on an image of odd size."""
+    import keras
+    import tensorflow as tf
+
+    from tem_keras.export import export, serving_module
+    from tem_keras.models import build_model, for_inference
+
+    keras.utils.set_random_seed(3)
+    model = build_model("residual_unet", n_blocks=2, base_filters=4, pool_sizes=(2, 2))
+    # non-trivial batch-norm statistics, so that folding them changes the weights
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(np.linspace(-0.3, 0.4, n, dtype="float32"))
+            layer.moving_variance.assign(np.linspace(0.5, 2.0, n, dtype="float32"))
+    module = serving_module(model)
+    assert module.model is for_inference(model) and module.model is not model
+    kinds = {type(layer).__name__ for layer in module.model.layers}
+    assert "BatchNormalization" not in kinds and "UpsampledConcatConv2D" in kinds
+    assert serving_module(model, rewrite=False).model is model
+
+    out = export(model, tmp_path / "exp", formats=("saved_model", "keras") + (("onnx",) if HAVE_ONNX else ()),
+                 verbose=False)
+    meta = json.loads((out / "tem_keras.json").read_text())
+    assert meta["checks"]["saved_model_max_abs_difference"] <= 1e-5
+    if HAVE_ONNX:
+        assert meta["files"]["onnx"] == "model.onnx", meta["skipped"]
+    image = _image(70, 90, seed=4)
+    loaded = tf.saved_model.load(str(out / "saved_model"))
+    got = loaded.serve(tf.constant(image[None, ..., None])).numpy()[0]
+    from tem_keras.data.preprocess import Preprocessing
+    from tem_keras.inference import pad_to_multiple
+    from tem_keras.models import downsampling_factor
+
+    padded, (h, w) = pad_to_multiple(Preprocessing()(image), downsampling_factor(model))
+    expected = np.asarray(model(padded[None, ..., None], training=False))[0, :h, :w]
+    assert got.shape == expected.shape == (70, 90, 2)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # the .keras file is the model as trained (batch norms and all)
+    assert any(isinstance(layer, keras.layers.BatchNormalization)
+               for layer in keras.models.load_model(out / "model.keras").layers)
