@@ -4,9 +4,14 @@
                as a sigmoid, up-sampling + concatenation + convolution fused) against the model as built, model call alone, residual UNet and Groschner's UNet;
 ``allocator``  the same model call in two subprocesses, with and without glibc tuned through the
                environment (``MALLOC_MMAP_MAX_=0``, ``MALLOC_TRIM_THRESHOLD_``), the tuning
-               ``tem_keras.distribute.tune_allocator`` would apply.
+               ``tem_keras.distribute.tune_allocator`` would apply;
+``onednn``     the same model call in subprocesses with ``TF_ENABLE_ONEDNN_OPTS=0`` and ``=1``.
+               TensorFlow turns its oneDNN kernels on by default only on x86 CPUs with AVX-512
+               VNNI, AVX-512 BF16 or AMX (TensorFlow RFC 400); elsewhere (AVX2 CPUs such as AMD
+               EPYC/Zen) it runs Eigen kernels, and which is faster depends on the network.
 
-``python benchmarks/ab_library.py [--runs 7]`` writes ``benchmarks/results/ab_library.json``.
+``python benchmarks/ab_library.py [--runs 7] [--only CASE ...]`` writes
+``benchmarks/results/ab_library.json`` (``ab_library_<cases>.json`` for a subset).
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, TUNED_MALLOC_ENV, emit, loadavg, run_worker  # noqa: E402
+from common import RESULTS, TUNED_MALLOC_ENV, cpu_info, emit, loadavg, run_worker  # noqa: E402
+
+
+CASES = ("fold", "allocator", "onednn")
 
 
 def _interleaved(fns: dict, x, runs: int) -> dict:
@@ -57,29 +65,34 @@ def call_case(arch: str, size: int, batch: int, runs: int) -> dict:
     from bench_models import build
     from tem_keras.inference import _compiled
 
+    from tensorflow.python.util import _pywrap_util_port
+
     model = build(arch)
     x = np.random.default_rng(0).normal(size=(batch, size, size, 1)).astype("float32")
-    return _interleaved({"call": _compiled(model)}, x, runs)["call"]
+    return {**_interleaved({"call": _compiled(model)}, x, runs)["call"],
+            "onednn": bool(_pywrap_util_port.IsMklEnabled())}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--worker", nargs=4)
+    parser.add_argument("--only", choices=CASES, nargs="+", default=CASES,
+                        help="cases to run (default all; a subset writes ab_library_<cases>.json)")
     args = parser.parse_args(argv)
     if args.worker:
         kind, arch, size, batch = args.worker
         fn = fold_case if kind == "fold" else call_case
         emit(fn(arch, int(size), int(batch), args.runs))
         return 0
-    out = {"fold": [], "allocator": []}
+    out = {"fold": [], "allocator": [], "onednn": []}
     for arch, batch in (("residual_unet_sytwu", 1), ("residual_unet_sytwu", 8), ("residual_unet_2b_p2", 1),
-                        ("unet_horwath_1024", 1)):
+                        ("unet_horwath_1024", 1)) if "fold" in args.only else ():
         r = run_worker(Path(__file__), ["--worker", "fold", arch, "1024", str(batch), "--runs", str(args.runs)])
         print(f"rewrite {arch} 1024² B{batch}: {r['as_built']['median_s']:.3f} → {r['rewritten']['median_s']:.3f} s "
               f"(×{r['speedup']:.2f}, load {r['load'][0]})")
         out["fold"].append(r)
-    for arch, batch in (("residual_unet_sytwu", 8), ("unet64", 1)):
+    for arch, batch in (("residual_unet_sytwu", 8), ("unet64", 1)) if "allocator" in args.only else ():
         pair = {}
         for _ in range(2):  # alternate twice: plain, tuned, plain, tuned
             for name, env in (("plain", {}), ("tuned", TUNED_MALLOC_ENV)):
@@ -91,8 +104,25 @@ def main(argv=None) -> int:
               f"(×{res['plain'] / res['tuned']:.2f})")
         out["allocator"].append({"arch": arch, "batch": batch, "times_s": pair, "median_s": res,
                                  "speedup": res["plain"] / res["tuned"], "load": loadavg()})
+    for arch, size in (("residual_unet_sytwu", 1024), ("unet_horwath_1024", 1024), ("unet64", 256)) \
+            if "onednn" in args.only else ():
+        times, default = {}, None
+        for _ in range(2):  # alternate twice: off, on, off, on
+            for flag in ("0", "1"):
+                r = run_worker(Path(__file__), ["--worker", "call", arch, str(size), "1", "--runs",
+                                                str(max(3, args.runs // 2))], env={"TF_ENABLE_ONEDNN_OPTS": flag})
+                times.setdefault(flag, []).extend(r["times_s"])
+        default = run_worker(Path(__file__), ["--worker", "call", arch, "64", "1", "--runs", "1"],
+                             env={"TF_ENABLE_ONEDNN_OPTS": None})["onednn"]
+        res = {k: statistics.median(v) for k, v in times.items()}
+        print(f"oneDNN {arch} {size}² B1: off {res['0']:.3f} s, on {res['1']:.3f} s (on ×{res['0'] / res['1']:.2f}; "
+              f"TensorFlow's default here: {'on' if default else 'off'})")
+        out["onednn"].append({"arch": arch, "size": size, "batch": 1, "times_s": times, "median_s": res,
+                              "speedup_on": res["0"] / res["1"], "default_on": default, "load": loadavg()})
+    out["machine"] = cpu_info()
+    name = "ab_library" if set(args.only) == set(CASES) else "ab_library_" + "_".join(args.only)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ab_library.json").write_text(json.dumps(out, indent=1))
+    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=1))
     return 0
 
 

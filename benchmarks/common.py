@@ -81,8 +81,9 @@ def rss_peak_mb() -> float:
 
 
 def run_worker(script: Path, args: list[str], env: dict | None = None, timeout: float = 3600) -> dict:
-    """Run ``python script args`` in a fresh process; parse its last ``RESULT {json}`` line."""
-    full_env = {**os.environ, **QUIET_ENV, **(env or {})}
+    """Run ``python script args`` in a fresh process; parse its last ``RESULT {json}`` line.
+    ``env`` adds to the environment; a value None removes the variable."""
+    full_env = {k: v for k, v in {**os.environ, **QUIET_ENV, **(env or {})}.items() if v is not None}
     done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
