@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -67,7 +68,7 @@ import numpy as np
 from . import _env  # noqa: F401
 from .errors import TEMInputError
 
-__all__ = ["Prediction", "predict", "predict_stack", "predict_image", "evaluate", "load_model",
+__all__ = ["Prediction", "PerformanceHint", "predict", "predict_stack", "predict_image", "evaluate", "load_model",
            "labels_from_probabilities", "shard_range", "tile_layout", "pad_to_multiple",
            "save_prediction", "overlay", "plot_threshold_curve"]
 
@@ -300,10 +301,18 @@ def _compiled(model):
         def traced(x):
             return tf.cast(ref()(x, training=False), tf.float32)
 
-        weight_bytes = sum(4 * math.prod(v.shape) for v in getattr(model, "weights", ()))
-        small = FREEZE_COST_FACTOR * weight_bytes <= DEFAULT_MEMORY_BYTES
+        small = FREEZE_COST_FACTOR * _weight_bytes(model) <= DEFAULT_MEMORY_BYTES
         fn = _FUNCTIONS[model] = _Frozen(traced) if small else _Traced(traced)
     return fn
+
+
+def _weight_bytes(model) -> int:
+    """Bytes of the model's weights in float32."""
+    return sum(4 * math.prod(v.shape) for v in getattr(model, "weights", ()))
+
+
+class PerformanceHint(UserWarning):
+    """How this machine could run tem_keras faster (shown once per process)."""
 
 
 class _Traced:
@@ -524,8 +533,6 @@ def tile_layout(shape, downsampling: int, receptive_field: int | None, *, tile_s
     th, tw = min(tile, h), min(tile, w)
     rows, cols = _origins(h, th, stride), _origins(w, tw, stride)
     if not exact and len(rows) * len(cols) > 1:
-        import warnings
-
         need = 2 * min(int(math.ceil(rf / 2)), MAX_MARGIN)
         warnings.warn(f"tiles of {tile} px overlapping by {overlap} px cannot reproduce whole-image "
                       f"prediction for a receptive field of {rf} px (that needs an overlap >= {need} "
@@ -749,13 +756,16 @@ def _run_engine(info: _ModelInfo, frames_iter, *, preprocessing, tile_size, over
     """
     model = info.model
     d, rf = _geometry(model)
-    from .distribute import tune_allocator
+    from .distribute import onednn_hint, tune_allocator
     from .models.optimize import for_inference
 
     tune_allocator()  # reuse freed activation buffers instead of page-faulting them in every call
     precision = _resolve_precision(mixed_precision)
     net = _with_precision(for_inference(model), precision)
     fn = _compiled(net)
+    hint = onednn_hint(_weight_bytes(net))
+    if hint:
+        warnings.warn(hint, PerformanceHint, stacklevel=2)
     channels = int(model.inputs[0].shape[-1] or 1)
     n_classes = int(model.outputs[0].shape[-1] or 1)
     per_call = _pixels_per_call(net, precision, max_memory_gb)

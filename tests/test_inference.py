@@ -429,3 +429,37 @@ def test_cli_predict_evaluate_measure_label(tmp_path, capsys):
     assert read_image(labelled / "images" / "synthetic_000.tif").pixel_size_nm == pytest.approx(0.2)
 
     assert main(["predict", str(run_dir), str(tmp_path / "nowhere.tif"), "-o", str(out)]) == 2
+
+
+def test_onednn_hint_said_once_for_small_networks_when_tensorflow_runs_eigen(unet, monkeypatch):
+    import platform
+    import warnings
+
+    from tem_keras import distribute
+    from tem_keras.inference import PerformanceHint
+
+    assert distribute.onednn_enabled() in (True, False)  # TensorFlow's answer on this machine
+    monkeypatch.setattr(distribute, "_ONEDNN_HINTED", {})
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    monkeypatch.setattr(distribute, "onednn_enabled", lambda: False)  # as on an AVX2 CPU
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    image = smooth_image((64, 64))
+    with pytest.warns(PerformanceHint, match="TF_ENABLE_ONEDNN_OPTS=1"):
+        predict(unet, image)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PerformanceHint)
+        predict(unet, image)  # said once per process
+    # not for wide networks, not when the user chose, not when oneDNN is on, not off x86
+    distribute._ONEDNN_HINTED.clear()
+    assert distribute.onednn_hint(distribute.ONEDNN_HINT_MAX_WEIGHT_BYTES + 1) is None
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    assert distribute.onednn_hint(1000) is None
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS")
+    monkeypatch.setattr(distribute, "onednn_enabled", lambda: True)
+    assert distribute.onednn_hint(1000) is None
+    monkeypatch.setattr(distribute, "onednn_enabled", lambda: False)
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert distribute.onednn_hint(1000) is None
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    assert "TF_ENABLE_ONEDNN_OPTS" in distribute.onednn_hint(1000)
+    assert distribute.onednn_hint(1000) is None
