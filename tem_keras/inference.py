@@ -68,8 +68,8 @@ import numpy as np
 from . import _env  # noqa: F401
 from .errors import TEMInputError
 
-__all__ = ["Prediction", "PerformanceHint", "predict", "predict_stack", "predict_image", "evaluate", "load_model",
-           "labels_from_probabilities", "shard_range", "tile_layout", "pad_to_multiple",
+__all__ = ["Prediction", "PerformanceHint", "predict", "predict_stack", "predict_image", "evaluate",
+           "load_model", "labels_from_probabilities", "shard_range", "tile_layout", "pad_to_multiple",
            "save_prediction", "overlay", "plot_threshold_curve"]
 
 #: images up to this many pixels are predicted whole when ``tile_size`` and ``max_pixels`` are None
