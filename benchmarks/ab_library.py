@@ -106,7 +106,7 @@ def main(argv=None) -> int:
                                  "speedup": res["plain"] / res["tuned"], "load": loadavg()})
     for arch, size in (("residual_unet_sytwu", 1024), ("unet_horwath_1024", 1024), ("unet64", 256)) \
             if "onednn" in args.only else ():
-        times, default = {}, None
+        times = {}
         for _ in range(2):  # alternate twice: off, on, off, on
             for flag in ("0", "1"):
                 r = run_worker(Path(__file__), ["--worker", "call", arch, str(size), "1", "--runs",
