@@ -484,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", type=Path, nargs="?", default=Path("tem_keras_demo"))
     p.add_argument("--n-images", type=int, default=24)
     p.add_argument("--size", type=int, default=256)
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=25)
     p.add_argument("--mode", choices=("bright-field", "haadf", "hrtem"), default="bright-field")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing demo folder")

@@ -35,7 +35,7 @@ def _overlay(image, truth, predicted, path, title) -> None:
     _save(fig, path)
 
 
-def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, epochs: int = 40,
+def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, epochs: int = 25,
              mode: str = "bright-field", seed: int = 0, overwrite: bool = False,
              verbose: int = 1) -> Path:
     """Generate data, train, predict, measure, export and report; return the report folder.

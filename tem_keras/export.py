@@ -685,8 +685,10 @@ def _onnx_graph_def(function):
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
+    from tensorflow.python.util import deprecation
 
-    frozen = convert_variables_to_constants_v2(function.get_concrete_function(), aggressive_inlining=True)
+    with deprecation.silence():  # it calls TF1's extract_sub_graph, which warns each time
+        frozen = convert_variables_to_constants_v2(function.get_concrete_function(), aggressive_inlining=True)
     graph_def = frozen.graph.as_graph_def()
     nodes = list(graph_def.node)
     for f in graph_def.library.function:
@@ -705,13 +707,15 @@ def _export_onnx(module, path: Path, image: np.ndarray, reference: np.ndarray) -
 
     import onnxruntime as ort
     import tf2onnx
+    from tensorflow.python.util import deprecation
 
     graph_def, inputs, outputs = _onnx_graph_def(module.serve)
     level = logging.getLogger("tf2onnx").level
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     try:
-        tf2onnx.convert.from_graph_def(graph_def, input_names=inputs, output_names=outputs,
-                                       opset=ONNX_OPSET, output_path=str(path))
+        with deprecation.silence():  # tf2onnx calls TF1 graph utilities that warn each time
+            tf2onnx.convert.from_graph_def(graph_def, input_names=inputs, output_names=outputs,
+                                           opset=ONNX_OPSET, output_path=str(path))
     finally:
         logging.getLogger("tf2onnx").setLevel(level)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

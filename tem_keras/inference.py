@@ -342,11 +342,13 @@ class _Frozen(_Traced):
 
     def __init__(self, traced):
         from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+        from tensorflow.python.util import deprecation
 
         super().__init__(traced)
         concrete = traced.get_concrete_function()
         try:
-            self.call = convert_variables_to_constants_v2(concrete)
+            with deprecation.silence():  # it calls TF1's extract_sub_graph, which warns each time
+                self.call = convert_variables_to_constants_v2(concrete)
         except Exception:  # noqa: BLE001 - any graph that cannot be frozen runs as traced
             self.call = concrete
 
