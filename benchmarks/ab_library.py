@@ -8,10 +8,13 @@
 ``onednn``     the same model call in subprocesses with ``TF_ENABLE_ONEDNN_OPTS=0`` and ``=1``.
                TensorFlow turns its oneDNN kernels on by default only on x86 CPUs with AVX-512
                VNNI, AVX-512 BF16 or AMX (TensorFlow RFC 400); elsewhere (AVX2 CPUs such as AMD
-               EPYC/Zen) it runs Eigen kernels, and which is faster depends on the network.
+               EPYC/Zen) it runs Eigen kernels, and which is faster depends on the network;
+``budget``     ``predict`` on one 4096² image with its defaults under activation-memory budgets
+               (``max_memory_gb``) of 2 and 1.5 GiB, each in its own process: seconds (best of 2
+               after a warm-up) and the process's peak RSS, TensorFlow's runtime included.
 
-``python benchmarks/ab_library.py [--runs 7] [--only CASE ...]`` writes
-``benchmarks/results/ab_library.json`` (``ab_library_<cases>.json`` for a subset).
+``python benchmarks/ab_library.py [--runs 7] [--only CASE ...] [--name NAME]`` writes
+``benchmarks/results/ab_library.json`` (``ab_library_<cases>.json`` for a subset, ``NAME.json``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, TUNED_MALLOC_ENV, cpu_info, emit, loadavg, run_worker  # noqa: E402
 
 
-CASES = ("fold", "allocator", "onednn")
+CASES = ("fold", "allocator", "onednn", "budget")
+BUDGETS_GB = (2.0, 1.5)
 
 
 def _interleaved(fns: dict, x, runs: int) -> dict:
@@ -73,19 +77,46 @@ def call_case(arch: str, size: int, batch: int, runs: int) -> dict:
             "onednn": bool(_pywrap_util_port.IsMklEnabled())}
 
 
+def budget_case(arch: str, size: int, budget_gb: float) -> dict:
+    import resource
+    import warnings
+
+    import numpy as np
+
+    from bench_models import build
+    from tem_keras.distribute import onednn_enabled
+    from tem_keras.inference import PerformanceHint, predict
+
+    warnings.simplefilter("ignore", PerformanceHint)
+    model = build(arch)
+    image = np.random.default_rng(0).normal(size=(size, size)).astype("float32")
+    predict(model, image[:512, :512], max_memory_gb=budget_gb)  # tracing, first allocations
+    times = []
+    for _ in range(3):  # warm-up at full size, then best of 2
+        start = time.perf_counter()
+        predict(model, image, max_memory_gb=budget_gb)
+        times.append(time.perf_counter() - start)
+    return {"seconds": min(times[1:]), "times_s": [round(t, 3) for t in times],
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+            "onednn": onednn_enabled()}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--worker", nargs=4)
     parser.add_argument("--only", choices=CASES, nargs="+", default=CASES,
                         help="cases to run (default all; a subset writes ab_library_<cases>.json)")
+    parser.add_argument("--name", help="write results/<NAME>.json instead")
     args = parser.parse_args(argv)
     if args.worker:
         kind, arch, size, batch = args.worker
-        fn = fold_case if kind == "fold" else call_case
-        emit(fn(arch, int(size), int(batch), args.runs))
+        if kind == "budget":
+            emit(budget_case(arch, int(size), float(batch)))
+        else:
+            emit((fold_case if kind == "fold" else call_case)(arch, int(size), int(batch), args.runs))
         return 0
-    out = {"fold": [], "allocator": [], "onednn": []}
+    out = {case: [] for case in CASES}
     for arch, batch in (("residual_unet_sytwu", 1), ("residual_unet_sytwu", 8), ("residual_unet_2b_p2", 1),
                         ("unet_horwath_1024", 1)) if "fold" in args.only else ():
         r = run_worker(Path(__file__), ["--worker", "fold", arch, "1024", str(batch), "--runs", str(args.runs)])
@@ -119,8 +150,13 @@ def main(argv=None) -> int:
               f"TensorFlow's default here: {'on' if default else 'off'})")
         out["onednn"].append({"arch": arch, "size": size, "batch": 1, "times_s": times, "median_s": res,
                               "speedup_on": res["0"] / res["1"], "default_on": default, "load": loadavg()})
+    for arch in ("unet_horwath_1024", "residual_unet_sytwu") if "budget" in args.only else ():
+        res = {gb: run_worker(Path(__file__), ["--worker", "budget", arch, "4096", str(gb)]) for gb in BUDGETS_GB}
+        print(f"budget {arch} 4096², predict defaults: " + ", ".join(
+            f"{gb:g} GiB {r['seconds']:.2f} s, peak {r['peak_rss_gb']:.2f} GiB" for gb, r in res.items()))
+        out["budget"].append({"arch": arch, "size": 4096, "by_budget_gb": res, "load": loadavg()})
     out["machine"] = cpu_info()
-    name = "ab_library" if set(args.only) == set(CASES) else "ab_library_" + "_".join(args.only)
+    name = args.name or ("ab_library" if set(args.only) == set(CASES) else "ab_library_" + "_".join(args.only))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=1))
     return 0

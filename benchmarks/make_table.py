@@ -225,7 +225,7 @@ def markdown(results) -> str:
                    f"{l['mpx_per_s']:.2f} | {l['gflop_per_s']:.0f} | {_fmt(l['matmul_fraction'], '.0%')} | "
                    f"{_fmt(torch_ips, '.2f')} | {_fmt(l['ratio_vs_torch'], '.2f')} |")
     out += ["", "`tem_keras.predict` (whole pipeline; 4096²: one image, in 1024 px tiles or with predict's "
-            "defaults: whole when its activations fit the 2 GiB budget):", "",
+            "defaults: whole when its activations fit the memory budget):", "",
             "| model | precision | case | batch | seconds | MP/s | overhead vs model call | peak RSS |",
             "|---|---|---|---:|---:|---:|---:|---:|"]
     for l in user_table(results):

@@ -82,11 +82,14 @@ DEFAULT_TILE_SIZE = 1024
 MIN_AUTO_TILE, MAX_AUTO_TILE = 256, 8192
 #: the tile margin derived from the receptive field is capped at this many pixels
 MAX_MARGIN = 256
-#: activation memory of one model call, when ``max_memory_gb`` is None: min(2 GiB, RAM / 4)
-DEFAULT_MEMORY_BYTES = 2 * 1024**3
-#: extra peak memory of freezing a model's weights into its graph / the weights' bytes (measured
-#: for UNet-64: +2.4 GB for 124 MB of weights); larger models run with their variables
-FREEZE_COST_FACTOR = 20
+#: activation memory of one model call, when ``max_memory_gb`` is None: min(1.5 GiB, RAM / 4).
+#: With TensorFlow's runtime (~0.9 GB) a 4096² image then peaks below 3 GB (Horwath UNet with
+#: oneDNN: 2.2 GB, 2 GiB gave 3.2 GB for 5 % less time)
+DEFAULT_MEMORY_BYTES = 3 * 1024**3 // 2
+#: models with up to this many bytes of weights run with them frozen into the graph: freezing
+#: and the first call cost about 20 times the weights' bytes at their peak (UNet-64: +2.4 GB for
+#: 124 MB of weights); larger models run with their variables
+FREEZE_MAX_WEIGHT_BYTES = 100 * 1024**2
 #: measured peak of a model call / liveness estimate of its activations (oneDNN workspace,
 #: weight reorders, TensorFlow's allocator; UNet-64 on 1024² tiles, float32)
 WORKSPACE_FACTOR = 1.5
@@ -301,7 +304,7 @@ def _compiled(model):
         def traced(x):
             return tf.cast(ref()(x, training=False), tf.float32)
 
-        small = FREEZE_COST_FACTOR * _weight_bytes(model) <= DEFAULT_MEMORY_BYTES
+        small = _weight_bytes(model) <= FREEZE_MAX_WEIGHT_BYTES
         fn = _FUNCTIONS[model] = _Frozen(traced) if small else _Traced(traced)
     return fn
 
@@ -334,9 +337,9 @@ class _Frozen(_Traced):
     oneDNN then reorders each convolution's weights once into its preferred blocked layout and
     keeps them, instead of reading them from a variable in plain layout on every call: the
     4-level 64-filter UNet at 1024² runs 6.5 → 5.0 s on 2 cores, the residual UNet 3 % faster.
-    The price is memory: freezing and the first call took about :data:`FREEZE_COST_FACTOR` times
-    the weights' bytes more at their peak (UNet-64: +2.4 GB), so only models whose cost fits
-    :data:`DEFAULT_MEMORY_BYTES` are frozen (weights up to ~100 MB). Falls back to the traced
+    The price is memory: freezing and the first call took about 20 times the weights' bytes
+    more at their peak (UNet-64: +2.4 GB), so only models with up to
+    :data:`FREEZE_MAX_WEIGHT_BYTES` of weights are frozen. Falls back to the traced
     function when the graph cannot be frozen (e.g. a SavedModel-only export).
     """
 
@@ -971,7 +974,7 @@ def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", b
         Budget for the activations of one model call (estimated from the graph by
         :func:`tem_keras.models.describe.activation_bytes_per_pixel`, times
         :data:`WORKSPACE_FACTOR`): batches are cut to fit it, and with ``tile_size=None`` images
-        larger than it are tiled. Default: min(2 GiB, a quarter of the RAM). A 4-level 64-filter
+        larger than it are tiled. Default: min(1.5 GiB, a quarter of the RAM). A 4-level 64-filter
         UNet needs about 1.6 GB per 1024² tile in float32, the residual UNet 80 MB.
     pixel_size_nm : float, optional
         Used for images whose file has no calibration.
