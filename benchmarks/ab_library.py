@@ -9,6 +9,8 @@
                TensorFlow turns its oneDNN kernels on by default only on x86 CPUs with AVX-512
                VNNI, AVX-512 BF16 or AMX (TensorFlow RFC 400); elsewhere (AVX2 CPUs such as AMD
                EPYC/Zen) it runs Eigen kernels, and which is faster depends on the network;
+``layers``     single 3×3 convolutions + ReLU at the shapes of UNet-64's levels for a 256² input
+               (encoder C → C, decoder 2C → C after the concatenation), with oneDNN off and on;
 ``budget``     ``predict`` on one 4096² image with its defaults under activation-memory budgets
                (``max_memory_gb``) of 2 and 1.5 GiB, each in its own process: seconds (best of 2
                after a warm-up) and the process's peak RSS, TensorFlow's runtime included.
@@ -30,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, TUNED_MALLOC_ENV, cpu_info, emit, loadavg, run_worker  # noqa: E402
 
 
-CASES = ("fold", "allocator", "onednn", "budget")
+CASES = ("fold", "allocator", "onednn", "layers", "budget")
 BUDGETS_GB = (2.0, 1.5)
 
 
@@ -77,6 +79,23 @@ def call_case(arch: str, size: int, batch: int, runs: int) -> dict:
             "onednn": bool(_pywrap_util_port.IsMklEnabled())}
 
 
+def layers_case(size: int, runs: int) -> list:
+    import tensorflow as tf
+
+    from tem_keras.distribute import onednn_enabled
+
+    conv = tf.function(lambda x, k: tf.nn.relu(tf.nn.conv2d(x, k, 1, "SAME")))
+    out = []
+    for level in range(5):
+        side, c = size >> level, 64 << level
+        for c_in in (c, 2 * c) if level < 4 else (c,):
+            x, k = tf.random.normal([1, side, side, c_in]), tf.random.normal([3, 3, c_in, c])
+            times = _interleaved({"conv": lambda x, k=k: conv(x, k)}, x, runs)["conv"]
+            out.append({"side": side, "c_in": c_in, "c_out": c, "median_s": times["median_s"],
+                        "gflop": 2 * 9 * side * side * c_in * c / 1e9, "onednn": onednn_enabled()})
+    return out
+
+
 def budget_case(arch: str, size: int, budget_gb: float) -> dict:
     import resource
     import warnings
@@ -113,6 +132,8 @@ def main(argv=None) -> int:
         kind, arch, size, batch = args.worker
         if kind == "budget":
             emit(budget_case(arch, int(size), float(batch)))
+        elif kind == "layers":
+            emit(layers_case(int(size), args.runs))
         else:
             emit((fold_case if kind == "fold" else call_case)(arch, int(size), int(batch), args.runs))
         return 0
@@ -150,6 +171,16 @@ def main(argv=None) -> int:
               f"TensorFlow's default here: {'on' if default else 'off'})")
         out["onednn"].append({"arch": arch, "size": size, "batch": 1, "times_s": times, "median_s": res,
                               "speedup_on": res["0"] / res["1"], "default_on": default, "load": loadavg()})
+    if "layers" in args.only:
+        by_flag = {flag: run_worker(Path(__file__), ["--worker", "layers", "conv3x3", "256", "1", "--runs",
+                                                     str(args.runs)], env={"TF_ENABLE_ONEDNN_OPTS": flag})
+                   for flag in ("0", "1")}
+        for off, on in zip(by_flag["0"], by_flag["1"]):
+            print(f"3×3 conv {off['side']}² {off['c_in']:4d} → {off['c_out']:4d}: oneDNN off "
+                  f"{off['median_s'] * 1e3:6.1f} ms ({off['gflop'] / off['median_s']:5.0f} GFLOP/s), on "
+                  f"{on['median_s'] * 1e3:6.1f} ms ({on['gflop'] / on['median_s']:5.0f} GFLOP/s)")
+            out["layers"].append({**{k: off[k] for k in ("side", "c_in", "c_out", "gflop")},
+                                  "median_s": {"0": off["median_s"], "1": on["median_s"]}})
     for arch in ("unet_horwath_1024", "residual_unet_sytwu") if "budget" in args.only else ():
         res = {gb: run_worker(Path(__file__), ["--worker", "budget", arch, "4096", str(gb)]) for gb in BUDGETS_GB}
         print(f"budget {arch} 4096², predict defaults: " + ", ".join(
