@@ -534,6 +534,14 @@ def main(argv=None) -> int:
         if args.command != "fit":
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.model_options = extra
+    if args.command in ("predict", "demo"):
+        from .distribute import prefer_onednn, saved_weight_bytes
+
+        # the network is known before TensorFlow is imported: the one moment the switch can act
+        if prefer_onednn(0 if args.command == "demo" else saved_weight_bytes(args.model)) and not getattr(
+                args, "quiet", False):
+            print("tem-keras: TensorFlow's oneDNN kernels on for this small network "
+                  "(TF_ENABLE_ONEDNN_OPTS=0 keeps TensorFlow's choice)", file=sys.stderr)
     try:
         args.func(args)
     except (TEMInputError, FileExistsError, FileNotFoundError) as err:

@@ -47,7 +47,7 @@ def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, e
     n_images, size, mode, seed
         The synthetic data set (see :func:`tem_keras.data.synthetic.make_dataset`).
     epochs : int
-        Training epochs (about 2.5 s each on 2 CPU cores with the defaults).
+        Training epochs (1.3–2.5 s each on 2 CPU cores with the defaults).
     overwrite : bool
         Replace an existing demo folder.
     """

@@ -7,6 +7,8 @@ random weights, or a 1×1 convolution whose output is known exactly.
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -432,7 +434,6 @@ def test_cli_predict_evaluate_measure_label(tmp_path, capsys):
 
 
 def test_onednn_hint_said_once_for_small_networks_when_tensorflow_runs_eigen(unet, monkeypatch):
-    import platform
     import warnings
 
     from tem_keras import distribute
@@ -463,3 +464,46 @@ def test_onednn_hint_said_once_for_small_networks_when_tensorflow_runs_eigen(une
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")
     assert "TF_ENABLE_ONEDNN_OPTS" in distribute.onednn_hint(1000)
     assert distribute.onednn_hint(1000) is None
+
+
+def test_saved_weight_bytes_counts_the_network_not_the_optimizer(unet, tmp_path):
+    from tem_keras.distribute import saved_weight_bytes
+
+    model = build_model("unet", depth=2, base_filters=4)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", run_eagerly=True)
+    model.train_on_batch(np.zeros((1, 16, 16, 1), "float32"), np.full((1, 16, 16, 2), 0.5, "float32"))
+    (tmp_path / "run").mkdir()
+    model.save(tmp_path / "run" / "best.keras")  # with Adam's two moments per weight
+    assert saved_weight_bytes(tmp_path / "run" / "best.keras") == 4 * model.count_params()
+    assert saved_weight_bytes(tmp_path / "run") == 4 * model.count_params()
+    (tmp_path / "broken.keras").write_bytes(b"not a zip")
+    assert saved_weight_bytes(tmp_path / "broken.keras") is None
+    assert saved_weight_bytes(tmp_path / "nowhere") is None
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 rule")
+def test_cli_predict_turns_onednn_on_for_a_small_network_unless_the_user_chose(unet, tmp_path):
+    """The switch only acts before TensorFlow starts, so each case is a fresh process."""
+    unet.save(tmp_path / "small.keras")
+    write_image(tmp_path / "image.tif", smooth_image((64, 64)))
+    script = textwrap.dedent(f"""
+        import sys
+        from tem_keras.cli import main
+        assert "tensorflow" not in sys.modules
+        code = main(["predict", {str(tmp_path / "small.keras")!r}, {str(tmp_path / "image.tif")!r},
+                     "-o", {str(tmp_path / "out")!r}, "--overwrite"])
+        from tem_keras.distribute import onednn_enabled
+        print("ONEDNN", onednn_enabled(), code)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert "ONEDNN True 0" in done.stdout, done.stderr[-3000:]
+    assert "oneDNN kernels on for this small network" in done.stderr
+    assert (tmp_path / "out" / "image_mask.png").is_file()
+    # the user's choice stands (checked before TensorFlow starts, as the command line does)
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        import os, sys
+        from tem_keras.distribute import prefer_onednn
+        print(prefer_onednn(1000), os.environ["TF_ENABLE_ONEDNN_OPTS"], "tensorflow" in sys.modules)
+    """)], capture_output=True, text=True, env={**env, "TF_ENABLE_ONEDNN_OPTS": "0"}, timeout=120)
+    assert done.stdout.split() == ["False", "0", "False"], done.stderr[-3000:]
