@@ -527,6 +527,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _choose_cpu_kernels(args) -> None:
+    """oneDNN or Eigen for a small network, while TensorFlow is not imported yet (the one moment
+    the switch can act; see :func:`tem_keras.distribute.prefer_onednn`)."""
+    from .distribute import network_weight_bytes, onednn_choice_open, prefer_onednn, saved_weight_bytes
+
+    if not onednn_choice_open():
+        return
+    if args.command == "predict":
+        size = saved_weight_bytes(args.model)
+    elif args.command == "fit":
+        size = network_weight_bytes(args.model, model_options(args.model_options))
+    else:  # the demo's UNet: 60 k parameters
+        size = 0
+    if prefer_onednn(size) and not getattr(args, "quiet", False):
+        print("tem-keras: TensorFlow's oneDNN kernels on for this small network "
+              "(TF_ENABLE_ONEDNN_OPTS=0 keeps TensorFlow's choice)", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -534,14 +552,8 @@ def main(argv=None) -> int:
         if args.command != "fit":
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.model_options = extra
-    if args.command in ("predict", "demo"):
-        from .distribute import prefer_onednn, saved_weight_bytes
-
-        # the network is known before TensorFlow is imported: the one moment the switch can act
-        if prefer_onednn(0 if args.command == "demo" else saved_weight_bytes(args.model)) and not getattr(
-                args, "quiet", False):
-            print("tem-keras: TensorFlow's oneDNN kernels on for this small network "
-                  "(TF_ENABLE_ONEDNN_OPTS=0 keeps TensorFlow's choice)", file=sys.stderr)
+    if args.command in ("predict", "demo", "fit"):
+        _choose_cpu_kernels(args)
     try:
         args.func(args)
     except (TEMInputError, FileExistsError, FileNotFoundError) as err:

@@ -288,20 +288,44 @@ def saved_weight_bytes(path) -> int | None:
         return None
 
 
+def network_weight_bytes(model, options: dict | None = None, timeout: float = 300) -> int | None:
+    """Bytes of the weights of ``build_model(model, **options)`` (float32), counted in a child
+    process so that this one has not started TensorFlow yet; None when it cannot be built (the
+    caller's own build then reports why)."""
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from tem_keras.models import build_model; "
+            "print('WEIGHTS', 4 * build_model(json.loads(sys.argv[1]), **json.loads(sys.argv[2])).count_params())")
+    try:
+        done = subprocess.run([sys.executable, "-c", code, json.dumps(model), json.dumps(options or {})],
+                              capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired, TypeError, ValueError):
+        return None
+    lines = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("WEIGHTS ")]
+    return int(lines[-1]) if done.returncode == 0 and lines else None
+
+
+def onednn_choice_open() -> bool:
+    """Whether this process may still pick TensorFlow's CPU kernels: an x86 CPU, TensorFlow not
+    yet imported and ``TF_ENABLE_ONEDNN_OPTS`` not set by the user."""
+    import platform
+    import sys
+
+    return ("TF_ENABLE_ONEDNN_OPTS" not in os.environ and "tensorflow" not in sys.modules
+            and platform.machine().lower() in ("x86_64", "amd64"))
+
+
 def prefer_onednn(weight_bytes: float | None) -> bool:
     """Set ``TF_ENABLE_ONEDNN_OPTS=1`` for this process when it pays and can still act.
 
     For the command line, which knows the network before TensorFlow is imported: on x86 CPUs, for
     networks with up to :data:`ONEDNN_HINT_MAX_WEIGHT_BYTES` of weights, unless the user set the
-    variable. Where TensorFlow turns oneDNN on by default (AVX-512 VNNI/BF16, AMX) this changes
-    nothing; on AVX2 CPUs the papers' small networks run 2–3× faster (see :func:`onednn_hint`).
-    Returns whether it set the variable.
+    variable (:func:`onednn_choice_open`). Where TensorFlow turns oneDNN on by default (AVX-512
+    VNNI/BF16, AMX) this changes nothing; on AVX2 CPUs the papers' small networks predict 2–3×
+    and train 2.7–2.9× faster (see :func:`onednn_hint`). Returns whether it set the variable.
     """
-    import platform
-    import sys
-
-    if (weight_bytes is None or weight_bytes > ONEDNN_HINT_MAX_WEIGHT_BYTES or "TF_ENABLE_ONEDNN_OPTS" in os.environ
-            or "tensorflow" in sys.modules or platform.machine().lower() not in ("x86_64", "amd64")):
+    if weight_bytes is None or weight_bytes > ONEDNN_HINT_MAX_WEIGHT_BYTES or not onednn_choice_open():
         return False
     os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
     return True

@@ -242,7 +242,6 @@ def fit(dataset_dir, model="unet", *, epochs: int = 100, batch_size: int = 8, pa
     Run
     """
     import keras
-    import tensorflow as tf
 
     from .data.datasets import discover
     from .data.pipeline import training_data

@@ -467,7 +467,7 @@ def test_onednn_hint_said_once_for_small_networks_when_tensorflow_runs_eigen(une
 
 
 def test_saved_weight_bytes_counts_the_network_not_the_optimizer(unet, tmp_path):
-    from tem_keras.distribute import saved_weight_bytes
+    from tem_keras.distribute import network_weight_bytes, saved_weight_bytes
 
     model = build_model("unet", depth=2, base_filters=4)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", run_eagerly=True)
@@ -479,10 +479,13 @@ def test_saved_weight_bytes_counts_the_network_not_the_optimizer(unet, tmp_path)
     (tmp_path / "broken.keras").write_bytes(b"not a zip")
     assert saved_weight_bytes(tmp_path / "broken.keras") is None
     assert saved_weight_bytes(tmp_path / "nowhere") is None
+    # the same count for a network not yet built, from a child process
+    assert network_weight_bytes("unet", {"depth": 2, "base_filters": 4}) == 4 * model.count_params()
+    assert network_weight_bytes("no_such_network") is None
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 rule")
-def test_cli_predict_turns_onednn_on_for_a_small_network_unless_the_user_chose(unet, tmp_path):
+def test_cli_predict_and_fit_turn_onednn_on_for_a_small_network_unless_the_user_chose(unet, tmp_path):
     """The switch only acts before TensorFlow starts, so each case is a fresh process."""
     unet.save(tmp_path / "small.keras")
     write_image(tmp_path / "image.tif", smooth_image((64, 64)))
@@ -500,6 +503,21 @@ def test_cli_predict_turns_onednn_on_for_a_small_network_unless_the_user_chose(u
     assert "ONEDNN True 0" in done.stdout, done.stderr[-3000:]
     assert "oneDNN kernels on for this small network" in done.stderr
     assert (tmp_path / "out" / "image_mask.png").is_file()
+    # fit: the network's size is counted before TensorFlow starts
+    from tem_keras.data.synthetic import make_dataset
+
+    ds = make_dataset(tmp_path / "synth", n_images=6, size=64, progress=False)
+    script = textwrap.dedent(f"""
+        from tem_keras.cli import main
+        code = main(["fit", {str(ds)!r}, "--model", "unet", "--depth", "2", "--base-filters", "4",
+                     "--epochs", "1", "--patch-size", "32", "--batch-size", "2",
+                     "--run-dir", {str(tmp_path / "run")!r}, "--quiet"])
+        from tem_keras.distribute import onednn_enabled
+        print("ONEDNN", onednn_enabled(), code)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert "ONEDNN True 0" in done.stdout, done.stderr[-3000:]
+    assert (tmp_path / "run" / "best.keras").is_file()
     # the user's choice stands (checked before TensorFlow starts, as the command line does)
     done = subprocess.run([sys.executable, "-c", textwrap.dedent("""
         import os, sys
