@@ -245,6 +245,10 @@ def tune_allocator(trim_threshold: int = 2**31 - 1) -> bool:
     return ok
 
 
+class PerformanceHint(UserWarning):
+    """How this machine could run tem_keras faster (shown once per process)."""
+
+
 #: networks with up to this many bytes of weights get :func:`onednn_hint` (on a 2-core AVX2 AMD
 #: EPYC, oneDNN ran the residual UNet 2.9× and the Horwath UNet 1.9× faster, UNet-64 with 124 MB
 #: of weights 2.2× slower: ``benchmarks/ab_library.py --only onednn``)
@@ -349,7 +353,7 @@ def onednn_hint(weight_bytes: float) -> str | None:
         return None
     _ONEDNN_HINTED["said"] = True
     return ("TensorFlow runs its Eigen kernels on this CPU (its oneDNN kernels are on by default only "
-            "on CPUs with AVX-512 VNNI, AVX-512 BF16 or AMX). Small networks like this one ran 2-3x "
-            "faster with oneDNN on an AVX2 CPU: start Python with TF_ENABLE_ONEDNN_OPTS=1 set, or set "
-            "TF_ENABLE_ONEDNN_OPTS=0 to keep Eigen and silence this note; "
-            "`python benchmarks/ab_library.py --only onednn` compares both here.")
+            "on CPUs with AVX-512 VNNI, AVX-512 BF16 or AMX). Small networks like this one predicted and "
+            "trained 2-3x faster with oneDNN on an AVX2 CPU: start Python with TF_ENABLE_ONEDNN_OPTS=1 "
+            "set (the tem-keras command does so itself), or set TF_ENABLE_ONEDNN_OPTS=0 to keep Eigen "
+            "and silence this note; `python benchmarks/ab_library.py --only onednn` compares both here.")

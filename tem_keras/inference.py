@@ -66,6 +66,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _env  # noqa: F401
+from .distribute import PerformanceHint
 from .errors import TEMInputError
 
 __all__ = ["Prediction", "PerformanceHint", "predict", "predict_stack", "predict_image", "evaluate",
@@ -312,10 +313,6 @@ def _compiled(model):
 def _weight_bytes(model) -> int:
     """Bytes of the model's weights in float32."""
     return sum(4 * math.prod(v.shape) for v in getattr(model, "weights", ()))
-
-
-class PerformanceHint(UserWarning):
-    """How this machine could run tem_keras faster (shown once per process)."""
 
 
 class _Traced:

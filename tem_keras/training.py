@@ -25,6 +25,7 @@ import json
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -245,8 +246,8 @@ def fit(dataset_dir, model="unet", *, epochs: int = 100, batch_size: int = 8, pa
 
     from .data.datasets import discover
     from .data.pipeline import training_data
-    from .distribute import (choose_precision, choose_strategy, is_chief, is_multi_worker,
-                             prepare_for_multi_worker, strategy_name, tune_allocator)
+    from .distribute import (PerformanceHint, choose_precision, choose_strategy, is_chief, is_multi_worker,
+                             onednn_hint, prepare_for_multi_worker, strategy_name, tune_allocator)
     from .keras_metrics import default_metrics
     from .losses import get_loss, inverse_frequency_weights
 
@@ -324,6 +325,9 @@ def fit(dataset_dir, model="unet", *, epochs: int = 100, batch_size: int = 8, pa
     if verbose:
         print(f"{'resuming' if resumed else 'training'} {net.name} ({net.count_params():,} parameters) "
               f"on {replicas} replica(s), {precision}; {data.summary()}; run folder {run_dir}", flush=True)
+    hint = onednn_hint(4 * net.count_params())
+    if hint:
+        warnings.warn(hint, PerformanceHint, stacklevel=2)
 
     callbacks = [
         keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=True),

@@ -61,6 +61,20 @@ def test_fit_writes_complete_run_and_learns(bright_field, tmp_path):
     assert loaded.predict(image).shape == (48, 72, 2)
 
 
+def test_fit_of_a_small_network_says_once_that_onednn_would_be_faster(bright_field, tmp_path, monkeypatch):
+    import platform
+
+    from tem_keras import distribute
+
+    monkeypatch.setattr(distribute, "_ONEDNN_HINTED", {})
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    monkeypatch.setattr(distribute, "onednn_enabled", lambda: False)  # as on an AVX2 CPU
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    with pytest.warns(distribute.PerformanceHint, match="TF_ENABLE_ONEDNN_OPTS=1"):
+        fit(bright_field, dict(TINY), epochs=1, run_dir=tmp_path / "run", **FAST)
+    assert distribute._ONEDNN_HINTED == {"said": True}
+
+
 def test_same_seed_same_metrics_and_refusal_to_overwrite(bright_field, tmp_path):
     kwargs = dict(epochs=3, patience=5, **{**FAST, "augment": True})
     a = fit(bright_field, dict(TINY), run_dir=tmp_path / "a", **kwargs)
