@@ -534,7 +534,7 @@ def _choose_cpu_kernels(args) -> None:
 
     if not onednn_choice_open():
         return
-    if args.command == "predict":
+    if args.command in ("predict", "evaluate", "explain"):
         size = saved_weight_bytes(args.model)
     elif args.command == "fit":
         size = network_weight_bytes(args.model, model_options(args.model_options))
@@ -552,7 +552,7 @@ def main(argv=None) -> int:
         if args.command != "fit":
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.model_options = extra
-    if args.command in ("predict", "demo", "fit"):
+    if args.command in ("predict", "evaluate", "explain", "demo", "fit"):
         _choose_cpu_kernels(args)
     try:
         args.func(args)
