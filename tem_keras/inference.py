@@ -85,7 +85,7 @@ MIN_AUTO_TILE, MAX_AUTO_TILE = 256, 8192
 MAX_MARGIN = 256
 #: activation memory of one model call, when ``max_memory_gb`` is None: min(1.5 GiB, RAM / 4).
 #: With TensorFlow's runtime (~0.9 GB) a 4096² image then peaks below 3 GB (Horwath UNet with
-#: oneDNN: 2.2 GB, 2 GiB gave 3.2 GB for 5 % less time)
+#: oneDNN: 2.04 GiB; 2 GiB gave 3.07 GiB for 2 % less time: ``ab_library.py --only budget``)
 DEFAULT_MEMORY_BYTES = 3 * 1024**3 // 2
 #: models with up to this many bytes of weights run with them frozen into the graph: freezing
 #: and the first call cost about 20 times the weights' bytes at their peak (UNet-64: +2.4 GB for
