@@ -466,7 +466,7 @@ def test_onednn_hint_said_once_for_small_networks_when_tensorflow_runs_eigen(une
     assert distribute.onednn_hint(1000) is None
 
 
-def test_saved_weight_bytes_counts_the_network_not_the_optimizer(unet, tmp_path):
+def test_saved_weight_bytes_counts_the_network_not_the_optimizer(tmp_path):
     from tem_keras.distribute import network_weight_bytes, saved_weight_bytes
 
     model = build_model("unet", depth=2, base_filters=4)
