@@ -57,12 +57,13 @@ def worker(arch: str, precision: str, case: str, size: int, batch: int, runs: in
     import numpy as np
 
     from tem_keras.data.preprocess import Preprocessing
+    from tem_keras.distribute import onednn_enabled
     from tem_keras.inference import _compiled, _with_precision, predict
     from tem_keras.models.optimize import for_inference
 
     model = build(arch)
     out = {"arch": arch, "precision": precision, "case": case, "size": size, "batch": batch,
-           "gflops_per_mp": gflops_per_mp(model)}
+           "gflops_per_mp": gflops_per_mp(model), "onednn": onednn_enabled()}
     rng = np.random.default_rng(0)
     standardise = Preprocessing(remove_outliers=False)
     if case == "bare":

@@ -63,7 +63,10 @@ def train_worker(arch: str, batch: int, replicas: int, steps: int, precision: st
         model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
         times.append((time.perf_counter() - start) / steps)
     step = sorted(times)[1]
+    from tem_keras.distribute import onednn_enabled
+
     return {"arch": arch, "batch": batch, "replicas": replicas, "global_batch": global_batch,
+            "onednn": onednn_enabled(),
             "precision": precision, "patch": PATCH, "step_s": step, "step_times_s": times,
             "patches_per_s": global_batch / step, "load": [load, loadavg()[0]]}
 

@@ -69,7 +69,8 @@ def cpu_info() -> dict:
             pass
     fl = set(flags.split())
     return {"cpu": model, "logical_cpus": os.cpu_count(),
-            "avx512f": "avx512f" in fl, "avx512_bf16": "avx512_bf16" in fl, "amx_bf16": "amx_bf16" in fl,
+            "avx2": "avx2" in fl, "avx512f": "avx512f" in fl, "avx512_bf16": "avx512_bf16" in fl,
+            "amx_bf16": "amx_bf16" in fl,
             "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
             "platform": platform.platform(), "python": platform.python_version()}
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 MP_1024 = 1024 * 1024 / 1e6
+PRECISIONS = ("float32", "bfloat16")
 
 
 def _rows(results, **where):
@@ -22,6 +23,30 @@ def _rows(results, **where):
 
 def _best(rows, key="mpx_per_s"):
     return max(rows, key=lambda r: r[key]) if rows else None
+
+
+def _isa(machine) -> str:
+    """The CPU's vector instructions that matter here, e.g. "AVX-512 + BF16" or "AVX2"."""
+    if machine.get("amx_bf16"):
+        return "AVX-512 + AMX"
+    if machine.get("avx512f"):
+        return "AVX-512 + BF16" if machine.get("avx512_bf16") else "AVX-512"
+    if "avx2" not in machine:            # results from before the flag was recorded
+        return "no AVX-512"
+    return "AVX2" if machine["avx2"] else "no AVX2"
+
+
+def _kernels(row) -> str:
+    return {True: "oneDNN", False: "Eigen"}.get(row.get("onednn"), "—")
+
+
+def kernels_used(results) -> str:
+    """Which TensorFlow CPU kernels each architecture ran with, e.g. "oneDNN: a, b; Eigen: c"."""
+    rows = _rows(results, framework="tem_keras") + results.get("sections", {}).get("train", {}).get("train", [])
+    by = {}
+    for r in rows:
+        by.setdefault(_kernels(r), set()).add(r["arch"])
+    return "; ".join(f"{k}: {', '.join(f'`{a}`' for a in sorted(v))}" for k, v in sorted(by.items()) if k != "—")
 
 
 def _matmul(results, precision, framework="tensorflow"):
@@ -44,7 +69,7 @@ def predict_table(results) -> list[dict]:
             "gflop_per_s": r["gflop_per_s"], "matmul_fraction": r["gflop_per_s"] / rate if rate else None,
             "torch_s": peer[0]["median_s"] if peer else None,
             "ratio_vs_torch": peer[0]["median_s"] / r["median_s"] if peer else None,
-            "runs": r["runs"], "load": r["load"][0]})
+            "runs": r["runs"], "load": r["load"][0], "kernels": _kernels(r)})
     return lines
 
 
@@ -118,6 +143,10 @@ def targets(results) -> list[tuple[str, str, str]]:
                     f"(×{p['images_per_s'] / t['images_per_s']:.2f})", p["images_per_s"] >= t["images_per_s"])
     # mixed precision speed-up, bare call, 1024², best batch
     archs = sorted({r["arch"] for r in _rows(results, framework="tem_keras", case="bare")})
+    if "bfloat16" not in results.get("precisions", PRECISIONS):
+        out.append(("bfloat16 ≥ 1.6× float32 on CPUs with bfloat16 support",
+                    f"not measured: this CPU ({_isa(results.get('machine', {}))}) has no bfloat16 "
+                    "instructions", "n/a"))
     fp32_rate, bf16_rate = _matmul(results, "float32"), _matmul(results, "bfloat16")
     ceiling = (f"; this CPU's bfloat16 matmul rate is ×{bf16_rate / fp32_rate:.2f} its float32 rate"
                if fp32_rate and bf16_rate else "")
@@ -152,9 +181,11 @@ def _fmt(v, spec):
 
 def print_tables(results) -> None:
     m = results.get("machine", {})
-    print(f"\n{m.get('cpu')} — {m.get('logical_cpus')} logical CPUs, AVX512_BF16 {m.get('avx512_bf16')}, "
+    print(f"\n{m.get('cpu')} — {m.get('logical_cpus')} logical CPUs, {_isa(m)}, "
           f"TF {m.get('tensorflow')}, Keras {m.get('keras')}, torch {m.get('torch')}; "
           f"load at start {results.get('load_at_start')}, at end {results.get('load_at_end')}")
+    if kernels_used(results):
+        print(f"TensorFlow CPU kernels: {kernels_used(results)}".replace("`", ""))
     mm = results.get("sections", {}).get("matmul")
     if mm:
         print("\nmatmul 4096² GFLOP/s: " + ", ".join(
@@ -203,7 +234,7 @@ def print_tables(results) -> None:
 def markdown(results) -> str:
     m = results.get("machine", {})
     out = [f"Measured by `python benchmarks/run_all.py` on {results.get('started')}: {m.get('cpu')}, "
-           f"{m.get('logical_cpus')} logical CPUs (AVX-512{' + BF16' if m.get('avx512_bf16') else ''}), "
+           f"{m.get('logical_cpus')} logical CPUs ({_isa(m)}), "
            f"{m.get('memory_gb')} GB; TensorFlow {m.get('tensorflow')}, Keras {m.get('keras')}, "
            f"PyTorch {m.get('torch')} (peer). 1-minute load average at start "
            f"{results.get('load_at_start', ['?'])[0]}, at end {results.get('load_at_end', ['?'])[0]}. "
@@ -211,6 +242,8 @@ def markdown(results) -> str:
     for rerun in results.get("reruns", []):
         out.append(f"Rows of {', '.join(f'`{a}`' for a in rerun['archs'])} were measured again at "
                    f"{rerun['started']} ({rerun['reason']}).")
+    if kernels_used(results):
+        out.append(f"TensorFlow's CPU kernels, as the `tem-keras` command picks them: {kernels_used(results)}.")
     out.append("")
     mm = results.get("sections", {}).get("matmul", {})
     if mm:

@@ -15,12 +15,20 @@ medians of ``--runs`` calls after a warm-up call (fewer when a case would exceed
 seconds; the JSON keeps every time, the run count and the 1-minute load average before and after).
 Before each section the run waits up to ``--wait`` seconds for the 1-minute load to fall below
 ``--max-load``; the load at start is recorded either way.
+
+TensorFlow's CPU kernels are those the ``tem-keras`` command picks (oneDNN for networks of up to
+64 MiB of weights on x86, see ``tem_keras.distribute.prefer_onednn``; the matrix multiply with
+oneDNN, TensorFlow's faster one) unless ``TF_ENABLE_ONEDNN_OPTS`` is set for the whole run; every
+row records whether oneDNN was on. bfloat16 is measured only on CPUs with bfloat16 instructions
+(AVX512_BF16 or AMX) unless ``--precisions`` asks for it.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -51,8 +59,27 @@ def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
+def default_precisions(machine: dict) -> list[str]:
+    """float32, and bfloat16 where the CPU has instructions for it (elsewhere it is emulated at a
+    fraction of the float32 speed and ``mixed_precision="auto"`` never picks it)."""
+    return list(PRECISIONS) if machine.get("avx512_bf16") or machine.get("amx_bf16") else ["float32"]
+
+
+@functools.cache
+def kernel_env(arch: str | None = None) -> dict:
+    """Worker environment with the CPU kernels the ``tem-keras`` command would pick for ``arch``
+    (None: the matrix multiply, oneDNN on x86); nothing when the variable is set for the run."""
+    if "TF_ENABLE_ONEDNN_OPTS" in os.environ:
+        return {}
+    from bench_models import ARCHS
+    from tem_keras.distribute import network_weight_bytes, onednn_pays
+
+    weights = 0 if arch is None else network_weight_bytes(*ARCHS[arch])
+    return {"TF_ENABLE_ONEDNN_OPTS": "1"} if onednn_pays(weights) else {}
+
+
 def section_matmul(o):
-    tf = run_worker(HERE / "matmul.py", [])
+    tf = run_worker(HERE / "matmul.py", [], env=kernel_env())
     out = {"tensorflow": tf}
     try:
         out["torch"] = run_worker(HERE / "torch_peer.py", ["--matmul"], env=TUNED_MALLOC_ENV)
@@ -88,12 +115,13 @@ def section_predict(o):
     for arch, sizes in plan.items():
         if o.archs and arch not in o.archs:
             continue
-        for precision in PRECISIONS:
+        env = kernel_env(arch)
+        for precision in o.precisions:
             for size, batches in sizes.items():
                 for batch in batches:
                     log(f"  tf   {arch} {precision} {size}² batch {batch}")
                     rows += _case("bench_models.py", ["--worker", arch, precision, "bare", str(size), str(batch),
-                                                      *common], framework="tem_keras")
+                                                      *common], env=env, framework="tem_keras")
                     if have_torch and arch in TORCH_ARCHS:
                         log(f"  torch {arch} {precision} {size}² batch {batch}")
                         rows += _case("torch_peer.py", ["--worker", arch, precision, str(size), str(batch), *common],
@@ -105,17 +133,17 @@ def section_predict(o):
             for batch in sorted({1, best["batch"]}):
                 log(f"  predict {arch} {precision} 1024² batch {batch}")
                 rows += _case("bench_models.py", ["--worker", arch, precision, "predict", "1024", str(batch),
-                                                  *common], framework="tem_keras")
+                                                  *common], env=env, framework="tem_keras")
             if not o.quick or arch != "unet64":
                 log(f"  tiled {arch} {precision} 4096²")
                 rows += _case("bench_models.py", ["--worker", arch, precision, "tiled", "4096", "4", "--runs",
                                                   str(min(o.runs, 3)), "--budget", str(o.budget)],
-                              framework="tem_keras")
+                              env=env, framework="tem_keras")
             if not o.quick and arch != "unet64":  # UNet-64's default on 4096² is the tiled case above
                 log(f"  large {arch} {precision} 4096² (predict's defaults)")
                 rows += _case("bench_models.py", ["--worker", arch, precision, "large", "4096", "4", "--runs",
                                                   str(min(o.runs, 3)), "--budget", str(o.budget)],
-                              framework="tem_keras")
+                              env=env, framework="tem_keras")
     return rows
 
 
@@ -129,7 +157,7 @@ def section_train(o):
             for replicas in (1, 2):
                 log(f"  train {arch} batch {batch} × {replicas} replicas")
                 rows += _case("bench_train.py", ["--worker", "train", arch, str(batch), str(replicas),
-                                                 "--steps", "2" if o.quick else "4"])
+                                                 "--steps", "2" if o.quick else "4"], env=kernel_env(arch))
     batch = 8
     log(f"  pipeline batch {batch}")
     pipe = run_worker(HERE / "bench_train.py", ["--worker", "pipeline", str(batch), "--steps", "4" if o.quick else "8"])
@@ -167,6 +195,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-load", type=float, default=0.5)
     parser.add_argument("--wait", type=float, default=600.0, help="seconds to wait for a quiet machine")
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=None,
+                        help="default: float32, and bfloat16 on CPUs with bfloat16 instructions")
     o = parser.parse_args(argv)
     o.runs = o.runs or (2 if o.quick else 5)
     o.budget = o.budget or (20.0 if o.quick else 40.0)
@@ -179,6 +209,9 @@ def main(argv=None) -> int:
     results = {"name": name, "quick": o.quick, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                "machine": {**cpu_info(), "tensorflow": tf.__version__}, "load_at_start": loadavg(),
                "runs": o.runs, "budget_s": o.budget, "sections": {}}
+    o.precisions = o.precisions or default_precisions(results["machine"])
+    results["precisions"] = o.precisions
+    results["onednn_env"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "as tem-keras picks")
     try:
         import keras
 

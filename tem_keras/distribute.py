@@ -320,6 +320,15 @@ def onednn_choice_open() -> bool:
             and platform.machine().lower() in ("x86_64", "amd64"))
 
 
+def onednn_pays(weight_bytes: float | None) -> bool:
+    """Whether a network with ``weight_bytes`` of weights should run TensorFlow's oneDNN kernels
+    on this machine: x86 and at most :data:`ONEDNN_HINT_MAX_WEIGHT_BYTES` (None: unknown, no)."""
+    import platform
+
+    return (weight_bytes is not None and weight_bytes <= ONEDNN_HINT_MAX_WEIGHT_BYTES
+            and platform.machine().lower() in ("x86_64", "amd64"))
+
+
 def prefer_onednn(weight_bytes: float | None) -> bool:
     """Set ``TF_ENABLE_ONEDNN_OPTS=1`` for this process when it pays and can still act.
 
@@ -329,7 +338,7 @@ def prefer_onednn(weight_bytes: float | None) -> bool:
     VNNI/BF16, AMX) this changes nothing; on AVX2 CPUs the papers' small networks predict 2–3×
     and train 2.7–2.9× faster (see :func:`onednn_hint`). Returns whether it set the variable.
     """
-    if weight_bytes is None or weight_bytes > ONEDNN_HINT_MAX_WEIGHT_BYTES or not onednn_choice_open():
+    if not (onednn_pays(weight_bytes) and onednn_choice_open()):
         return False
     os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
     return True
@@ -345,11 +354,8 @@ def onednn_hint(weight_bytes: float) -> str | None:
     it, only say so. None when oneDNN is on, the user set the variable, the CPU is not x86, the
     network has more than :data:`ONEDNN_HINT_MAX_WEIGHT_BYTES` of weights, or it was said before.
     """
-    import platform
-
     if ("said" in _ONEDNN_HINTED or "TF_ENABLE_ONEDNN_OPTS" in os.environ
-            or weight_bytes > ONEDNN_HINT_MAX_WEIGHT_BYTES
-            or platform.machine().lower() not in ("x86_64", "amd64") or onednn_enabled() is not False):
+            or not onednn_pays(weight_bytes) or onednn_enabled() is not False):
         return None
     _ONEDNN_HINTED["said"] = True
     return ("TensorFlow runs its Eigen kernels on this CPU (its oneDNN kernels are on by default only "
