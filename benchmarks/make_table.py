@@ -247,7 +247,9 @@ def markdown(results) -> str:
     out.append("")
     mm = results.get("sections", {}).get("matmul", {})
     if mm:
-        out.append(f"Matrix multiply 4096² (TensorFlow): {_fmt(_matmul(results, 'float32'), '.0f')} GFLOP/s float32, "
+        kernels = _kernels(mm.get("tensorflow", {}).get("float32", {}))
+        out.append(f"Matrix multiply 4096² (TensorFlow{', ' + kernels if kernels != '—' else ''}): "
+                   f"{_fmt(_matmul(results, 'float32'), '.0f')} GFLOP/s float32, "
                    f"{_fmt(_matmul(results, 'bfloat16'), '.0f')} GFLOP/s bfloat16.")
         out.append("")
     out += ["| model | precision | image | batch | images/s | MP/s | GFLOP/s | of matmul rate | PyTorch images/s | tem_keras / PyTorch |",
