@@ -74,6 +74,15 @@ def test_copy_follows_weight_changes():
     assert second is not first
     x = np.random.default_rng(0).normal(size=(1, 64, 64, 1)).astype("float32")
     np.testing.assert_allclose(second.predict_on_batch(x), model.predict_on_batch(x), atol=5e-5)
+    assert for_inference(model) is second
+    # one element of one kernel changed in place (not the first element)
+    kernel = next(w for w in model.weights if len(w.shape) == 4)
+    delta = np.zeros(kernel.shape, "float32")
+    delta.flat[-1] = 0.25
+    kernel.assign(kernel.numpy() + delta)
+    third = for_inference(model)
+    assert third is not second
+    np.testing.assert_allclose(third.predict_on_batch(x), model.predict_on_batch(x), atol=5e-5)
 
 
 def test_models_without_patterns_are_returned_as_they_are():

@@ -73,12 +73,35 @@ def for_inference(model: keras.Model) -> keras.Model:
 
 
 def _fingerprint(model) -> tuple:
-    """Changes when any weight changes (training, ``set_weights``, ``load_weights``)."""
-    values = []
-    for v in model.weights:
-        a = np.asarray(v.numpy() if hasattr(v, "numpy") else v)
-        values.append((a.shape, float(a.sum(dtype=np.float64)), float(a.ravel()[0]) if a.size else 0.0))
-    return tuple(values)
+    """Changes when any weight changes (training, ``set_weights``, ``load_weights``): the shape,
+    float64 sum and first element of every weight.
+
+    Computed in one traced call that reads the variables in the graph, because :func:`for_inference`
+    runs on every ``predict`` call: reading the 62 weights of the Sytwu residual UNet one by one
+    into NumPy took 10 ms, a sixth of the network's own time on a 1024² frame.
+    """
+    weights = model.weights
+    shapes = tuple(tuple(v.shape) for v in weights)
+    cached = _CHECKSUMS.get(model)
+    if cached is None or cached[0] != shapes:
+        cached = (shapes, _checksum_function(weights))
+        _CHECKSUMS[model] = cached
+    return shapes, cached[1]().numpy().tobytes()
+
+
+_CHECKSUMS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _checksum_function(weights):
+    import tensorflow as tf
+
+    def summary(v):
+        x = tf.reshape(tf.cast(v, tf.float64), [-1])
+        first = x[0] if int(np.prod(v.shape)) else tf.constant(0.0, tf.float64)
+        return tf.stack([tf.reduce_sum(x), first])
+
+    return tf.function(lambda: tf.stack([summary(v) for v in weights]) if weights
+                       else tf.zeros([0, 2], tf.float64), autograph=False)
 
 
 def _is_linear(layer) -> bool:
