@@ -71,7 +71,7 @@ def _reconstruct(marker, mask, width, queue, queued):  # pragma: no cover - comp
                     size += 1
 
 
-def reconstruct_from_border(image: np.ndarray) -> np.ndarray:
+def dilate_from_border(image: np.ndarray) -> np.ndarray:
     """Reconstruction by dilation under an unsigned-integer ``image`` of its own border.
 
     The marker is ``image`` on the one-pixel frame of the image and zero inside (the result is

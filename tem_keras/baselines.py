@@ -144,7 +144,7 @@ def _border_reconstructions(image: np.ndarray, methods=("dilation", "erosion")) 
     the dilation of the inverted image. Identical to ``skimage.morphology.reconstruction``
     (Vincent's hybrid algorithm [3]_, compiled; several methods run at once on threads).
     """
-    from ._reconstruction import reconstruct_from_border as dilate
+    from ._reconstruction import dilate_from_border as dilate
 
     top = np.iinfo(image.dtype).max
     jobs = []
