@@ -95,10 +95,8 @@ def model_options(extra: list[str]) -> dict:
 
 
 def _training_options(args) -> dict:
-    return dict(epochs=args.epochs, batch_size=args.batch_size, patch_size=args.patch_size,
-                learning_rate=args.learning_rate, loss=args.loss,
-                split=tuple(args.split), augment=not args.no_augment, devices=args.devices,
-                mixed_precision=args.mixed_precision, patience=args.patience,
+    options = {name: getattr(args, name) for name in _CONFIG_OPTIONS}
+    return dict(options, split=tuple(args.split), augment=not args.no_augment, devices=args.devices,
                 pairing=args.pairing, verbose=0 if args.quiet else 1)
 
 
@@ -123,19 +121,37 @@ def _sweep(args) -> None:
     print(f"tables and plot in {args.out_dir}")
 
 
+#: TrainingConfig fields offered as ``fit``/``sweep`` options: (type, choices, help); None = planned
+_CONFIG_OPTIONS = {
+    "recipe": (str, ("default", "paper"), "optimiser settings: measured defaults or the papers' (default: default)"),
+    "time_limit": (str, None, "budget of the whole run, e.g. 10min, 90s, 1h (default: ~10 min on a CPU "
+                              "when --epochs is not given)"),
+    "epochs": (int, None, "number of epochs (default: as many as fit in the time limit)"),
+    "steps_per_epoch": (int, None, "optimiser steps per epoch (default: from the training pixels, 4-50)"),
+    "batch_size": (int, None, "patches per step and replica (default: 8 at 256² px on a CPU)"),
+    "patch_size": (int, None, "side of the random training patches (default: 256, or 512 for a large "
+                              "receptive field; at most the smallest image)"),
+    "learning_rate": (float, None, "peak learning rate (default: 1e-3, paper recipe 1e-4)"),
+    "weight_decay": (float, None, "AdamW weight decay (default: 1e-4)"),
+    "optimizer": (str, ("adam", "adamw"), "default: adamw (paper recipe: adam)"),
+    "schedule": (str, ("cosine", "constant"), "default: warm-up + cosine decay (paper recipe: constant)"),
+    "loss": (str, ("cross_entropy", "weighted_cross_entropy", "dice", "cross_entropy_dice", "focal"),
+             "default: cross_entropy_dice (paper recipe: cross_entropy)"),
+    "foreground_fraction": (float, None, "share of patches centred on a particle (default: 1/3)"),
+    "patience": (int, None, "early stopping after this many epochs without a better validation dice "
+                            "(default: none; paper recipe 10)"),
+    "folds": (int, None, "k-fold cross-validation: one model per fold, predicting as their mean"),
+    "mixed_precision": (str, ("auto", "float32", "mixed_float16", "mixed_bfloat16"), "default: auto"),
+}
+
+
 def _add_training_options(p) -> None:
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=8, help="per replica")
-    p.add_argument("--patch-size", type=int, default=512)
-    p.add_argument("--learning-rate", type=float, default=1e-4)
-    p.add_argument("--loss", default="cross_entropy",
-                   choices=("cross_entropy", "weighted_cross_entropy", "dice", "cross_entropy_dice", "focal"))
+    for name, (kind, choices, text) in _CONFIG_OPTIONS.items():
+        default = "default" if name == "recipe" else "auto" if name == "mixed_precision" else None
+        p.add_argument("--" + name.replace("_", "-"), type=kind, choices=choices, default=default, help=text)
     p.add_argument("--split", type=float, nargs=3, default=(0.7, 0.1, 0.2), metavar=("TRAIN", "VAL", "TEST"))
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--devices", type=int, default=None, help="number of GPUs (all by default)")
-    p.add_argument("--mixed-precision", default="auto",
-                   choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"))
-    p.add_argument("--patience", type=int, default=10)
     p.add_argument("--pairing", choices=("stem", "sorted"), default="stem")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--quiet", action="store_true")
@@ -411,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a model. Options not listed here are passed to the model "
                        "builder, e.g. --n-blocks 3 --pool-sizes 4,4,4 or --base-filters 16.")
     p.add_argument("dataset_dir", type=Path)
-    p.add_argument("--model", default="unet", help="registry name (see `tem-keras models`)")
+    p.add_argument("--model", default=None, help="registry name (see `tem-keras models`); default: a "
+                   "residual UNet sized to the particles in the masks")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-dir", type=Path, default=None)
     p.add_argument("--no-resume", action="store_true", help="do not continue an unfinished run")
@@ -536,6 +553,8 @@ def _choose_cpu_kernels(args) -> None:
         return
     if args.command in ("predict", "evaluate", "explain"):
         size = saved_weight_bytes(args.model)
+    elif args.command == "fit" and args.model is None:  # planned residual UNets: at most 32 MiB
+        size = 0
     elif args.command == "fit":
         size = network_weight_bytes(args.model, model_options(args.model_options))
     else:  # the demo's UNet: 60 k parameters

@@ -41,7 +41,7 @@ from .errors import TEMInputError
 __all__ = ["confusion_counts", "dice", "soft_dice", "iou", "precision", "recall", "f1",
            "precision_recall_f1", "segmentation_scores", "threshold_curve",
            "plot_threshold_curve", "best_threshold", "otsu_threshold", "missed_area",
-           "missed_area_dice"]
+           "missed_area_dice", "per_image_scores", "prf_from_counts"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,6 +242,9 @@ def _prf_from_counts(tp, fp, fn):
     return prec, rec, f, j
 
 
+prf_from_counts = _prf_from_counts
+
+
 def precision_recall_f1(pred, truth, *, class_index=None) -> dict:
     """Precision, recall and F1 in one pass.
 
@@ -325,6 +328,40 @@ def segmentation_scores(pred, truth, probabilities=None, *, class_index=None) ->
     if probabilities is not None:
         out["soft_dice"] = soft_dice(probabilities, truth, class_index=class_index)
     return out
+
+
+def per_image_scores(preds, truths, *, class_index=None) -> dict:
+    """Scores of each image, their mean ± std over images, and the pooled scores beside them.
+
+    The per-image mean is what a user meets (each micrograph judged on its own, as in
+    Horwath et al. 2020 and Sytwu et al. 2022); pooling all pixels first lets large or crowded
+    images dominate.
+
+    Parameters
+    ----------
+    preds, truths : sequences of array_like
+        Predicted and true masks or label maps, image by image (sizes may differ between images).
+    class_index : int, optional
+        Class scored; default every non-zero pixel is foreground.
+
+    Returns
+    -------
+    dict
+        ``per_image``: ``{score: {"mean", "std"}}`` for dice, IoU, precision and recall (std with
+        ``ddof=0``); ``pooled``: the same scores from the summed pixel counts; ``images``: one dict
+        of scores per image; ``n_images``.
+    """
+    rows = [segmentation_scores(p, t, class_index=class_index) for p, t in zip(preds, truths)]
+    if not rows:
+        raise ValueError("per_image_scores needs at least one image")
+    keys = ("dice", "iou", "precision", "recall")
+    summary = {k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows]))}
+               for k in keys}
+    tp, fp, fn = (sum(r[k] for r in rows) for k in ("tp", "fp", "fn"))
+    p, r, f, j = prf_from_counts(tp, fp, fn)
+    pooled = {"dice": float(f), "iou": float(j), "precision": float(p), "recall": float(r)}
+    images = [{k: r[k] for k in (*keys, "tp", "fp", "fn")} for r in rows]
+    return {"per_image": summary, "pooled": pooled, "images": images, "n_images": len(rows)}
 
 
 # --------------------------------------------------------------------------------------------

@@ -42,11 +42,12 @@ def plot_history(history, path) -> Path:
 
 
 def plot_examples(images, masks, probabilities, path, n: int = 4) -> Path:
-    """Image, truth and prediction (``argmax`` of ``probabilities [N, H, W, C]``) for the ``n``
-    examples with the most particle pixels."""
-    order = np.argsort(-masks.reshape(len(masks), -1).sum(1))[:n]
+    """Image, truth and prediction (``argmax`` of ``probabilities [H, W, C]``) for the ``n``
+    examples with the most particle pixels (sequences of arrays; sizes may differ)."""
+    order = np.argsort([-np.count_nonzero(m) for m in masks])[:n]
     fig, axes = _figure(len(order), 3, figsize=(9, 3 * len(order)), squeeze=False)
-    for row, (image, truth, prob) in enumerate(zip(images[order], masks[order], probabilities[order])):
+    picked = ((images[i], masks[i], probabilities[i]) for i in order)
+    for row, (image, truth, prob) in enumerate(picked):
         axes[row, 0].imshow(image, cmap="gray")
         axes[row, 1].imshow(truth, cmap="viridis", interpolation="nearest")
         axes[row, 2].imshow(prob.argmax(-1), cmap="viridis", interpolation="nearest")

@@ -50,6 +50,34 @@ class PatchSet:
         return np.bincount(self.masks.ravel(), minlength=num_classes)[:num_classes]
 
 
+def load_images(dataset: Dataset, stems, *, preprocessing: Preprocessing | None = None,
+                progress: bool = False, desc: str = "reading images"):
+    """Read, check and preprocess whole images and their masks.
+
+    Returns
+    -------
+    images : list of ndarray ``[H, W]`` float32 (preprocessed)
+    masks : list of ndarray ``[H, W]`` uint8
+    pixel_sizes_nm : dict
+        Stem → pixel size (None when the file has none).
+    """
+    from tqdm.auto import tqdm
+
+    preprocessing = preprocessing or Preprocessing()
+    by_stem = {s.stem: s for s in dataset.labelled}
+    images, masks, pixel_sizes = [], [], {}
+    for stem in tqdm(list(stems), desc=desc, unit="image", disable=not progress):
+        sample = by_stem[stem]
+        micrograph, mask = load_pair(sample, dataset.num_classes)
+        pixel_sizes[stem] = micrograph.pixel_size_nm
+        try:
+            images.append(preprocessing(micrograph.data))
+        except TEMInputError as err:
+            raise TEMInputError(err.problem, sample.image) from None
+        masks.append(mask.astype(np.uint8))
+    return images, masks, pixel_sizes
+
+
 def load_patches(dataset: Dataset, stems, patch_size: int, *, stride: int | None = None,
                  preprocessing: Preprocessing | None = None, min_foreground_pixels: int = 0,
                  progress: bool = False) -> PatchSet:
@@ -68,21 +96,14 @@ def load_patches(dataset: Dataset, stems, patch_size: int, *, stride: int | None
     progress : bool
         Show a progress bar.
     """
-    from tqdm.auto import tqdm
-
-    preprocessing = preprocessing or Preprocessing()
+    stems = list(stems)
     by_stem = {s.stem: s for s in dataset.labelled}
-    images, masks, sources, origins, pixel_sizes = [], [], [], [], {}
-    for stem in tqdm(list(stems), desc="reading images", unit="image", disable=not progress):
-        sample = by_stem[stem]
-        micrograph, mask = load_pair(sample, dataset.num_classes)
-        pixel_sizes[stem] = micrograph.pixel_size_nm
-        try:
-            data = preprocessing(micrograph.data)
-        except TEMInputError as err:
-            raise TEMInputError(err.problem, sample.image) from None
+    whole, whole_masks, pixel_sizes = load_images(dataset, stems, preprocessing=preprocessing,
+                                                  progress=progress)
+    images, masks, sources, origins = [], [], [], []
+    for stem, data, mask in zip(stems, whole, whole_masks):
         patches, mask_patches, where = extract_patches(data, mask, patch_size, stride,
-                                                       source=str(sample.image))
+                                                       source=str(by_stem[stem].image))
         if min_foreground_pixels:
             keep = foreground_patches(mask_patches, min_foreground_pixels)
             patches, mask_patches, where = patches[keep], mask_patches[keep], where[keep]
@@ -139,6 +160,37 @@ def patch_pipeline(patches: PatchSet, batch_size: int, *, shuffle: bool = False,
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     options.deterministic = True
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def random_patch_pipeline(sampler, batch_size: int, *, augmentation: Augmentation | None = None,
+                          seed: int = 0):
+    """An endless ``tf.data.Dataset`` of random ``([B, P, P, 1] float32, [B, P, P] int32)`` batches.
+
+    Each element is drawn by ``sampler`` (a :class:`~tem_keras.data.sampling.PatchSampler`) and
+    augmented from its own seed, so the stream is reproducible for ``seed`` whatever the thread
+    timing. Train with ``steps_per_epoch`` to cut it into epochs.
+    """
+    import tensorflow as tf
+
+    size = (sampler.patch_size, sampler.patch_size)
+    augmenter = Augmenter(augmentation) if augmentation is not None else None
+
+    def fetch(element_seed):
+        image, mask = sampler.sample(element_seed)
+        if augmenter is not None:
+            image, mask = augmenter(image, mask, element_seed)
+        return np.asarray(image, np.float32), np.asarray(mask, np.int32)
+
+    def load(element_seed):
+        image, mask = tf.numpy_function(fetch, [element_seed], [tf.float32, tf.int32], stateful=False)
+        return tf.ensure_shape(image, size)[..., tf.newaxis], tf.ensure_shape(mask, size)
+
+    ds = tf.data.Dataset.random(seed=seed).map(load, num_parallel_calls=tf.data.AUTOTUNE,
+                                                deterministic=True)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.deterministic = True
+    return ds.batch(batch_size, drop_remainder=True).with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
 @dataclass

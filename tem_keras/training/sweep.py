@@ -1,0 +1,67 @@
+"""``sweep``: models × seeds on one data set, mean ± std of the test scores (Sytwu et al. 2022)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .fit import fit
+
+__all__ = ["sweep"]
+
+
+def sweep(dataset_dir, models, seeds=(0, 1, 2, 3, 4), *, out_dir="sweeps", overwrite=False,
+          **fit_kwargs):
+    """Train every model with every seed and tabulate test scores (the Sytwu et al. 2022 study).
+
+    Parameters
+    ----------
+    dataset_dir : str or Path
+    models : list of str or dict
+        Registry names or ``{"name": ..., **kwargs}`` configurations; a dict may carry a ``label``.
+    seeds : sequence of int
+    out_dir : str or Path
+        Folder of the runs and of ``sweep.csv``, ``summary.csv`` and ``dice_vs_receptive_field.png``.
+    **fit_kwargs
+        Passed to :func:`fit`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Mean ± std of each score per configuration, with parameters and receptive field.
+    """
+    import pandas as pd
+
+    from ..models.describe import describe
+
+    out_dir = Path(out_dir)
+    rows = []
+    for spec in models:
+        spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+        label = spec.pop("label", None) or "_".join(
+            [spec["name"]] + [f"{k}{v}" for k, v in spec.items() if k != "name"]).replace(" ", "")
+        for seed in seeds:
+            run = fit(dataset_dir, dict(spec), seed=seed, run_dir=out_dir / f"{label}-seed{seed}",
+                      overwrite=overwrite, **fit_kwargs)
+            info = describe(run.model, pixel_size_nm=run.pixel_size_nm)
+            per_image = {k: v["mean"] for k, v in run.metrics.get("per_image", {}).items()}
+            scores = {**per_image, "f1": per_image.get("dice"),
+                      "soft_dice": run.metrics.get("at_0.5", {}).get("soft_dice")}
+            rows.append({"label": label, "seed": seed, "parameters": info["parameters"],
+                         "receptive_field_px": info["receptive_field_px"],
+                         "receptive_field_nm": info.get("receptive_field_nm"),
+                         **{k: scores.get(k) for k in ("dice", "soft_dice", "iou", "f1")}})
+    table = pd.DataFrame(rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_dir / "sweep.csv", index=False)
+    summary = (table.groupby("label", sort=False)
+               .agg(parameters=("parameters", "first"), receptive_field_px=("receptive_field_px", "first"),
+                    receptive_field_nm=("receptive_field_nm", "first"),
+                    dice_mean=("dice", "mean"), dice_std=("dice", "std"),
+                    soft_dice_mean=("soft_dice", "mean"), soft_dice_std=("soft_dice", "std"),
+                    n_seeds=("seed", "count"))
+               .reset_index())
+    summary.to_csv(out_dir / "summary.csv", index=False)
+    from ..plots import plot_dice_vs_receptive_field
+
+    plot_dice_vs_receptive_field(summary, out_dir / "dice_vs_receptive_field.png")
+    return summary
