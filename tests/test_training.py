@@ -199,3 +199,45 @@ def test_fit_on_unlabelled_images_with_pseudo_labels(tmp_path):
     assert np.mean(scores) > 0.7  # pseudo-labels agree with the exact masks (border particles are missed)
     assert run.config["data"]["labels"] == "auto"
     assert sorted(os.listdir(unlabelled)) == ["images"]  # the user's folder is left as it was
+
+
+def test_default_fit_plans_from_the_data_and_uses_its_threshold(tmp_path):
+    """fit(DIR) with a time limit only: a plan in config.json, a threshold chosen on validation and
+    used by predict, per-image test scores, and training stopped by the budget."""
+    import tem_keras
+
+    data = make_dataset(tmp_path / "data", n_images=10, size=(72, 88), mode="bright-field", seed=4)
+    run = fit(data, time_limit=45, split=(0.5, 0.3, 0.2), run_dir=tmp_path / "run",
+              mixed_precision="float32", verbose=0)
+    config = json.loads((run.path / "config.json").read_text())
+    plan = config["plan"]
+    assert config["request"]["model"] is None and plan["model"]["name"] == "residual_unet"
+    assert plan["patch_size"] == 72 and plan["epochs"] >= 1 and plan["step_seconds"] > 0
+    assert config["training"]["schedule"] == "cosine" and config["training"]["learning_rate"] == 1e-3
+    assert len(run.history) <= plan["epochs"] and {"val_dice", "val_loss", "learning_rate"} <= set(run.history)
+    threshold = json.loads((run.path / "thresholds.json").read_text())
+    assert threshold["n_images"] == 3 and 0 < threshold["threshold"] < 1
+    image = tem_keras.read_image(next((data / "images").iterdir()))
+    assert tem_keras.predict(run.path, image).threshold == pytest.approx(threshold["threshold"])
+    metrics = run.metrics
+    assert metrics["n_images"] == 2 and len(metrics["images"]) == 2
+    assert metrics["per_image"]["dice"]["mean"] == pytest.approx(np.mean([r["dice"] for r in metrics["images"]]))
+    # the best checkpoint holds the epoch with the best validation dice
+    best = run.history["val_dice"].max()
+    from tem_keras.training.heldout import HeldOut, mean_dice
+    from tem_keras.data.datasets import discover
+    from tem_keras.data.pipeline import load_images
+
+    val_images, val_masks, _ = load_images(discover(data), run.split["val"])
+    loaded = Run.load(run.path)
+    val = HeldOut(run.split["val"], val_images, val_masks)
+    assert mean_dice(val.predict(loaded.model, 8), val_masks) == pytest.approx(best, abs=1e-4)
+
+
+def test_time_limit_ends_training_early(bright_field, tmp_path):
+    start = time.monotonic()
+    run = fit(bright_field, dict(TINY), epochs=500, steps_per_epoch=4, time_limit=25,
+              run_dir=tmp_path / "run", **FAST)
+    assert time.monotonic() - start < 60
+    assert 1 <= len(run.history) < 500
+    assert (run.path / "best.keras").is_file() and (run.path / "metrics.json").is_file()

@@ -1,15 +1,15 @@
 """Training: ``fit`` (one call from a dataset folder to a run folder), its config and plan, ``sweep``.
 
 Modules: :mod:`.config` (``TrainingConfig``, recipes), :mod:`.plan` (self-configuration from the
-data), :mod:`.fit`, :mod:`.callbacks` (whole-image validation, schedule, time budget),
+data), :mod:`.fitting` (``fit``), :mod:`.callbacks` (whole-image validation, schedule, time budget),
 :mod:`.heldout` (per-image scores and the threshold), :mod:`.folds` (k-fold ensembles),
-:mod:`.sweep`, :mod:`.run` (``Run``).
+:mod:`.sweeps` (``sweep``), :mod:`.run` (``Run``).
 """
 
 from .config import RECIPES, TrainingConfig, parse_duration
-from .fit import fit
+from .fitting import fit
 from .plan import Plan, plan_training
 from .run import Run
-from .sweep import sweep
+from .sweeps import sweep
 
 __all__ = ["fit", "sweep", "Run", "TrainingConfig", "RECIPES", "Plan", "plan_training", "parse_duration"]

@@ -10,18 +10,18 @@ import math
 import sys
 import time
 
-__all__ = ["warmup_cosine", "make_validation", "make_schedule", "make_time_limit", "make_progress"]
+__all__ = ["warmup_cosine", "make_validation", "make_schedule", "make_checkpoint", "make_time_limit",
+           "make_progress"]
 
 
-def warmup_cosine(step: int, total_steps: int, peak: float, warmup_fraction: float = 0.05) -> float:
-    """Learning rate at ``step``: linear warm-up over the first ``warmup_fraction`` of the steps,
-    then cosine decay to zero at ``total_steps`` (Loshchilov & Hutter, ICLR 2017; Goyal et al. 2017).
-    """
-    warmup = max(1, int(round(warmup_fraction * total_steps)))
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-    return 0.5 * peak * (1.0 + math.cos(math.pi * progress))
+def warmup_cosine(progress: float, peak: float, warmup_fraction: float = 0.05) -> float:
+    """Learning rate at ``progress`` ∈ [0, 1] of training: linear warm-up over the first
+    ``warmup_fraction``, then cosine decay to zero at 1 (Loshchilov & Hutter, ICLR 2017; Goyal et
+    al. 2017)."""
+    progress = min(max(float(progress), 0.0), 1.0)
+    if progress < warmup_fraction:
+        return peak * max(progress / warmup_fraction, 0.01)
+    return 0.5 * peak * (1.0 + math.cos(math.pi * (progress - warmup_fraction) / (1.0 - warmup_fraction)))
 
 
 def make_validation(heldout, factor: int):
@@ -41,15 +41,26 @@ def make_validation(heldout, factor: int):
     return WholeImageValidation()
 
 
-def make_schedule(peak: float, total_steps: int, schedule: str):
-    """Sets the optimiser's learning rate before every step from its iteration count (so a resumed
-    run continues the same curve): ``warmup_cosine`` or constant."""
+def make_schedule(peak: float, total_steps: int, schedule: str, deadline: float | None = None):
+    """Sets the optimiser's learning rate before every step: constant, or :func:`warmup_cosine` of
+    the training progress. Progress is the step count over ``total_steps`` (so a resumed run
+    continues the same curve) or, when the machine turns out slower than planned, the share of the
+    time to ``deadline`` (``time.monotonic()`` seconds) already spent, whichever is further: the
+    decay then still ends when the budget does."""
     import keras
 
     class StepSchedule(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.start = time.monotonic()
+
         def on_train_batch_begin(self, batch, logs=None):
-            step = int(self.model.optimizer.iterations.numpy())
-            rate = peak if schedule == "constant" else warmup_cosine(step, total_steps, peak)
+            if schedule == "constant":
+                rate = peak
+            else:
+                progress = int(self.model.optimizer.iterations.numpy()) / max(1, total_steps)
+                if deadline is not None and deadline > self.start:
+                    progress = max(progress, (time.monotonic() - self.start) / (deadline - self.start))
+                rate = warmup_cosine(progress, peak)
             self.model.optimizer.learning_rate.assign(rate)
 
         def on_epoch_end(self, epoch, logs=None):
@@ -57,6 +68,24 @@ def make_schedule(peak: float, total_steps: int, schedule: str):
                 logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
 
     return StepSchedule()
+
+
+def make_checkpoint(path, first_epoch: int = 0):
+    """Saves the model whenever ``val_dice`` beats its best, from epoch ``first_epoch`` (0-based)
+    on: the first epochs, at the peak learning rate, are noisy and a lucky one on a small
+    validation set must not be what ``fit`` returns."""
+    import keras
+
+    class BestCheckpoint(keras.callbacks.Callback):
+        best = -math.inf
+
+        def on_epoch_end(self, epoch, logs=None):
+            dice = (logs or {}).get("val_dice", -math.inf)
+            if epoch >= first_epoch and dice > self.best:
+                self.best = dice
+                self.model.save(path)
+
+    return BestCheckpoint()
 
 
 def make_time_limit(deadline: float, epoch_seconds: float | None = None):

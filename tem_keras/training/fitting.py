@@ -364,11 +364,11 @@ def _train(dataset_dir, config, *, built, augmentation, run_dir, devices, resume
     deadline = started + plan.time_limit_s if plan.time_limit_s else None
     progress, keras_verbose = cb.make_progress(plan.epochs, deadline, every_epoch_line=verbose == 2 or None)
     callbacks = [
-        cb.make_schedule(trained.learning_rate, plan.epochs * plan.steps_per_epoch, trained.schedule),
+        cb.make_schedule(trained.learning_rate, plan.epochs * plan.steps_per_epoch, trained.schedule,
+                         deadline),
         cb.make_validation(val, factor),
         keras.callbacks.BackupAndRestore(str(out_dir / "backup"), delete_checkpoint=True),
-        keras.callbacks.ModelCheckpoint(str(out_dir / "best.keras"), monitor="val_dice", mode="max",
-                                        save_best_only=True),
+        cb.make_checkpoint(out_dir / "best.keras", first_epoch=plan.epochs // 3 if trained.schedule == "cosine" else 0),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=stored is not None),
         keras.callbacks.TensorBoard(str(out_dir / "logs")),
         keras.callbacks.TerminateOnNaN(),

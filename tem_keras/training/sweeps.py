@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .fit import fit
+from .fitting import fit
 
 __all__ = ["sweep"]
 
