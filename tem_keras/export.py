@@ -479,6 +479,13 @@ def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
     >>> import tensorflow as tf                                                 # doctest: +SKIP
     >>> probabilities = tf.saved_model.load("exports/unet_seed0/saved_model").serve(images)  # doctest: +SKIP
     """
+    from .validation import check_bool, check_number, check_pixel_size  # hardening: at the door
+
+    if isinstance(formats, str):
+        formats = tuple(f.strip() for f in formats.split(",") if f.strip())
+    check_number("threshold", threshold, 0.0, 1.0, optional=True)
+    check_pixel_size("pixel_size_nm", pixel_size_nm)
+    check_bool("overwrite", overwrite)
     formats = tuple(formats)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:

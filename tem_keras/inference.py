@@ -202,6 +202,10 @@ def load_model(model_or_path) -> _ModelInfo:
 
             return load(path)
         if (path / "model.keras").is_file():
+            if any((path / n).exists() for n in ("saved_model", "README.md")):  # hardening:
+                from .export import load  # an export without tem_keras.json is refused by name
+
+                return load(path)
             return _ModelInfo(_load_keras(path / "model.keras"))
         raise TEMInputError("is neither a run folder (config.json + best.keras) nor an export "
                             "folder (tem_keras.json + model.keras)", path)

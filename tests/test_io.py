@@ -580,4 +580,4 @@ def test_planar_minisblack_pages_are_frames(tmp_path):
 
 def test_empty_array_file_is_refused(tmp_path):
     np.save(tmp_path / "e.npy", np.zeros((0, 64), np.float32))
-    _raises(r"empty: shape \(0, 64\)", read_image, tmp_path / "e.npy")
+    _raises(r"is empty, it holds no image: 1 frame\(s\) of 0×64 px", read_image, tmp_path / "e.npy")

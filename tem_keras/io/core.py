@@ -50,6 +50,8 @@ class Micrograph:
 
     def __post_init__(self):
         data = np.asarray(self.data)
+        if data.dtype.kind not in "biufc":
+            raise TEMInputError(f"a micrograph holds numbers, got dtype {data.dtype}", self.path)
         if data.dtype.kind == "c":
             raise TEMInputError(_COMPLEX_PROBLEM.format(dtype=data.dtype), self.path)
         if data.ndim != 2:
@@ -187,6 +189,8 @@ def _frame_source(path, fmt: str, array, pixel_size_nm, metadata: dict, *,
     shape = tuple(int(s) for s in array.shape)
     if array.dtype.kind == "c":
         raise TEMInputError(_COMPLEX_PROBLEM.format(dtype=array.dtype), path)
+    if array.dtype.kind not in "biuf" and not array.dtype.names:
+        raise TEMInputError(f"holds {array.dtype} values, not pixel intensities (numbers)", path)
     if len(shape) < 2:
         raise TEMInputError(f"this is a spectrum, not an image (1-D signal of {shape[0]} "
                             "channels)", path)

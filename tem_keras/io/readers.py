@@ -49,7 +49,11 @@ def _open(path, **options) -> _Source:
     fmt, opener = _FORMATS[suffix]
     if options and opener is not _open_hdf5:
         raise TEMInputError(f"options {sorted(options)} only apply to HDF5 files", path)
-    return opener(path, fmt, **options)
+    source = opener(path, fmt, **options)
+    if source.n_frames == 0 or 0 in source.frame_shape:
+        raise TEMInputError(f"is empty, it holds no image: {source.n_frames} frame(s) of "
+                            f"{source.frame_shape[0]}×{source.frame_shape[1]} px", path)
+    return source
 
 
 def _micrograph(source: _Source, index: int, path) -> Micrograph:
@@ -97,8 +101,20 @@ def read_image(path, *, frame: int = 0, dataset: str | None = None) -> Micrograp
     >>> m.pixel_size_nm, m.shape                    # doctest: +SKIP
     (0.0127, (1024, 1024))
     """
+    from ..validation import check_int
+
+    check_int("frame", frame)
+    if dataset is not None and not isinstance(dataset, str):
+        raise TypeError(f"dataset must be the name of an HDF5 dataset (str) or None, got {dataset!r}")
+    _check_path_type(path)
     options = {} if dataset is None else {"dataset": dataset}
     return _micrograph(_open(path, **options), frame, path)
+
+
+def _check_path_type(path) -> None:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or os.PathLike), got {path!r} "
+                        f"({type(path).__name__})")
 
 
 def natural_key(path: Path):
@@ -148,10 +164,13 @@ def read_stack(source, *, dataset: str | None = None) -> MicrographStack:
         As :func:`read_image`; also for a folder or pattern with no readable images.
     """
     if isinstance(source, (list, tuple)):
+        for item in source:
+            _check_path_type(item)
         paths = [Path(p) for p in source]
         if not paths:
             raise TEMInputError("read_stack got an empty list of files")
         return MicrographStack(lambda i: _single_frame(paths[i]), len(paths), path=paths[0].parent)
+    _check_path_type(source)
     path = Path(source)
     if not path.exists() and any(c in str(source) for c in "*?["):
         paths = sorted((Path(p) for p in glob.glob(str(source))), key=natural_key)
