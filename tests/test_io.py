@@ -581,3 +581,15 @@ def test_planar_minisblack_pages_are_frames(tmp_path):
 def test_empty_array_file_is_refused(tmp_path):
     np.save(tmp_path / "e.npy", np.zeros((0, 64), np.float32))
     _raises(r"is empty, it holds no image: 1 frame\(s\) of 0×64 px", read_image, tmp_path / "e.npy")
+
+
+def test_grey_and_alpha_tiff_keeps_the_grey_sample(tmp_path):
+    import tifffile
+
+    la = np.zeros((16, 20, 2), np.uint8)
+    la[..., 0] = np.arange(20, dtype=np.uint8)
+    la[..., 1] = 255
+    tifffile.imwrite(tmp_path / "la.tif", la, photometric="minisblack", extrasamples=["unassalpha"])
+    m = read_image(tmp_path / "la.tif")
+    assert m.shape == (16, 20) and m.metadata.get("n_frames") is None
+    np.testing.assert_array_equal(m.data, la[..., 0])

@@ -5,7 +5,8 @@ Which axes are frames is decided from the pages themselves, never from the array
 * every axis other than ``Y`` and ``X`` is a frame axis (``Q``, ``I``, ``T``, ``Z``, ``C`` of
   ImageJ hyperstacks and OME files, ...), flattened in file order;
 * samples stored *contiguously* after ``X`` (``YXS``) with an RGB photometric tag are colour: the
-  frame is converted to luminance (BT.709); other contiguous samples are frames too;
+  frame is converted to luminance (BT.709); grey with extra samples (alpha) keeps the grey
+  sample; other contiguous samples are frames;
 * samples stored as *separate planes* (``SYX``) are frames. This is what
   ``tifffile.imwrite(np.stack([a, b, c]))`` writes for 3 or 4 grey frames (it tags them RGB), and
   RGB images from cameras, ImageJ and image editors are contiguous, so a planar RGB tag does not
@@ -36,9 +37,11 @@ class _TiffLayout:
         if "Y" not in axes or "X" not in axes:
             raise ValueError(f"pages with axes {axes!r} hold no [Y, X] image")
         photometric = getattr(page.photometric, "name", str(page.photometric))
-        self.colour = (axes.endswith("S") and axes.index("S") > axes.index("X")
-                       and photometric in _COLOUR and shape[-1] >= 3)
-        image_axes = "YXS" if self.colour else "YX"
+        contiguous = axes.endswith("S") and axes.index("S") > axes.index("X")
+        self.colour = contiguous and photometric in _COLOUR and shape[-1] >= 3
+        # grey + alpha (or other extra samples) stored contiguously: the grey sample
+        self.grey_extra = contiguous and not self.colour and len(page.extrasamples or ()) > 0
+        image_axes = "YXS" if self.colour or self.grey_extra else "YX"
         self.page_axes, self.page_shape = axes, shape
         self.order = [i for i, a in enumerate(axes) if a not in image_axes] + \
                      [axes.index(a) for a in image_axes]
@@ -56,6 +59,8 @@ class _TiffLayout:
     def frames_of(self, page_array: np.ndarray) -> np.ndarray:
         """``[n, H, W]`` (or ``[n, H, W, S]`` for colour) from one page's array."""
         page_array = np.transpose(page_array.reshape(self.page_shape), self.order)
+        if self.grey_extra:
+            page_array = page_array[..., 0]
         return page_array.reshape(-1, *page_array.shape[-(3 if self.colour else 2):])
 
 
