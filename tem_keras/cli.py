@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import _env  # noqa: F401
 from .errors import TEMInputError
+from .outputs import claim_output, release_output
 
 
 def _synth(args) -> None:
@@ -207,43 +208,6 @@ def _add_prediction_options(p) -> None:
     p.add_argument("--mixed-precision", default="float32", choices=("float32", "bfloat16", "float16", "auto"))
 
 
-def _claim_output(path: Path, *, overwrite: bool) -> Path:
-    """Claim ``path`` for this process: a ``.<name>.<pid>.partial`` file beside it, created
-    exclusively, receives the rows and replaces ``path`` at the end. Another process already
-    writing ``path`` (its partial file exists and it is alive) is a clear refusal, never a
-    silent replacement of its rows."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for other in path.parent.glob(f".{path.name}.*.partial"):
-        try:
-            pid = int(other.name.rsplit(".", 2)[-2])
-        except ValueError:
-            continue
-        if _alive(pid):
-            raise FileExistsError(f"{path}: another tem-keras process (pid {pid}) is writing it "
-                                  "now; give each process its own --out folder, or use --shard i/n "
-                                  "(each shard writes particles_shard<i>of<n>.csv)")
-        other.unlink(missing_ok=True)  # left by a killed process
-    mine = path.parent / f".{path.name}.{os.getpid()}.partial"
-    with open(mine, "x"):
-        pass
-    if path.exists() and not overwrite:  # written meanwhile by a process that has finished
-        mine.unlink()
-        raise FileExistsError(f"{path}: already exists; pass --overwrite to replace it")
-    return mine
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _note_pixel_size(name) -> bool:
     """Say once, on stderr, that sizes in nm need a pixel size and how to give it."""
     from .particles import PIXEL_SIZE_HELP
@@ -272,7 +236,7 @@ def _predict(args) -> None:
     noted = False
     try:
         if csv_path is not None:
-            lock = _claim_output(csv_path, overwrite=args.overwrite)
+            lock = claim_output(csv_path, overwrite=args.overwrite)
         for result in predict_stack(
                 args.model, [str(p) for p in args.inputs], frames=args.shard, threshold=args.threshold,
                 tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
@@ -304,8 +268,8 @@ def _predict(args) -> None:
     finally:
         if handle is not None:
             handle.close()
-        if lock is not None and lock.exists():
-            lock.unlink()
+        if lock is not None:
+            release_output(csv_path)
     print(f"wrote {n_images} mask(s) to {out}"
           + (f"; {n_particles} particles in {csv_path}" if csv_path is not None else ""))
 

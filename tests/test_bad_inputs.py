@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -553,12 +554,13 @@ def test_documented_data_paths_work_after_import_tem_keras(tmp_path):
 
 
 def test_two_predict_processes_do_not_replace_each_others_particles(world, tmp_path, capsys):
-    from tem_keras.cli import _claim_output, main
+    from tem_keras.cli import main
+    from tem_keras.outputs import claim_output, release_output
 
     out = tmp_path / "out"
     out.mkdir()
-    other = out / ".particles.csv.1.partial"  # pid 1 is always alive: another process writing
-    other.write_text("")
+    other = out / ".particles.csv.lock"  # pid 1 is always alive: another process writing
+    other.write_text("1")
     code = main(["predict", str(world["user"] / "run"), str(world["user"] / "files" / "good.npy"),
                  "-o", str(out), "--particles", "--quiet"])
     assert code == 2 and "another tem-keras process" in capsys.readouterr().err
@@ -568,9 +570,14 @@ def test_two_predict_processes_do_not_replace_each_others_particles(world, tmp_p
                  "-o", str(out), "--particles", "--quiet", "--pixel-size-nm", "0.5"]) == 0
     rows = (out / "particles.csv").read_text()
     with pytest.raises(FileExistsError, match="already exists"):
-        _claim_output(out / "particles.csv", overwrite=False)
+        claim_output(out / "particles.csv", overwrite=False)
     assert (out / "particles.csv").read_text() == rows
-    assert not list(out.glob(".*.partial"))
+    assert not list(out.glob(".*.partial")) and not list(out.glob(".*.lock"))
+    (out / ".particles.csv.lock").write_text("999999999")  # left by a killed process: taken over
+    partial = claim_output(out / "particles.csv", overwrite=True)
+    assert (out / ".particles.csv.lock").read_text() == str(os.getpid())
+    release_output(out / "particles.csv")
+    assert not partial.exists() and not (out / ".particles.csv.lock").exists()
 
 
 def test_info_reports_the_frames_of_a_tifffile_stack(tmp_path, capsys):
