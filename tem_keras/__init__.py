@@ -35,6 +35,7 @@ _API = {
     "load": "tem_keras.export",
     "ExportedModel": "tem_keras.export",
     "measure_particles": "tem_keras.particles",
+    "count_particles": "tem_keras.particles",
     "size_distribution": "tem_keras.particles",
     "track_particles": "tem_keras.particles",
     "segmentation_scores": "tem_keras.metrics",

@@ -7,11 +7,14 @@ options. Bad input ends with a one-line error naming the file (exit status 2), n
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from pathlib import Path
 
 from . import _env  # noqa: F401
 from .errors import TEMInputError
+from .outputs import claim_output, release_output
 
 
 def _synth(args) -> None:
@@ -51,6 +54,15 @@ def _check(args) -> None:
             problems += 1
             print(f"  problem: {err}")
     print(f"{len(ds.labelled) - problems} of {len(ds.labelled)} pairs are ready for training")
+    if ds.labelled and ds.pixel_size_nm is None:
+        from .io import read_image
+
+        try:
+            calibrated = read_image(ds.labelled[0].image).pixel_size_nm is not None
+        except TEMInputError:
+            calibrated = True  # reported above
+        if not calibrated:
+            _note_pixel_size(ds.labelled[0].image)
     if problems:
         raise SystemExit(2)
 
@@ -212,6 +224,14 @@ def _add_prediction_options(p) -> None:
     p.add_argument("--mixed-precision", default="float32", choices=("float32", "bfloat16", "float16", "auto"))
 
 
+def _note_pixel_size(name) -> bool:
+    """Say once, on stderr, that sizes in nm need a pixel size and how to give it."""
+    from .particles import PIXEL_SIZE_HELP
+
+    print(f"tem-keras: note: {name}: {PIXEL_SIZE_HELP}", file=sys.stderr)
+    return True
+
+
 @_as_input_errors
 def _predict(args) -> None:
     import csv
@@ -221,15 +241,18 @@ def _predict(args) -> None:
     out = Path(args.out)
     csv_path = None
     if args.particles:
-        from .particles import measure_particles
+        from .particles import MissingPixelSizeWarning, measure_particles
 
         suffix = "" if args.shard is None else "_shard{}of{}".format(*args.shard.split("/"))
         csv_path = out / f"particles{suffix}.csv"
         if csv_path.exists() and not args.overwrite:
             raise FileExistsError(f"{csv_path}: already exists; pass --overwrite to replace it")
     n_images = n_particles = 0
-    writer = handle = None
+    writer = handle = lock = None
+    noted = False
     try:
+        if csv_path is not None:
+            lock = claim_output(csv_path, overwrite=args.overwrite)
         for result in predict_stack(
                 args.model, [str(p) for p in args.inputs], frames=args.shard, threshold=args.threshold,
                 tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
@@ -240,20 +263,29 @@ def _predict(args) -> None:
                             overlay_png=args.overlay, overwrite=args.overwrite)
             n_images += 1
             if csv_path is not None:
-                table = measure_particles(result.mask, result.pixel_size_nm, image=result.image,
-                                          min_area=args.min_area)
+                if result.pixel_size_nm is None and not noted:
+                    noted = _note_pixel_size(result.name)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", MissingPixelSizeWarning)
+                    table = measure_particles(result.mask, result.pixel_size_nm, image=result.image,
+                                              min_area=args.min_area)
                 table.insert(0, "image", result.name)
                 table.insert(1, "frame", -1 if result.frame is None else result.frame)
                 if writer is None:
-                    out.mkdir(parents=True, exist_ok=True)
-                    handle = open(csv_path, "w", newline="")
+                    handle = open(lock, "w", newline="")  # rows go to the claimed file
                     writer = csv.writer(handle)
                     writer.writerow(table.columns)
                 writer.writerows(table.itertuples(index=False))
                 n_particles += len(table)
+        if handle is not None:
+            handle.close()
+            handle = None
+            os.replace(lock, csv_path)
     finally:
         if handle is not None:
             handle.close()
+        if lock is not None:
+            release_output(csv_path)
     print(f"wrote {n_images} mask(s) to {out}"
           + (f"; {n_particles} particles in {csv_path}" if csv_path is not None else ""))
 
@@ -320,14 +352,19 @@ def _measure(args) -> None:
     import pandas as pd
 
     from .data.datasets import read_mask
-    from .particles import measure_particles
+    from .particles import MissingPixelSizeWarning, measure_particles
 
     if args.out.exists() and not args.overwrite:
         raise FileExistsError(f"{args.out}: already exists; pass --overwrite to replace it")
     tables = []
+    if args.pixel_size_nm is None:
+        _note_pixel_size("measure")
     for path in _mask_files(args.masks):
-        table = measure_particles(read_mask(path), args.pixel_size_nm, min_area=args.min_area,
-                                  split_touching=not args.no_split, exclude_border=not args.keep_border)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MissingPixelSizeWarning)
+            table = measure_particles(read_mask(path), args.pixel_size_nm, min_area=args.min_area,
+                                      split_touching=not args.no_split,
+                                      exclude_border=not args.keep_border)
         table.insert(0, "mask", path.name)
         tables.append(table)
     table = pd.concat(tables, ignore_index=True)
@@ -400,7 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser = argparse.ArgumentParser(
-        prog="tem-keras", description="Segmentation of TEM images of nanoparticles.")
+        prog="tem-keras", description="Segmentation of TEM images of nanoparticles.",
+        epilog="Anywhere on the line: --verbose shows TensorFlow's start-up log lines, --debug "
+        "the Python traceback of an error.")
     parser.add_argument("--version", action="version", version=f"tem_keras {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -564,20 +603,79 @@ def _choose_cpu_kernels(args) -> None:
               "(TF_ENABLE_ONEDNN_OPTS=0 keeps TensorFlow's choice)", file=sys.stderr)
 
 
+#: sub-commands that start TensorFlow
+_TENSORFLOW_COMMANDS = ("fit", "sweep", "predict", "evaluate", "export", "explain", "demo")
+_GLOBAL_FLAGS = {"--verbose": "show TensorFlow's start-up log lines",
+                 "--debug": "show the Python traceback of an error (implies --verbose)"}
+
+
+def _check_model_options(parser, args) -> None:
+    """``fit --model NAME --option value``: an unknown model or builder option is a usage error."""
+    import inspect
+
+    from .models.registry import MODELS, resolve
+
+    try:
+        options = model_options(args.model_options)
+    except SystemExit as error:
+        parser.error(str(error).removeprefix("tem-keras: "))
+    try:
+        builder, params = resolve(args.model, **options)
+    except (ValueError, TypeError) as error:
+        parser.error(f"argument --model: {error}")
+    signature = inspect.signature(MODELS[builder])
+    if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        return
+    unknown = sorted(set(params) - set(signature.parameters))
+    if unknown:
+        allowed = ", ".join("--" + n.replace("_", "-") for n in signature.parameters
+                            if n not in ("name", "channels"))
+        parser.error(f"unrecognized option(s) for model {args.model!r}: "
+                     + ", ".join("--" + n.replace("_", "-") for n in unknown)
+                     + f" (its builder {builder}() takes {allowed})")
+
+
+def _ours(error: BaseException) -> bool:
+    """Whether an exception was raised by tem_keras's own code (its last frame is ours)."""
+    tb = error.__traceback__
+    last = None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    return last is not None and "tem_keras" in last.tb_frame.f_code.co_filename
+
+
 def main(argv=None) -> int:
+    """Run ``tem-keras``; returns the exit status (0, 2 for bad input or usage, 1 otherwise)."""
+    from ._env import import_tensorflow_quietly, quiet_console
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    verbose = debug or "--verbose" in argv
+    argv = [a for a in argv if a not in _GLOBAL_FLAGS]
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
         if args.command != "fit":
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.model_options = extra
+    quiet_console(verbose)
     if args.command in ("predict", "evaluate", "explain", "demo", "fit"):
         _choose_cpu_kernels(args)
+    if args.command in _TENSORFLOW_COMMANDS:
+        import_tensorflow_quietly(verbose)
+    if args.command == "fit":
+        _check_model_options(parser, args)
     try:
         args.func(args)
-    except (TEMInputError, FileExistsError, FileNotFoundError) as err:
-        print(f"tem-keras {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except (TEMInputError, FileExistsError, FileNotFoundError, ValueError, TypeError) as err:
+        if debug:
+            raise
+        ours = isinstance(err, (TEMInputError, FileExistsError, FileNotFoundError)) or _ours(err)
+        message = " ".join(str(err).split()) or type(err).__name__
+        if not ours:
+            message = f"{type(err).__name__}: {message} (run with --debug for the traceback)"
+        print(f"tem-keras {args.command}: error: {message}", file=sys.stderr)
+        return 2 if ours else 1
     return 0
 
 

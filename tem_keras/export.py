@@ -479,6 +479,13 @@ def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
     >>> import tensorflow as tf                                                 # doctest: +SKIP
     >>> probabilities = tf.saved_model.load("exports/unet_seed0/saved_model").serve(images)  # doctest: +SKIP
     """
+    from .validation import check_bool, check_number, check_pixel_size  # hardening: at the door
+
+    if isinstance(formats, str):
+        formats = tuple(f.strip() for f in formats.split(",") if f.strip())
+    check_number("threshold", threshold, 0.0, 1.0, optional=True)
+    check_pixel_size("pixel_size_nm", pixel_size_nm)
+    check_bool("overwrite", overwrite)
     formats = tuple(formats)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -1102,10 +1109,9 @@ class ExportedModel(_ModelInfo):
 
     def serve(self, images) -> np.ndarray:
         """Probabilities ``[N, H, W, C]`` of raw images ``[N, H, W, 1]`` through the SavedModel."""
-        images = np.asarray(images, dtype=np.float32)
-        if images.ndim == 2:
-            images = images[None, ..., None]
-        return self.saved_model.serve(images).numpy()
+        from .validation import check_serving_images  # hardening: NaN/constant, not a graph error
+
+        return self.saved_model.serve(check_serving_images(images)).numpy()
 
     def predict(self, x, **kwargs):
         """:func:`tem_keras.inference.predict` with this model (tiles, files, stacks, thresholds)."""
@@ -1202,9 +1208,9 @@ def load(path):
             raise TEMInputError("expected a run folder, an export folder or a .keras file", path)
         return ExportedModel(_load_keras_safe(path), Preprocessing(), None, None, path.parent, {})
     if (path / "config.json").is_file() and (path / "best.keras").is_file():
-        from .training import Run
+        from .validation import load_run  # hardening: damaged best.keras, empty history.csv
 
-        return Run.load(path)
+        return load_run(path)
     meta_file = path / "tem_keras.json"
     if not meta_file.is_file():
         present = [n for n in ("saved_model", "model.keras", "README.md") if (path / n).exists()]

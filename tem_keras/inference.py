@@ -194,12 +194,18 @@ def load_model(model_or_path) -> _ModelInfo:
 
     if path.is_dir():
         if (path / "config.json").is_file() and (path / "best.keras").is_file():
-            return _run_info(Run.load(path))
+            from .validation import load_run  # hardening: damaged best.keras, empty history.csv
+
+            return _run_info(load_run(path))
         if (path / "tem_keras.json").is_file():  # an export folder: preprocessing and threshold inside
             from .export import load
 
             return load(path)
         if (path / "model.keras").is_file():
+            if any((path / n).exists() for n in ("saved_model", "README.md")):  # hardening:
+                from .export import load  # an export without tem_keras.json is refused by name
+
+                return load(path)
             return _ModelInfo(_load_keras(path / "model.keras"))
         raise TEMInputError("is neither a run folder (config.json + best.keras) nor an export "
                             "folder (tem_keras.json + model.keras)", path)
@@ -891,6 +897,14 @@ def predict_stack(model_or_path, x, *, frames=None, tile_size: int | None = None
     of consecutive frames share batches. Parameters as :func:`predict`; ``frames`` picks a shard
     (``"i/n"``), a slice or a list of frame indices across all inputs (see :func:`shard_range`).
     """
+    from .validation import check_predict_arguments, check_predict_input  # hardening: at the door
+
+    check_predict_input(x)
+    check_predict_arguments(tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+                            mixed_precision=mixed_precision, max_pixels=max_pixels,
+                            max_memory_gb=max_memory_gb, pixel_size_nm=pixel_size_nm,
+                            return_probabilities=return_probabilities, return_image=return_image,
+                            progress=progress)
     info = load_model(model_or_path)
     threshold = _check_threshold(info.threshold if threshold is None else threshold)
     if preprocessing is None:
@@ -997,6 +1011,14 @@ def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", b
     >>> result.mask.shape, result.threshold                                     # doctest: +SKIP
     ((4096, 4096), 0.43)
     """
+    from .validation import check_predict_arguments, check_predict_input  # hardening: at the door
+
+    check_predict_input(x)
+    check_predict_arguments(tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+                            mixed_precision=mixed_precision, max_pixels=max_pixels,
+                            max_memory_gb=max_memory_gb, pixel_size_nm=pixel_size_nm,
+                            return_probabilities=return_probabilities, return_image=return_image,
+                            progress=progress)
     _, single = _sources(x) if frames is None else (None, False)
     results = list(predict_stack(model_or_path, x, frames=frames, tile_size=tile_size, overlap=overlap,
                                  batch_size=batch_size, threshold=threshold,
@@ -1149,6 +1171,11 @@ def evaluate(model_or_run, dataset_dir, *, threshold=None, split: str | None = N
     column = {"f1": "f1", "dice": "f1", "iou": "iou"}.get(metric)
     if column is None:
         raise ValueError(f"metric must be 'f1', 'dice' or 'iou', got {metric!r}")
+    from .validation import check_choice, check_predict_arguments  # hardening: at the door
+
+    check_predict_arguments(tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+                            mixed_precision=mixed_precision, progress=progress)
+    check_choice("split", split, ("train", "val", "test"), optional=True)
     info = load_model(model_or_run)
     ds = discover(dataset_dir)
     samples = list(ds.labelled)
@@ -1166,6 +1193,11 @@ def evaluate(model_or_run, dataset_dir, *, threshold=None, split: str | None = N
                             progress=progress)
     for sample, result in zip(samples, results):
         truth = read_mask(sample.mask)
+        n_classes = max(2, int(result.probabilities.shape[-1]), ds.num_classes)  # hardening
+        if truth.max(initial=0) >= n_classes:
+            raise TEMInputError(f"mask holds class {int(truth.max())} but the model and data set "
+                                f"have {n_classes} classes (0..{n_classes - 1}); list the classes "
+                                "in dataset.json", sample.mask)
         if truth.shape != result.mask.shape:
             raise TEMInputError(f"mask is {truth.shape[0]}×{truth.shape[1]} px but its image "
                                 f"{Path(sample.image).name} is {result.mask.shape[0]}×"

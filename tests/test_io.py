@@ -500,3 +500,96 @@ def test_a_stack_inside_a_file_sequence_is_refused_when_read(tmp_path):
     stack = read_stack(tmp_path)
     assert stack[0].shape == (4, 5)
     _raises("is a stack of 2 frames", lambda p: stack[1], tmp_path / "a2.npy")
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-page TIFF: frames decided by the page layout, never by the array shape alone
+# --------------------------------------------------------------------------------------------
+
+def _frames(n, dtype, h=64, w=80):
+    rng = np.random.default_rng(n)
+    return (rng.random((n, h, w)) * 200).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("n", [3, 4, 5])
+def test_tiff_stack_written_by_tifffile_is_read_as_frames(tmp_path, n, dtype):
+    import warnings
+
+    import tifffile
+
+    frames = _frames(n, dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # tifffile: 3/4 planes become "RGB"
+        tifffile.imwrite(tmp_path / "s.tif", frames)
+    stack = read_stack(tmp_path / "s.tif")
+    assert stack.shape == (n, 64, 80)
+    np.testing.assert_array_equal(stack.to_numpy(), frames.astype(np.float32))
+    first = read_image(tmp_path / "s.tif")
+    assert first.shape == (64, 80) and first.metadata["n_frames"] == n
+    np.testing.assert_array_equal(read_image(tmp_path / "s.tif", frame=-1).data, frames[-1])
+
+
+@pytest.mark.parametrize("axes, shape, kwargs", [
+    ("TYX", (3, 16, 20), {}),
+    ("ZYX", (3, 16, 20), {}),
+    ("QYX", (2, 16, 20), {}),
+    ("TZCYX", (2, 3, 2, 16, 20), {"imagej": True}),
+    ("ZCYX", (3, 3, 16, 20), {"imagej": True}),
+    ("TCYX", (2, 3, 16, 20), {"ome": True}),
+])
+def test_tiff_axes_strings_give_every_frame_in_file_order(tmp_path, axes, shape, kwargs):
+    import tifffile
+
+    data = np.arange(int(np.prod(shape)), dtype=np.uint16).reshape(shape)
+    tifffile.imwrite(tmp_path / "h.tif", data, metadata={"axes": axes}, **kwargs)
+    stack = read_stack(tmp_path / "h.tif")
+    np.testing.assert_array_equal(stack.to_numpy(), data.reshape(-1, 16, 20))
+
+
+def test_imagej_stack_without_axes_is_iyx(tmp_path):
+    import tifffile
+
+    data = _frames(3, np.float32, 16, 20)
+    tifffile.imwrite(tmp_path / "i.tif", data, imagej=True)
+    np.testing.assert_array_equal(read_stack(tmp_path / "i.tif").to_numpy(), data)
+
+
+def test_contiguous_rgb_tiff_is_one_grey_image(tmp_path):
+    import tifffile
+
+    rgb = np.random.default_rng(1).integers(0, 255, (16, 20, 3)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb)
+    m = read_image(tmp_path / "rgb.tif")
+    assert m.shape == (16, 20) and m.metadata.get("n_frames") is None
+    np.testing.assert_allclose(m.data, rgb @ np.array([0.2125, 0.7154, 0.0721]), rtol=1e-5)
+    stack_rgb = np.stack([rgb, rgb[::-1]])
+    tifffile.imwrite(tmp_path / "rgbs.tif", stack_rgb, imagej=True, photometric="rgb")
+    stack = read_stack(tmp_path / "rgbs.tif")
+    assert stack.shape == (2, 16, 20)
+    np.testing.assert_allclose(stack[1].data, m.data[::-1], rtol=1e-5)
+
+
+def test_planar_minisblack_pages_are_frames(tmp_path):
+    import tifffile
+
+    data = _frames(3, np.uint16, 16, 20)
+    tifffile.imwrite(tmp_path / "p.tif", data, photometric="minisblack")
+    np.testing.assert_array_equal(read_stack(tmp_path / "p.tif").to_numpy(), data)
+
+
+def test_empty_array_file_is_refused(tmp_path):
+    np.save(tmp_path / "e.npy", np.zeros((0, 64), np.float32))
+    _raises(r"is empty, it holds no image: 1 frame\(s\) of 0×64 px", read_image, tmp_path / "e.npy")
+
+
+def test_grey_and_alpha_tiff_keeps_the_grey_sample(tmp_path):
+    import tifffile
+
+    la = np.zeros((16, 20, 2), np.uint8)
+    la[..., 0] = np.arange(20, dtype=np.uint8)
+    la[..., 1] = 255
+    tifffile.imwrite(tmp_path / "la.tif", la, photometric="minisblack", extrasamples=["unassalpha"])
+    m = read_image(tmp_path / "la.tif")
+    assert m.shape == (16, 20) and m.metadata.get("n_frames") is None
+    np.testing.assert_array_equal(m.data, la[..., 0])
