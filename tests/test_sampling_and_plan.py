@@ -124,10 +124,13 @@ def test_training_config_validates_and_round_trips():
 
 
 def test_warmup_cosine_schedule():
-    values = [warmup_cosine(s, 100, 1e-3) for s in range(100)]
-    assert values[0] == pytest.approx(2e-4) and values[4] == pytest.approx(1e-3)  # 5 warm-up steps
-    assert max(values) == pytest.approx(1e-3) and values[-1] < 1e-6
-    assert all(a >= b for a, b in zip(values[4:], values[5:]))
+    values = [warmup_cosine(s / 100, 1e-3) for s in range(101)]
+    assert values[0] == pytest.approx(1e-5) and values[1] == pytest.approx(2e-4)  # 5 % warm-up
+    assert values[5] == pytest.approx(1e-3) and max(values) == pytest.approx(1e-3)
+    assert values[-1] == pytest.approx(0.0, abs=1e-12) and values[50] == pytest.approx(
+        0.5e-3 * (1 + np.cos(np.pi * 45 / 95)))
+    assert all(a >= b for a, b in zip(values[5:], values[6:]))
+    assert warmup_cosine(1.7, 1e-3) == 0.0 and warmup_cosine(-1, 1e-3) == pytest.approx(1e-5)
 
 
 def test_per_image_scores_equal_a_numpy_reference():

@@ -7,7 +7,6 @@ import Keras.
 from __future__ import annotations
 
 import math
-import sys
 import time
 
 __all__ = ["warmup_cosine", "make_validation", "make_schedule", "make_checkpoint", "make_time_limit",
@@ -106,15 +105,13 @@ def make_time_limit(deadline: float, epoch_seconds: float | None = None):
     return TimeLimit()
 
 
-def make_progress(epochs: int, deadline: float | None, *, every_epoch_line: bool | None = None):
-    """One line per epoch: epoch, loss, validation dice, learning rate, time left.
-
-    Used instead of Keras's per-step bar when the output is not a terminal (logs, notebooks'
-    captured output) or always with ``every_epoch_line=True``.
-    """
+def make_progress(epochs: int, deadline: float | None, verbose: int = 1):
+    """One line per epoch (epoch, loss, validation dice, learning rate, time left) and the Keras
+    ``verbose`` to pair it with: Keras's per-step bar only for ``verbose=1`` on a terminal (see
+    :func:`tem_keras._env.keras_verbosity`), never in logs or captured output."""
     import keras
 
-    line_mode = (not sys.stdout.isatty()) if every_epoch_line is None else every_epoch_line
+    from .._env import keras_verbosity
 
     class EpochLine(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
@@ -136,4 +133,4 @@ def make_progress(epochs: int, deadline: float | None, *, every_epoch_line: bool
         def on_train_end(self, logs=None):
             print(f"training took {time.monotonic() - self.start:.1f} s", flush=True)
 
-    return EpochLine(), (0 if line_mode else 1)
+    return EpochLine(), (1 if keras_verbosity(verbose) == 1 else 0)

@@ -362,7 +362,7 @@ def _train(dataset_dir, config, *, built, augmentation, run_dir, devices, resume
         warnings.warn(hint, PerformanceHint, stacklevel=3)
 
     deadline = started + plan.time_limit_s if plan.time_limit_s else None
-    progress, keras_verbose = cb.make_progress(plan.epochs, deadline, every_epoch_line=verbose == 2 or None)
+    progress, keras_verbose = cb.make_progress(plan.epochs, deadline, verbose)
     callbacks = [
         cb.make_schedule(trained.learning_rate, plan.epochs * plan.steps_per_epoch, trained.schedule,
                          deadline),

@@ -52,7 +52,10 @@ class Run:
                 raise TEMInputError(f"not a finished tem_keras run folder: {name} is missing", path)
         config = json.loads((path / "config.json").read_text())
         model = keras.saving.load_model(path / "best.keras", compile=False)
-        history = pd.read_csv(path / "history.csv") if (path / "history.csv").is_file() else None
+        try:
+            history = pd.read_csv(path / "history.csv")
+        except (FileNotFoundError, pd.errors.EmptyDataError):  # no epoch finished yet
+            history = None
         read = lambda n: json.loads((path / n).read_text()) if (path / n).is_file() else {}  # noqa: E731
         return cls(path, model, config, history, read("metrics.json"), read("split.json"))
 
