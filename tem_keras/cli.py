@@ -619,6 +619,11 @@ def _check_model_options(parser, args) -> None:
         options = model_options(args.model_options)
     except SystemExit as error:
         parser.error(str(error).removeprefix("tem-keras: "))
+    if args.model is None:  # the planned residual UNet
+        if options:
+            parser.error(f"model options {', '.join('--' + k.replace('_', '-') for k in options)} "
+                         "need --model NAME")
+        return
     try:
         builder, params = resolve(args.model, **options)
     except (ValueError, TypeError) as error:

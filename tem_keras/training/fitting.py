@@ -381,7 +381,7 @@ def _train(dataset_dir, config, *, built, augmentation, run_dir, devices, resume
     if verbose:
         callbacks.append(progress)
     train = random_patch_pipeline(sampler, global_batch, augmentation=augmentation, seed=trained.seed)
-    net.fit(train, epochs=plan.epochs, steps_per_epoch=plan.steps_per_epoch, callbacks=callbacks,
+    net.fit(train, epochs=plan.epochs, steps_per_epoch=plan.steps_per_epoch, callbacks=callbacks, shuffle=False,
             verbose=keras_verbose if verbose else 0)
     net.save(out_dir / "last.keras")
     if (out_dir / "best.keras").is_file():
