@@ -746,18 +746,22 @@ class MicrographStack(Sequence):
         return f"MicrographStack({n} frames of {h}×{w}, {size}, path={name!r})"
 
 
-def _natural_key(path: Path):
+def natural_key(path: Path):
+    """Sort key of a file name with its numbers compared as numbers (``img2`` before ``img10``)."""
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
     """Readable images in a folder, natural order; an ``.emi`` beside its ``.ser`` is skipped."""
     files = [p for p in folder.iterdir()
              if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in _FORMATS]
     sers = {p.stem.lower() for p in files if p.suffix.lower() == ".ser"}
     files = [p for p in files if not (p.suffix.lower() == ".emi"
                                       and any(s.startswith(p.stem.lower() + "_") for s in sers))]
-    return sorted(files, key=_natural_key)
+    return sorted(files, key=natural_key)
+
+
+_natural_key, _image_files = natural_key, image_files  # the former private names
 
 
 def _single_frame(path: Path) -> Micrograph:
@@ -819,12 +823,16 @@ def read_stack(source, *, dataset: str | None = None) -> MicrographStack:
 # Writers
 # --------------------------------------------------------------------------------------------
 
-def _check_target(path, overwrite: bool) -> Path:
+def check_target(path, overwrite: bool) -> Path:
+    """``path`` ready to be written: its folder made; FileExistsError if it exists and not ``overwrite``."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists; pass overwrite=True to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+_check_target = check_target  # the former private name
 
 
 def _write_tiff(path: Path, array: np.ndarray, pixel_size_nm: float | None) -> None:

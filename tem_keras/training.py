@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _env  # noqa: F401
+from .artifacts import Run
 from .errors import TEMInputError
 
 _RESUMABLE_KEYS = ("model", "data", "training")
@@ -111,73 +112,6 @@ class _TrainingTime:
                 print(f"training took {time.perf_counter() - self.start:.1f} s", flush=True)
 
         return TrainingTime()
-
-
-@dataclass
-class Run:
-    """A finished (or loaded) training run.
-
-    Attributes
-    ----------
-    path : Path
-        The run folder.
-    model : keras.Model
-        The model with the best validation weights.
-    config : dict
-        Contents of ``config.json``.
-    history : pandas.DataFrame
-        One row per epoch.
-    metrics : dict
-        Test-split scores (``metrics.json``).
-    split : dict
-        Stems of the train/val/test images.
-    """
-
-    path: Path
-    model: object
-    config: dict
-    history: object = None
-    metrics: dict = field(default_factory=dict)
-    split: dict = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, path) -> "Run":
-        """Open a run folder (the best model, config, history, metrics and split)."""
-        import keras
-        import pandas as pd
-
-        from . import models  # noqa: F401  (registers the custom layers)
-
-        path = Path(path)
-        for name in ("config.json", "best.keras"):
-            if not (path / name).is_file():
-                raise TEMInputError(f"not a finished tem_keras run folder: {name} is missing", path)
-        config = json.loads((path / "config.json").read_text())
-        model = keras.saving.load_model(path / "best.keras", compile=False)
-        history = pd.read_csv(path / "history.csv") if (path / "history.csv").is_file() else None
-        read = lambda n: json.loads((path / n).read_text()) if (path / n).is_file() else {}  # noqa: E731
-        return cls(path, model, config, history, read("metrics.json"), read("split.json"))
-
-    @property
-    def preprocessing(self):
-        from .data.preprocess import Preprocessing
-
-        return Preprocessing.from_dict(self.config["preprocessing"])
-
-    @property
-    def pixel_size_nm(self):
-        return self.config.get("pixel_size_nm")
-
-    def predict(self, image, **kwargs):
-        """Class probabilities ``[H, W, C]`` for one image (array or file); see :func:`predict_image`."""
-        from .inference import predict_image
-
-        return predict_image(self.model, image, preprocessing=self.preprocessing, **kwargs)
-
-    def __repr__(self):
-        scores = {k: round(v, 4) for k, v in self.metrics.get("at_0.5", {}).items()
-                  if k in ("dice", "iou", "f1")}
-        return f"Run({str(self.path)!r}, model={self.model.name!r}, test={scores})"
 
 
 def fit(dataset_dir, model="unet", *, epochs: int = 100, batch_size: int = 8, patch_size: int = 512,
