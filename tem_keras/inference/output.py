@@ -35,9 +35,10 @@ def overlay(image: np.ndarray, mask: np.ndarray, *, alpha: float = 0.4) -> np.nd
 def save_prediction(prediction, out_dir, *, mask_format: str = "png",
                     probabilities: bool = False, overlay_png: bool = False,
                     overwrite: bool = False) -> dict:
-    """Write a :class:`~tem_keras.inference.Prediction` into ``out_dir`` as ``<name>_mask.<png|tif>``, optionally
-    ``<name>_probabilities.tif`` (float32, one page per class, pixel size in nm) and
-    ``<name>_overlay.png``.
+    """Write a :class:`~tem_keras.inference.Prediction` into ``out_dir``.
+
+    Files: ``<name>_mask.<png|tif>``, optionally ``<name>_probabilities.tif`` (float32, one page
+    per class, pixel size in nm) and ``<name>_overlay.png`` (:func:`overlay`).
 
     Returns the paths written, by kind. Existing files are kept unless ``overwrite``.
     """

@@ -149,9 +149,10 @@ def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", b
     Parameters
     ----------
     model_or_path : keras.Model, Run, str or Path
-        A model, a :class:`~tem_keras.artifacts.Run`, a run folder, an export folder or a ``.keras``
-        file (anything :func:`tem_keras.artifacts.load` opens). A run's preprocessing (and threshold from ``thresholds.json``) is used; for a bare
-        model the default :class:`~tem_keras.data.preprocess.Preprocessing`.
+        A model, a :class:`~tem_keras.artifacts.Run`, a run folder, an export folder or a
+        ``.keras`` file (anything :func:`tem_keras.artifacts.load` opens). A run's preprocessing
+        (and threshold from ``thresholds.json``) is used; for a bare model the default
+        :class:`~tem_keras.data.preprocess.Preprocessing`.
     x : ndarray, Micrograph, path, list of paths, folder, glob pattern or MicrographStack
         ``[H, W]`` array or one single-frame file: one image. ``[T, H, W]`` array, a multi-frame
         file (dm3/dm4/ser/emd/tif/mrc/npy/h5 stack, video), a folder, a pattern or a list: many.
