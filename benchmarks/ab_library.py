@@ -55,12 +55,12 @@ def fold_case(arch: str, size: int, batch: int, runs: int) -> dict:
     import numpy as np
 
     from bench_models import build
-    from tem_keras.inference import _compiled
+    from tem_keras.inference import traced_call
     from tem_keras.models.optimize import for_inference
 
     model = build(arch)
     x = np.random.default_rng(0).normal(size=(batch, size, size, 1)).astype("float32")
-    out = _interleaved({"as_built": _compiled(model), "rewritten": _compiled(for_inference(model))}, x, runs)
+    out = _interleaved({"as_built": traced_call(model), "rewritten": traced_call(for_inference(model))}, x, runs)
     out["speedup"] = out["as_built"]["median_s"] / out["rewritten"]["median_s"]
     return {"arch": arch, "size": size, "batch": batch, **out}
 
@@ -69,13 +69,13 @@ def call_case(arch: str, size: int, batch: int, runs: int) -> dict:
     import numpy as np
 
     from bench_models import build
-    from tem_keras.inference import _compiled
+    from tem_keras.inference import traced_call
 
     from tensorflow.python.util import _pywrap_util_port
 
     model = build(arch)
     x = np.random.default_rng(0).normal(size=(batch, size, size, 1)).astype("float32")
-    return {**_interleaved({"call": _compiled(model)}, x, runs)["call"],
+    return {**_interleaved({"call": traced_call(model)}, x, runs)["call"],
             "onednn": bool(_pywrap_util_port.IsMklEnabled())}
 
 

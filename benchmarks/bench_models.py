@@ -2,7 +2,7 @@
 
 Cases (each in its own process, so that memory high-water marks and thread pools do not mix):
 
-``bare``     the traced model call alone (``tem_keras.inference._compiled`` of the model predict
+``bare``     the traced model call alone (``Predictor.of(model).function(precision)``, what predict
              runs: batch norm folded, precision applied) on a batch of ``B`` already standardised,
              padded images — the number to compare with PyTorch and with the matmul rate;
 ``predict``  ``tem_keras.predict`` on a ``[B, S, S]`` stack (standardisation only, ``batch_size=B``):
@@ -58,8 +58,7 @@ def worker(arch: str, precision: str, case: str, size: int, batch: int, runs: in
 
     from tem_keras.data.preprocess import Preprocessing
     from tem_keras.distribute import onednn_enabled
-    from tem_keras.inference import _compiled, _with_precision, predict
-    from tem_keras.models.optimize import for_inference
+    from tem_keras.inference import Predictor, predict
 
     model = build(arch)
     out = {"arch": arch, "precision": precision, "case": case, "size": size, "batch": batch,
@@ -67,8 +66,7 @@ def worker(arch: str, precision: str, case: str, size: int, batch: int, runs: in
     rng = np.random.default_rng(0)
     standardise = Preprocessing(remove_outliers=False)
     if case == "bare":
-        net = _with_precision(for_inference(model), precision)  # what predict runs
-        fn = _compiled(net)
+        fn = Predictor.of(model).function(precision)  # what predict runs
         x = rng.normal(size=(batch, size, size, 1)).astype("float32")
         timing = measure(lambda: fn(x).numpy(), runs=runs, budget_s=budget)
         pixels = batch * size * size
@@ -79,8 +77,6 @@ def worker(arch: str, precision: str, case: str, size: int, batch: int, runs: in
         timing = measure(run, runs=runs, budget_s=budget)
         pixels = batch * size * size
     elif case in ("tiled", "large"):
-        from tem_keras import inference
-
         image = rng.normal(size=(size, size)).astype("float32")
         tiles = dict(tile_size=1024) if case == "tiled" else {}
         # warm-up on one image of the shape the model will see (primitives, buffers): a tile or all
@@ -89,9 +85,10 @@ def worker(arch: str, precision: str, case: str, size: int, batch: int, runs: in
         before = rss_peak_mb()
         run = (lambda: predict(model, image, batch_size=batch, preprocessing=standardise,
                                mixed_precision=precision, **tiles))
-        net = _with_precision(for_inference(model), precision)
-        fn, calls = inference._compiled(net), []
-        inference._FUNCTIONS[net] = lambda x: calls.append(list(x.shape)) or fn(x)  # count the calls
+        predictor = Predictor.of(model)
+        fn, calls = predictor.function(precision), []
+        spy = lambda x: calls.append(list(x.shape)) or fn(x)  # noqa: E731  (counts the calls)
+        predictor.function = lambda precision=precision: spy
         timing = measure(run, runs=runs, budget_s=budget, warmup=0, min_runs=1)
         out["calls"] = calls[: len(calls) // max(1, timing["runs"])]
         out["rss_peak_mb"] = rss_peak_mb()

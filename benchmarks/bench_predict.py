@@ -62,7 +62,7 @@ def worker(model_name: str, case: str, repeats: int, frames: int) -> dict:
     import numpy as np
 
     from tem_keras.data.preprocess import Preprocessing
-    from tem_keras.inference import _compiled, pad_to_multiple, predict, predict_stack
+    from tem_keras.inference import pad_to_multiple, predict, predict_stack, traced_call
     from tem_keras.models import build_model, downsampling_factor
 
     keras.utils.set_random_seed(0)
@@ -76,7 +76,7 @@ def worker(model_name: str, case: str, repeats: int, frames: int) -> dict:
         # to other load on the machine
         image = rng.normal(size=(1024, 1024)).astype("float32")
         x = pad_to_multiple(standardise(image), downsampling_factor(model))[0][None, ..., None]
-        fn = _compiled(model)
+        fn = traced_call(model)
         calls = {"bare_compiled_1024": lambda: fn(x).numpy(),
                  "bare_predict_on_batch_1024": lambda: model.predict_on_batch(x),
                  "predict_1024": lambda: predict(model, image, preprocessing=standardise)}

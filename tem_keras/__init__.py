@@ -26,14 +26,16 @@ _API = {
     "discover": "tem_keras.data.datasets",
     "fit": "tem_keras.training",
     "sweep": "tem_keras.training",
-    "Run": "tem_keras.training",
+    "Run": "tem_keras.artifacts",
+    "ModelBundle": "tem_keras.artifacts",
+    "ExportedModel": "tem_keras.artifacts",
+    "load": "tem_keras.artifacts",
     "predict": "tem_keras.inference",
     "predict_stack": "tem_keras.inference",
+    "predict_image": "tem_keras.inference",
     "evaluate": "tem_keras.inference",
     "Prediction": "tem_keras.inference",
     "export": "tem_keras.export",
-    "load": "tem_keras.export",
-    "ExportedModel": "tem_keras.export",
     "measure_particles": "tem_keras.particles",
     "count_particles": "tem_keras.particles",
     "size_distribution": "tem_keras.particles",
@@ -68,3 +70,13 @@ def __getattr__(name):
 
 def __dir__():
     return __all__ + list(_SUBMODULES)
+
+
+# ``tem_keras.export`` names both a sub-package and its main function. Python binds a sub-package
+# to its parent's attribute when it is first imported, which would hide the function. So the
+# (light, lazily filled) sub-package is imported here, once, and that binding removed: the name
+# then resolves through ``__getattr__`` and ``_API`` to the function, and later imports find the
+# sub-package in ``sys.modules`` and leave the attribute alone. ``from tem_keras.export import
+# ...`` reaches the sub-package as usual.
+import_module("tem_keras.export")
+globals().pop("export", None)

@@ -325,19 +325,20 @@ def _evaluate(args) -> None:
         model_dir = Path(args.model)
         if not (model_dir / "config.json").is_file():
             raise TEMInputError("--save-threshold needs a run folder", model_dir)
-        (model_dir / "thresholds.json").write_text(json.dumps(
-            {"threshold": overall["best_threshold"], "metric": overall["metric"],
-             "dataset_dir": str(args.dataset_dir), "split": args.split}, indent=2))
-        print(f"threshold {overall['best_threshold']:.2f} saved in {model_dir / 'thresholds.json'}")
+        from .artifacts import write_threshold
+
+        saved = write_threshold(model_dir, overall["best_threshold"], metric=overall["metric"],
+                                dataset_dir=str(args.dataset_dir), split=args.split)
+        print(f"threshold {overall['best_threshold']:.2f} saved in {saved}")
 
 
 def _mask_files(paths) -> list[Path]:
-    from .io import _image_files
+    from .io import image_files
 
     files = []
     for path in map(Path, paths):
         if path.is_dir():
-            files.extend(_image_files(path))
+            files.extend(image_files(path))
         elif path.is_file():
             files.append(path)
         else:
@@ -380,17 +381,17 @@ def _measure(args) -> None:
 @_as_input_errors
 def _label(args) -> None:
     from .baselines import pseudo_labels
-    from .inference import _frames, _sources
+    from .inference.sources import input_sources, select_frames
     from .io import write_image, write_mask
 
     sources = []
     for item in args.images:
-        sources.extend(_sources(str(item))[0])
+        sources.extend(input_sources(str(item))[0])
     out = Path(args.out)
     n = 0
     from tqdm.auto import tqdm
 
-    frames = list(_frames(sources, None))
+    frames = list(select_frames(sources, None))
     for _, source, frame in tqdm(frames, unit="image", desc="label", disable=args.quiet):
         mg = source.get(frame)
         stem = Path(source.name or mg.path).stem + (f"_f{frame:05d}" if source.multi else "")
@@ -422,12 +423,12 @@ def _export(args) -> None:
 @_as_input_errors
 def _explain(args) -> None:
     from .explain.report import write_explanation
-    from .inference import load_model
+    from .artifacts import load
 
-    info = load_model(args.model)
-    files = write_explanation(info.model, None if args.image is None else str(args.image), args.method,
+    bundle = load(args.model)
+    files = write_explanation(bundle.model, None if args.image is None else str(args.image), args.method,
                               args.out, layer=args.layer, class_index=args.class_index,
-                              target=args.target, preprocessing=info.preprocessing,
+                              target=args.target, preprocessing=bundle.preprocessing,
                               overwrite=args.overwrite)
     print(f"wrote {len(files)} file(s) to {args.out}: " + ", ".join(f.name for f in files[:6])
           + (", ..." if len(files) > 6 else ""))

@@ -22,9 +22,9 @@ DEMO_MODEL = {"name": "unet", "depth": 3, "base_filters": 8, "batch_norm": True}
 def _overlay(image, truth, predicted, path, title) -> None:
     from skimage.segmentation import find_boundaries
 
-    from .plots import _figure, _save
+    from .plots import new_figure, save_figure
 
-    fig, ax = _figure(figsize=(5, 5))
+    fig, ax = new_figure(figsize=(5, 5))
     ax.imshow(image, cmap="gray")
     rgba = np.zeros((*image.shape, 4))
     rgba[find_boundaries(predicted, mode="inner")] = (1.0, 0.2, 0.2, 1.0)
@@ -32,7 +32,7 @@ def _overlay(image, truth, predicted, path, title) -> None:
     ax.imshow(rgba)
     ax.set_title(title + "\nred: prediction, green: truth", fontsize=9)
     ax.axis("off")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, epochs: int = 25,
@@ -55,10 +55,11 @@ def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, e
 
     from .data.datasets import discover, read_mask
     from .data.synthetic import make_dataset
+    from .inference import predict_image
     from .io import read_image, write_mask
     from .metrics import segmentation_scores
     from .particles import measure_particles, plot_size_distribution, size_distribution
-    from .plots import _figure, _save
+    from .plots import new_figure, save_figure
     from .training import fit
 
     out = Path(out_dir)
@@ -84,7 +85,7 @@ def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, e
     for stem in run.split["test"]:
         micrograph = read_image(samples[stem].image)
         truth = read_mask(samples[stem].mask)
-        probabilities = run.predict(micrograph)[..., 1]
+        probabilities = predict_image(run, micrograph)[..., 1]
         predicted = probabilities >= 0.5
         write_mask(report / "masks" / f"{stem}.png", predicted)
         score = segmentation_scores(predicted, truth, probabilities=probabilities)
@@ -98,12 +99,12 @@ def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, e
     truth_particles = pd.concat(true_tables, ignore_index=True)
     particles.to_csv(report / "particles.csv", index=False)
     pd.DataFrame(scores).to_csv(report / "scores_per_image.csv", index=False)
-    fig, axes = _figure(1, 2, figsize=(10, 3.8), sharex=True)
+    fig, axes = new_figure(1, 2, figsize=(10, 3.8), sharex=True)
     plot_size_distribution(truth_particles, ax=axes[0])
     axes[0].set_title("true particles (exact masks)")
     plot_size_distribution(particles, ax=axes[1])
     axes[1].set_title("particles found by the model")
-    _save(fig, report / "size_distribution.png")
+    save_figure(fig, report / "size_distribution.png")
     for name in ("history.png", "examples.png"):
         if (run.path / "plots" / name).is_file():
             shutil.copy(run.path / "plots" / name, report / f"training_{name}")

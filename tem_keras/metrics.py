@@ -41,7 +41,7 @@ from .errors import TEMInputError
 __all__ = ["confusion_counts", "dice", "soft_dice", "iou", "precision", "recall", "f1",
            "precision_recall_f1", "segmentation_scores", "threshold_curve",
            "plot_threshold_curve", "best_threshold", "otsu_threshold", "missed_area",
-           "missed_area_dice", "per_image_scores", "prf_from_counts"]
+           "missed_area_dice", "per_image_scores"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,8 +226,20 @@ def f1(pred, truth, *, class_index=None):
     return precision_recall_f1(pred, truth, class_index=class_index)["f1"]
 
 
-def _prf_from_counts(tp, fp, fn):
-    """Vectorised precision, recall, F1 with the empty conventions of this module."""
+def scores_from_counts(tp, fp, fn):
+    """Precision, recall, F1 (= dice) and IoU from pixel counts, vectorised.
+
+    Parameters
+    ----------
+    tp, fp, fn : array_like
+        True positive, false positive and false negative counts (any matching shapes).
+
+    Returns
+    -------
+    precision, recall, f1, iou : ndarray
+        float64, with the conventions of this module for empty masks: an empty prediction of an
+        empty truth scores 1, an empty prediction of a non-empty truth scores 0.
+    """
     tp, fp, fn = (np.asarray(v, dtype=np.float64) for v in (tp, fp, fn))
     n_pred, n_true = tp + fp, tp + fn
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -240,9 +252,6 @@ def _prf_from_counts(tp, fp, fn):
         den_iou = tp + fp + fn
         j = np.where(den_iou > 0, tp / np.where(den_iou > 0, den_iou, 1), 1.0)
     return prec, rec, f, j
-
-
-prf_from_counts = _prf_from_counts
 
 
 def precision_recall_f1(pred, truth, *, class_index=None) -> dict:
@@ -261,7 +270,7 @@ def precision_recall_f1(pred, truth, *, class_index=None) -> dict:
     if _classes(class_index):
         return _per_class(precision_recall_f1, pred, truth, class_index)
     c = confusion_counts(pred, truth, class_index=class_index)
-    p, r, f, _ = _prf_from_counts(c["tp"], c["fp"], c["fn"])
+    p, r, f, _ = scores_from_counts(c["tp"], c["fp"], c["fn"])
     return {"precision": float(p), "recall": float(r), "f1": float(f)}
 
 
@@ -319,7 +328,7 @@ def segmentation_scores(pred, truth, probabilities=None, *, class_index=None) ->
         ``soft_dice``.
     """
     c = confusion_counts(pred, truth, class_index=class_index)
-    p, r, f, j = _prf_from_counts(c["tp"], c["fp"], c["fn"])
+    p, r, f, j = scores_from_counts(c["tp"], c["fp"], c["fn"])
     total = c["tp"] + c["fp"] + c["fn"] + c["tn"]
     out = {"dice": float(f), "iou": float(j), "precision": float(p), "recall": float(r),
            "f1": float(f), "accuracy": (c["tp"] + c["tn"]) / total if total else 1.0, **c,
@@ -358,7 +367,7 @@ def per_image_scores(preds, truths, *, class_index=None) -> dict:
     summary = {k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows]))}
                for k in keys}
     tp, fp, fn = (sum(r[k] for r in rows) for k in ("tp", "fp", "fn"))
-    p, r, f, j = prf_from_counts(tp, fp, fn)
+    p, r, f, j = scores_from_counts(tp, fp, fn)
     pooled = {"dice": float(f), "iou": float(j), "precision": float(p), "recall": float(r)}
     images = [{k: r[k] for k in (*keys, "tp", "fp", "fn")} for r in rows]
     return {"per_image": summary, "pooled": pooled, "images": images, "n_images": len(rows)}
@@ -413,7 +422,7 @@ def threshold_curve(probabilities, truth, thresholds=None, *, class_index=None):
     tp = np.cumsum(pos[::-1])[::-1][1:]
     fp = np.cumsum(neg[::-1])[::-1][1:]
     fn = int(np.count_nonzero(t)) - tp
-    prec, rec, f, j = _prf_from_counts(tp, fp, fn)
+    prec, rec, f, j = scores_from_counts(tp, fp, fn)
     return pd.DataFrame({"threshold": thresholds, "precision": prec, "recall": rec, "f1": f,
                          "iou": j, "tp": tp.astype(np.int64), "fp": fp.astype(np.int64),
                          "fn": fn.astype(np.int64)})

@@ -7,16 +7,32 @@ from pathlib import Path
 import numpy as np
 
 
-def _figure(nrows: int = 1, ncols: int = 1, *, figsize=None, **subplot_kwargs):
+def new_figure(nrows: int = 1, ncols: int = 1, *, figsize=None, **subplot_kwargs):
     """A figure and its axes, made without pyplot: no global state, no backend switch (figures
-    still show in Jupyter, and scripts never need a display)."""
+    still show in Jupyter, and scripts never need a display).
+
+    Parameters
+    ----------
+    nrows, ncols : int
+        Grid of axes (``Figure.subplots``).
+    figsize : (float, float), optional
+        Inches.
+    **subplot_kwargs
+        Passed to ``Figure.subplots`` (e.g. ``squeeze=False``).
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+    axes : Axes or array of Axes
+    """
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=figsize)
     return fig, fig.subplots(nrows, ncols, **subplot_kwargs)
 
 
-def _save(fig, path) -> Path:
+def save_figure(fig, path) -> Path:
+    """Write ``fig`` as PNG (110 dpi, tight bounding box) to ``path``, creating its folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -25,7 +41,7 @@ def _save(fig, path) -> Path:
 
 def plot_history(history, path) -> Path:
     """Loss and dice/IoU curves of a training history (pandas DataFrame from ``history.csv``)."""
-    fig, (ax_loss, ax_score) = _figure(1, 2, figsize=(10, 3.6))
+    fig, (ax_loss, ax_score) = new_figure(1, 2, figsize=(10, 3.6))
     epochs = history["epoch"] + 1 if "epoch" in history else np.arange(1, len(history) + 1)
     for key in ("loss", "val_loss"):
         if key in history:
@@ -38,14 +54,14 @@ def plot_history(history, path) -> Path:
     for ax in (ax_loss, ax_score):
         ax.legend()
         ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_examples(images, masks, probabilities, path, n: int = 4) -> Path:
     """Image, truth and prediction (``argmax`` of ``probabilities [H, W, C]``) for the ``n``
     examples with the most particle pixels (sequences of arrays; sizes may differ)."""
     order = np.argsort([-np.count_nonzero(m) for m in masks])[:n]
-    fig, axes = _figure(len(order), 3, figsize=(9, 3 * len(order)), squeeze=False)
+    fig, axes = new_figure(len(order), 3, figsize=(9, 3 * len(order)), squeeze=False)
     picked = ((images[i], masks[i], probabilities[i]) for i in order)
     for row, (image, truth, prob) in enumerate(picked):
         axes[row, 0].imshow(image, cmap="gray")
@@ -54,18 +70,18 @@ def plot_examples(images, masks, probabilities, path, n: int = 4) -> Path:
         for ax, title in zip(axes[row], ("image", "truth", "prediction")):
             ax.set_title(title)
             ax.axis("off")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_dice_vs_receptive_field(summary, path) -> Path:
     """Mean ± std dice against receptive field (nm when known), one point per configuration."""
     use_nm = "receptive_field_nm" in summary and summary["receptive_field_nm"].notna().all()
     x = summary["receptive_field_nm" if use_nm else "receptive_field_px"]
-    fig, ax = _figure(figsize=(5.5, 4))
+    fig, ax = new_figure(figsize=(5.5, 4))
     ax.errorbar(x, summary["dice_mean"], yerr=summary["dice_std"].fillna(0), fmt="o", capsize=3)
     for xi, yi, label in zip(x, summary["dice_mean"], summary["label"]):
         ax.annotate(label, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set(xscale="log", xlabel=f"receptive field ({'nm' if use_nm else 'px'})", ylabel="test dice",
            title="dice against receptive field")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)

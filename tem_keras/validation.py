@@ -19,7 +19,7 @@ import numpy as np
 
 __all__ = ["check_bool", "check_choice", "check_int", "check_keras_file", "check_number",
            "check_optional", "check_pixel_size", "check_positive_int", "check_predict_arguments",
-           "check_predict_input", "check_serving_images", "load_run"]
+           "check_predict_input", "check_serving_images"]
 
 
 def _is_int(value) -> bool:
@@ -184,39 +184,6 @@ def check_keras_file(path) -> None:
     if missing:
         raise TEMInputError(f"is not a complete .keras model ({', '.join(missing)} missing in "
                             "the archive); train or copy it again", path)
-
-
-def load_run(path):
-    """``Run.load(path)`` after checking ``best.keras``; a ``history.csv`` without rows (left by
-    an interrupted fit) is read as no history instead of failing."""
-    import json
-    from pathlib import Path
-
-    from .errors import TEMInputError
-    from .training import Run
-
-    path = Path(path)
-    check_keras_file(path / "best.keras")
-    try:
-        json.loads((path / "config.json").read_text())
-    except (OSError, ValueError) as error:
-        raise TEMInputError(f"config.json is unreadable ({error}); the run folder is damaged",
-                            path) from None
-    try:
-        return Run.load(path)
-    except Exception as error:
-        import pandas as pd
-
-        if not isinstance(error, (pd.errors.EmptyDataError, pd.errors.ParserError)):
-            raise
-    # history.csv without rows: open the run without its history
-    import keras
-
-    from . import models  # noqa: F401  (registers the custom layers)
-
-    read = lambda n: json.loads((path / n).read_text()) if (path / n).is_file() else {}  # noqa: E731
-    model = keras.saving.load_model(path / "best.keras", compile=False)
-    return Run(path, model, read("config.json"), None, read("metrics.json"), read("split.json"))
 
 
 def check_serving_images(images) -> np.ndarray:

@@ -61,46 +61,21 @@ def _in_memory(run, image):
 
 
 # ---------------------------------------------------------------------------------------------
-# The in-graph preprocessing is the NumPy preprocessing
+# The in-graph labels are the NumPy labels (the preprocessing: tests/test_preprocess_tf.py)
 # ---------------------------------------------------------------------------------------------
-
-def test_graph_preprocessing_equals_numpy():
-    import tensorflow as tf
-
-    from tem_keras.data.preprocess import remove_outliers, standardize
-    from tem_keras.export import pad_to_multiple_tf, remove_outliers_tf, standardize_tf
-    from tem_keras.inference import pad_to_multiple
-
-    rng = np.random.default_rng(0)
-    for h, w in [(37, 50), (8, 9), (64, 64)]:
-        x = (rng.normal(size=(h, w)) * 10 + 100).astype(np.float32)
-        x[rng.random((h, w)) < 0.02] += 500
-        x[3, 3] += 400
-        x[3, 4] += 400  # a cluster of two hot pixels
-        cleaned = remove_outliers(x)
-        assert np.array_equal(cleaned, remove_outliers_tf(tf.constant(x[None])).numpy()[0])
-        for method in ("standard", "percentile"):
-            np.testing.assert_allclose(standardize_tf(tf.constant(cleaned[None]), method).numpy()[0],
-                                       standardize(cleaned, method), atol=1e-6)
-    for h, w, d in [(5, 7, 4), (3, 3, 8), (1, 9, 4), (9, 2, 4), (30, 31, 16)]:
-        x = rng.random((h, w)).astype(np.float32)
-        expected, _ = pad_to_multiple(x, d)
-        assert np.array_equal(pad_to_multiple_tf(tf.constant(x[None, ..., None]), d).numpy()[0, ..., 0],
-                              expected)
-
 
 def test_graph_labels_equal_labels_from_probabilities():
     import tensorflow as tf
 
-    from tem_keras.export import _labels_tf
     from tem_keras.inference import labels_from_probabilities
+    from tem_keras.inference.masks import labels_from_probabilities_tf
 
     rng = np.random.default_rng(0)
     for c in (2, 4):
         p = rng.dirichlet(np.ones(c), size=(9, 11)).astype(np.float32)
         for threshold in (None, 0.3, 0.7):
             expected, _ = labels_from_probabilities(p, threshold)
-            assert np.array_equal(_labels_tf(tf.constant(p), threshold).numpy(), expected)
+            assert np.array_equal(labels_from_probabilities_tf(tf.constant(p), threshold).numpy(), expected)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,11 +216,11 @@ def test_export_refuses_a_non_empty_folder(run, tmp_path):
 
 
 def test_onnx_skipped_with_a_message_when_unavailable(run, tmp_path, monkeypatch):
-    from tem_keras import export as export_module
+    from tem_keras.export import export, onnx_file
 
-    monkeypatch.setattr(export_module, "_onnx_unavailable",
+    monkeypatch.setattr(onnx_file, "onnx_unavailable",
                         lambda: "tf2onnx not available; install the extra with pip install \"tem_keras[onnx]\"")
-    out = export_module.export(run, tmp_path / "x", formats=("keras", "onnx"), verbose=False)
+    out = export(run, tmp_path / "x", formats=("keras", "onnx"), verbose=False)
     assert not (out / "model.onnx").exists()
     assert "tem_keras[onnx]" in json.loads((out / "tem_keras.json").read_text())["skipped"]["onnx"]
 
@@ -332,7 +307,8 @@ def test_serving_graph_runs_the_rewritten_network(tmp_path):
     import tensorflow as tf
 
     from tem_keras.export import export, serving_module
-    from tem_keras.models import build_model, for_inference
+    from tem_keras.inference import Predictor
+    from tem_keras.models import build_model
 
     keras.utils.set_random_seed(3)
     model = build_model("residual_unet", n_blocks=2, base_filters=4, pool_sizes=(2, 2))
@@ -343,7 +319,7 @@ def test_serving_graph_runs_the_rewritten_network(tmp_path):
             layer.moving_mean.assign(np.linspace(-0.3, 0.4, n, dtype="float32"))
             layer.moving_variance.assign(np.linspace(0.5, 2.0, n, dtype="float32"))
     module = serving_module(model)
-    assert module.model is for_inference(model) and module.model is not model
+    assert module.model is Predictor.of(model).network() and module.model is not model
     kinds = {type(layer).__name__ for layer in module.model.layers}
     assert "BatchNormalization" not in kinds and "UpsampledConcatConv2D" in kinds
     assert serving_module(model, rewrite=False).model is model

@@ -23,8 +23,7 @@ from tem_keras.data.preprocess import Preprocessing  # noqa: E402
 from tem_keras.errors import TEMInputError  # noqa: E402
 from tem_keras.inference import (  # noqa: E402
     Prediction,
-    _compiled,
-    _FUNCTIONS,
+    Predictor,
     evaluate,
     labels_from_probabilities,
     predict,
@@ -34,7 +33,6 @@ from tem_keras.inference import (  # noqa: E402
     tile_layout,
 )
 from tem_keras.io import read_stack, write_image, write_mask  # noqa: E402
-from tem_keras.models.optimize import for_inference  # noqa: E402
 from tem_keras.models import build_model, downsampling_factor, receptive_field  # noqa: E402
 
 NO_OUTLIERS = Preprocessing(remove_outliers=False)
@@ -100,19 +98,21 @@ def test_tiled_equals_whole_image(builder):
 
 def test_tiles_are_batched_in_one_traced_function(unet):
     image = smooth_image((200, 328))
-    net = for_inference(unet)  # the inference copy predict runs
-    fn = _compiled(net)
+    predictor = Predictor.of(unet)  # what predict runs: the inference copy, traced once
+    assert Predictor.of(unet) is predictor
+    assert predictor.network() is predictor.network()
+    fn = predictor.function()
     calls = []
 
     def spy(x):
         calls.append(x.shape)
         return fn(x)
 
-    _FUNCTIONS[net] = spy
+    predictor.function = lambda precision="float32": spy
     try:
         predict(unet, image, tile_size=64, batch_size=16, preprocessing=NO_OUTLIERS)
     finally:
-        _FUNCTIONS[net] = fn
+        del predictor.function
     n_tiles = len(tile_layout((200, 328), 4, receptive_field(unet), tile_size=64))
     assert len(calls) == -(-n_tiles // 16)
     assert calls[0] == (16, 64, 64, 1)
@@ -168,8 +168,9 @@ def test_memory_budget_cuts_batches_and_tiles_large_images(unet):
     from tem_keras.inference import WORKSPACE_FACTOR
     from tem_keras.models.describe import activation_bytes_per_pixel
 
-    net = for_inference(unet)
-    fn = _compiled(net)
+    predictor = Predictor.of(unet)
+    net = predictor.network()
+    fn = predictor.function()
     calls = []
 
     def spy(x):
@@ -178,7 +179,7 @@ def test_memory_budget_cuts_batches_and_tiles_large_images(unet):
 
     per_tile_gb = WORKSPACE_FACTOR * activation_bytes_per_pixel(net) * 64 * 64 / 1024**3
     image = smooth_image((200, 328))
-    _FUNCTIONS[net] = spy
+    predictor.function = lambda precision="float32": spy
     try:
         reference = predict(unet, image, tile_size=64, batch_size=16, preprocessing=NO_OUTLIERS)
         n_tiles = len(calls)
@@ -199,7 +200,7 @@ def test_memory_budget_cuts_batches_and_tiles_large_images(unet):
         assert len(calls) > 1 and all(c[1] * c[2] <= 30 * 64 * 64 for c in calls)
         np.testing.assert_allclose(tiled.probabilities, whole.probabilities, atol=1e-4)
     finally:
-        _FUNCTIONS[net] = fn
+        del predictor.function
     with pytest.raises(ValueError, match="max_memory_gb"):
         predict(unet, image, max_memory_gb=0)
 

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from tem_keras.models import build_model
-from tem_keras.models.optimize import UpsampledConcatConv2D, _phase_kernel, for_inference
+from tem_keras.models.optimize import UpsampledConcatConv2D, WeightFingerprint, for_inference, phase_kernel
 
 
 def _with_trained_statistics(model, seed=0):
@@ -28,7 +28,7 @@ def test_phase_kernel_is_convolution_after_nearest_upsampling(k, size):
     kernel = rng.normal(size=(size, size, 3, 4))
     up = np.repeat(np.repeat(z, k, axis=1), k, axis=2)
     expected = tf.nn.conv2d(up, kernel.astype("float32"), 1, "SAME").numpy()
-    got = tf.nn.depth_to_space(tf.nn.conv2d(z, _phase_kernel(kernel, k).astype("float32"), 1, "SAME"), k)
+    got = tf.nn.depth_to_space(tf.nn.conv2d(z, phase_kernel(kernel, k).astype("float32"), 1, "SAME"), k)
     np.testing.assert_allclose(got.numpy(), expected, atol=2e-5)
 
 
@@ -66,23 +66,32 @@ def test_what_is_rewritten():
 
 
 def test_copy_follows_weight_changes():
+    """The inference copy is kept by the model's Predictor and made again when a weight changes."""
+    from tem_keras.inference import Predictor
+
     model = build_model("residual_unet_sytwu")
-    first = for_inference(model)
-    assert for_inference(model) is first  # cached
+    predictor = Predictor.of(model)
+    first = predictor.network()
+    assert predictor.network() is first  # cached
     _with_trained_statistics(model, seed=3)
-    second = for_inference(model)
+    second = predictor.network()
     assert second is not first
     x = np.random.default_rng(0).normal(size=(1, 64, 64, 1)).astype("float32")
     np.testing.assert_allclose(second.predict_on_batch(x), model.predict_on_batch(x), atol=5e-5)
-    assert for_inference(model) is second
+    assert predictor.network() is second
     # one element of one kernel changed in place (not the first element)
+    fingerprint = WeightFingerprint(model)
+    before = fingerprint()
+    assert fingerprint() == before
     kernel = next(w for w in model.weights if len(w.shape) == 4)
     delta = np.zeros(kernel.shape, "float32")
     delta.flat[-1] = 0.25
     kernel.assign(kernel.numpy() + delta)
-    third = for_inference(model)
+    assert fingerprint() != before
+    third = predictor.network()
     assert third is not second
     np.testing.assert_allclose(third.predict_on_batch(x), model.predict_on_batch(x), atol=5e-5)
+    assert for_inference(model) is not third  # for_inference itself keeps nothing
 
 
 def test_models_without_patterns_are_returned_as_they_are():
@@ -116,14 +125,14 @@ def test_activation_bytes_per_pixel_by_liveness():
 
 def test_auto_precision_follows_measured_bfloat16_speed(monkeypatch):
     import tem_keras.distribute as distribute
-    from tem_keras.inference import _resolve_precision
+    from tem_keras.inference import resolve_precision
 
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("GPU present: 'auto' precision follows the GPU, not the CPU probe")
     monkeypatch.setenv("TEM_KERAS_CPU_BFLOAT16", "0")
-    assert distribute.choose_precision("auto") == "float32" and _resolve_precision("auto") == "float32"
+    assert distribute.choose_precision("auto") == "float32" and resolve_precision("auto") == "float32"
     monkeypatch.setenv("TEM_KERAS_CPU_BFLOAT16", "1")
-    assert distribute.choose_precision("auto") == "mixed_bfloat16" and _resolve_precision("auto") == "bfloat16"
+    assert distribute.choose_precision("auto") == "mixed_bfloat16" and resolve_precision("auto") == "bfloat16"
     monkeypatch.delenv("TEM_KERAS_CPU_BFLOAT16")
     speedup = distribute.bfloat16_speedup()
     assert speedup == 0.0 or 0.05 < speedup < 50  # a measured ratio (0.0: no bfloat16 instructions)

@@ -55,10 +55,12 @@ def test_fit_writes_complete_run_and_learns(bright_field, tmp_path):
     fraction = np.mean([read_mask(p).mean() for p in (bright_field / "masks").iterdir()])
     assert metrics["at_0.5"]["dice"] > max(0.75, 2 * fraction / (1 + fraction) + 0.3)
     assert 0 < metrics["otsu_threshold"] < 1 and metrics["at_otsu"]["dice"] > 0.75
+    from tem_keras.inference import predict_image
+
     loaded = Run.load(run.path)
     image = np.random.default_rng(0).normal(size=(48, 72)).astype(np.float32)
-    np.testing.assert_allclose(loaded.predict(image), run.predict(image), atol=1e-5)
-    assert loaded.predict(image).shape == (48, 72, 2)
+    np.testing.assert_allclose(predict_image(loaded, image), predict_image(run, image), atol=1e-5)
+    assert predict_image(loaded, image).shape == (48, 72, 2)
 
 
 def test_fit_of_a_small_network_says_once_that_onednn_would_be_faster(bright_field, tmp_path, monkeypatch):

@@ -7,6 +7,11 @@ learning models for segmentation of high-resolution transmission electron micros
 npj Comput. Mater. 6, 108 (2020).
 Sytwu, K., Groschner, C. & Scott, M. C. Understanding the influence of receptive field and network
 complexity in neural network-guided TEM image analysis. Microsc. Microanal. 28, 1896 (2022).
+
+Exported models run the same steps as graph operations: :mod:`tem_keras.data.preprocess_tf` holds
+the TensorFlow twin of :func:`remove_outliers`, :func:`standardize`, :class:`Preprocessing` and
+:func:`pad_to_multiple`. Whoever changes one of them here must change its twin there the same
+way (``tests/test_preprocess_tf.py`` checks that both give the same numbers).
 """
 
 from __future__ import annotations
@@ -135,6 +140,22 @@ class Preprocessing:
     @classmethod
     def from_dict(cls, config: dict) -> "Preprocessing":
         return cls(**{**config, "percentiles": tuple(config.get("percentiles", (1.0, 99.0)))})
+
+
+def pad_to_multiple(image: np.ndarray, multiple: int):
+    """Reflect-pad ``[H, W]`` at the bottom and right so both sides are multiples of ``multiple``.
+
+    Returns the padded image and the ``(H, W)`` to crop back to. Images smaller than the padding
+    are padded symmetrically (repeating), so even a 3×3 image reaches one down-sampling multiple.
+    The graph twin is :func:`tem_keras.data.preprocess_tf.pad_to_multiple_tf`.
+    """
+    h, w = image.shape[:2]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "symmetric"
+        widths = ((0, ph), (0, pw)) + ((0, 0),) * (image.ndim - 2)
+        image = np.pad(image, widths, mode=mode)
+    return image, (h, w)
 
 
 def patch_origins(length: int, patch: int, stride: int) -> np.ndarray:

@@ -169,16 +169,16 @@ def num_classes(model) -> int:
 
 def figure(*args, **kwargs):
     """A matplotlib figure and axes (Agg backend), from :mod:`tem_keras.plots`."""
-    from ..plots import _figure
+    from ..plots import new_figure
 
-    return _figure(*args, **kwargs)
+    return new_figure(*args, **kwargs)
 
 
 def save_figure(fig, path):
     """Write ``fig`` to ``path`` (PNG) and close it; from :mod:`tem_keras.plots`."""
-    from ..plots import _save
+    from ..plots import save_figure as save
 
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def resize(array: np.ndarray, shape) -> np.ndarray:

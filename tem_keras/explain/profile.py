@@ -55,7 +55,7 @@ def line_profile(image, probabilities, start, end, *, class_index: int = 1, n_po
         The image; its intensities are sampled as they are.
     probabilities : ndarray ``[H, W]`` or ``[H, W, C]``, or keras.Model
         Probability map of the class (or all classes, ``class_index`` is taken), e.g. from
-        :meth:`tem_keras.training.Run.predict`; or a model, applied to the (standardised) image.
+        :func:`tem_keras.inference.predict_image`; or a model, applied to the (standardised) image.
     start, end : (float, float)
         ``(row, col)`` end points in pixels.
     class_index : int

@@ -3,13 +3,13 @@
 Modules: :mod:`.config` (``TrainingConfig``, recipes), :mod:`.plan` (self-configuration from the
 data), :mod:`.fitting` (``fit``), :mod:`.callbacks` (whole-image validation, schedule, time budget),
 :mod:`.heldout` (per-image scores and the threshold), :mod:`.folds` (k-fold ensembles),
-:mod:`.sweeps` (``sweep``), :mod:`.run` (``Run``).
+:mod:`.sweeps` (``sweep``); ``Run`` lives in :mod:`tem_keras.artifacts`.
 """
 
 from .config import RECIPES, TrainingConfig, parse_duration
 from .fitting import fit
 from .plan import Plan, plan_training
-from .run import Run
+from ..artifacts import Run
 from .sweeps import sweep
 
 __all__ = ["fit", "sweep", "Run", "TrainingConfig", "RECIPES", "Plan", "plan_training", "parse_duration"]

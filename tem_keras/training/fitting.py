@@ -37,7 +37,7 @@ import numpy as np
 from .. import _env  # noqa: F401
 from ..errors import TEMInputError
 from .config import TrainingConfig
-from .run import Run
+from ..artifacts import Run
 
 __all__ = ["fit"]
 

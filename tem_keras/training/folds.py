@@ -73,7 +73,7 @@ def fit_folds(dataset_dir, model=None, *, folds: int, time_limit=None, run_dir=N
     from .fitting import _default_run_dir, _prepare_run_dir, _test_metrics, fit
     from .heldout import HeldOut, choose_threshold, scores
     from .plan import default_time_limit
-    from .run import Run
+    from ..artifacts import Run
 
     started = time.monotonic()
     base = TrainingConfig(time_limit=time_limit, folds=folds, seed=fit_kwargs.get("seed", 0),

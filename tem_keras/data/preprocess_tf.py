@@ -1,0 +1,169 @@
+"""The TensorFlow twin of :mod:`tem_keras.data.preprocess`: the same preprocessing as graph ops.
+
+The exported SavedModel and ONNX graphs (:mod:`tem_keras.export`) run these functions so that
+colleagues can feed raw intensities; each function gives :mod:`tem_keras.data.preprocess`'s
+result on every image of a batch ``[N, H, W]`` (``tests/test_preprocess_tf.py`` checks it):
+
+1. outlier removal (:func:`remove_outliers_tf`, Horwath et al. 2020): the 3×3 median (scipy's
+   ``reflect`` border, i.e. ``SYMMETRIC`` padding) is the 5th largest of the 9 neighbours
+   (``tf.math.top_k``); the threshold is ``outlier_sigma × 1.4826 × MAD`` of the image minus its
+   median (medians over the sorted pixels, the mean of the two middle values for even counts, as
+   ``np.median``); hot pixels are replaced by the mean of their non-hot 8 neighbours (sums in
+   float64 as scipy does);
+2. per-image standardisation (:func:`standardize_tf`; ``"standard"``: mean and standard deviation
+   in float64, then float32 arithmetic as NumPy; ``"percentile"``: linear-interpolated
+   percentiles in float64);
+3. padding at the bottom and right to a multiple of the model's down-sampling factor
+   (:func:`pad_to_multiple_tf`), reflect, or symmetric when the pad is not smaller than the image.
+
+Whoever changes a function here must change its NumPy twin in :mod:`tem_keras.data.preprocess`
+the same way (and the reverse): exported models must compute what ``tem_keras.predict`` computes.
+
+References
+----------
+J. P. Horwath, D. N. Zakharov, R. Mégret, E. A. Stach, npj Comput. Mater. 6, 108 (2020).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["pad_to_multiple_tf", "remove_outliers_tf", "standardize_tf", "preprocess_tf"]
+
+
+def _fold_indices(length, target, symmetric):
+    """Indices ``0..target-1`` into an axis of ``length`` extended as ``np.pad`` reflect/symmetric."""
+    import tensorflow as tf
+
+    i = tf.range(target)
+    if symmetric:
+        period = 2 * length
+        j = tf.math.floormod(i, period)
+        return tf.where(j < length, j, period - 1 - j)
+    period = tf.maximum(2 * (length - 1), 1)
+    j = tf.math.floormod(i, period)
+    return tf.where(j < length, j, period - j)
+
+
+def pad_to_multiple_tf(images, multiple: int):
+    """``[N, H, W, C]`` padded at the bottom and right to multiples of ``multiple``.
+
+    The same as :func:`tem_keras.data.preprocess.pad_to_multiple`: ``reflect`` when both pads are
+    smaller than the image, otherwise ``symmetric`` (repeated) on both axes.
+    """
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+    h, w = shape[1], shape[2]
+    # (m - h % m) % m, not (-h) % m: ONNX's Mod of a negative number is C's, not Python's
+    ph = tf.math.floormod(multiple - tf.math.floormod(h, multiple), multiple)
+    pw = tf.math.floormod(multiple - tf.math.floormod(w, multiple), multiple)
+    symmetric = tf.logical_not(tf.logical_and(ph < h, pw < w))
+    rows = tf.cond(symmetric, lambda: _fold_indices(h, h + ph, True),
+                   lambda: _fold_indices(h, h + ph, False))
+    cols = tf.cond(symmetric, lambda: _fold_indices(w, w + pw, True),
+                   lambda: _fold_indices(w, w + pw, False))
+    return tf.gather(tf.gather(images, rows, axis=1), cols, axis=2)
+
+
+def _shifts(x):
+    """The 9 shifted copies of ``[N, H, W]`` holding the 3×3 neighbours of every pixel, row by
+    row (the centre is the 5th); border: scipy's ``reflect`` = TensorFlow's ``SYMMETRIC``."""
+    import tensorflow as tf
+
+    h, w = tf.shape(x)[1], tf.shape(x)[2]
+    p = tf.pad(x, [[0, 0], [1, 1], [1, 1]], mode="SYMMETRIC")
+    return [p[:, i:i + h, j:j + w] for i in range(3) for j in range(3)]
+
+
+def _median3(x):
+    """3×3 median filter (the 5th largest of 9 values: exact, no arithmetic)."""
+    import tensorflow as tf
+
+    return tf.math.top_k(tf.stack(_shifts(x), axis=-1), k=5, sorted=True).values[..., 4]
+
+
+def _neighbour_sum64(x):
+    """Sum of the 8 neighbours of every pixel in float64 (as scipy's ``convolve``), as float32."""
+    import tensorflow as tf
+
+    shifts = _shifts(tf.cast(x, tf.float64))
+    return tf.cast(tf.add_n(shifts[:4] + shifts[5:]), tf.float32)
+
+
+def _median_flat(x):
+    """``np.median`` of each image of ``[N, H, W]`` (float32; mean of the middle two for even sizes)."""
+    import tensorflow as tf
+
+    flat = tf.reshape(x, [tf.shape(x)[0], -1])
+    n = tf.shape(flat)[1]
+    s = tf.sort(flat, axis=-1)
+    lo = tf.gather(s, (n - 1) // 2, axis=1)
+    hi = tf.gather(s, n // 2, axis=1)
+    return (lo + hi) / 2.0  # equal middles give the middle itself, as np.median
+
+
+def remove_outliers_tf(x, n_sigma: float = 6.0):
+    """:func:`tem_keras.data.preprocess.remove_outliers` of each image of ``[N, H, W]`` float32."""
+    import tensorflow as tf
+
+    med = _median3(x)
+    excess = x - med
+    centre = _median_flat(excess)[:, None, None]
+    mad = _median_flat(tf.abs(excess - centre))
+    threshold = tf.where(mad > 0, tf.constant(n_sigma * 1.4826, tf.float32) * mad,
+                         tf.constant(np.inf, tf.float32))
+    hot = excess > threshold[:, None, None]
+    good = tf.cast(tf.logical_not(hot), tf.float32)
+    sums = _neighbour_sum64(x * good)
+    counts = _neighbour_sum64(good)
+    fill = tf.where(counts > 0, sums / tf.maximum(counts, 1.0), med)
+    return tf.where(hot, fill, x)
+
+
+def _percentile(x, q: float):
+    """``np.percentile(image, q)`` (linear) of each image of ``[N, H, W]``, float64."""
+    import tensorflow as tf
+
+    flat = tf.reshape(x, [tf.shape(x)[0], -1])
+    n = tf.shape(flat)[1]
+    s = tf.cast(tf.sort(flat, axis=-1), tf.float64)
+    index = (q / 100.0) * tf.cast(n - 1, tf.float64)
+    below = tf.floor(index)
+    gamma = index - below
+    i = tf.cast(below, tf.int32)
+    a = tf.gather(s, i, axis=1)
+    b = tf.gather(s, tf.minimum(i + 1, n - 1), axis=1)
+    diff = b - a
+    return tf.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
+
+
+def standardize_tf(x, method: str = "standard", percentiles=(1.0, 99.0)):
+    """:func:`tem_keras.data.preprocess.standardize` of each image of ``[N, H, W]`` float32."""
+    import tensorflow as tf
+
+    if method == "standard":
+        x64 = tf.cast(x, tf.float64)
+        center = tf.reduce_mean(x64, axis=[1, 2], keepdims=True)
+        scale = tf.sqrt(tf.reduce_mean(tf.square(x64 - center), axis=[1, 2], keepdims=True))
+        tf.debugging.assert_positive(scale, message="image is constant: it cannot be normalised")
+        # NumPy 2: float32 array minus a Python float is float32 arithmetic
+        return (x - tf.cast(center, tf.float32)) / tf.cast(scale, tf.float32)
+    if method == "percentile":
+        center = _percentile(x, percentiles[0])[:, None, None]
+        scale = _percentile(x, percentiles[1])[:, None, None] - center
+        tf.debugging.assert_positive(scale, message="image is constant: it cannot be normalised")
+        return tf.cast((tf.cast(x, tf.float64) - center) / scale, tf.float32)
+    raise ValueError(f"normalization must be 'standard' or 'percentile', got {method!r}")
+
+
+def preprocess_tf(images, preprocessing):
+    """The :class:`~tem_keras.data.preprocess.Preprocessing` of each image of ``[N, H, W, 1]``."""
+    import tensorflow as tf
+
+    x = images[..., 0]
+    tf.debugging.assert_all_finite(x, "image has NaN or infinite pixels")
+    if preprocessing.remove_outliers:
+        x = remove_outliers_tf(x, preprocessing.outlier_sigma)
+    x = standardize_tf(x, preprocessing.normalization, preprocessing.percentiles)
+    return x[..., None]

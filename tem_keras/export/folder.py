@@ -1,0 +1,352 @@
+"""The export folder: :func:`export` writes every format, the metadata and the card.
+
+::
+
+    OUT_DIR/
+      saved_model/        TensorFlow SavedModel: raw float32 images [N, H, W, 1] of any H, W
+                          -> class probabilities [N, H, W, C]; preprocessing inside the graph
+      model.keras         the Keras model (loads in safe mode: no Lambda layers, no code)
+      model.onnx          the same graph as saved_model/ (optional extra: tf2onnx + onnxruntime)
+      bioimageio/         bioimage.io model package (rdf.yaml, zipped SavedModel, test tensors,
+                          cover, README.md)
+      tem_keras.json      classes, pixel size, normalisation, threshold, receptive field,
+                          metrics, versions, files written
+      README.md           the model card
+
+Each format has its writer module (:mod:`~tem_keras.export.saved_model`,
+:mod:`~tem_keras.export.keras_file`, :mod:`~tem_keras.export.onnx_file`,
+:mod:`~tem_keras.export.bioimageio`); every file that runs the model is checked against the
+in-memory model on a test image when it is written.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..artifacts import ExportedModel, Run, SavedModelNetwork, load
+from ..data.preprocess import pad_to_multiple
+from ..distribute import float32_model
+from ..errors import TEMInputError
+from ..validation import check_bool, check_number, check_pixel_size
+from . import onnx_file
+from .bioimageio import write_bioimageio
+from .keras_file import write_keras
+from .card import model_card
+from .saved_model import write_saved_model
+from .serving import serving_module
+
+__all__ = ["export", "FORMATS", "EXPORT_FORMAT"]
+
+#: every format :func:`export` knows, in the order it writes them
+FORMATS = ("saved_model", "keras", "onnx", "bioimageio")
+#: version of the export folder layout (``tem_keras.json["export_format"]``)
+EXPORT_FORMAT = 1
+
+
+@dataclass
+class _Source:
+    """Everything :func:`export` needs to know about the model."""
+
+    model: object
+    preprocessing: object
+    threshold: float | None
+    config: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    run_path: Path | None = None
+    split: dict = field(default_factory=dict)
+
+
+def _source(run_or_model, preprocessing, threshold) -> _Source:
+    from ..data.preprocess import Preprocessing
+
+    bundle = load(run_or_model)  # a model, a run (folder), an export folder or a .keras file
+    preprocessing = preprocessing or bundle.preprocessing or Preprocessing()
+    threshold = bundle.threshold if threshold is None else threshold
+    threshold = None if threshold is None else float(threshold)
+    if isinstance(bundle, Run):
+        return _Source(bundle.model, preprocessing, threshold, dict(bundle.config),
+                       dict(bundle.metrics or {}), Path(bundle.path), dict(bundle.split or {}))
+    if isinstance(bundle, ExportedModel):
+        return _Source(bundle.model, preprocessing, threshold,
+                       dict(bundle.metadata.get("run_config", {})), dict(bundle.metadata.get("metrics", {})))
+    return _Source(bundle.model, preprocessing, threshold)
+
+
+def _prepare_out_dir(out_dir: Path, overwrite: bool, source: Path | None = None) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TEMInputError("exists and is not a folder", out_dir)
+    if source is not None and (out_dir.resolve() == source.resolve() or out_dir.resolve() in source.resolve().parents):
+        raise TEMInputError("holds the run being exported; choose another export folder", out_dir)
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if (out_dir / "config.json").is_file() and (out_dir / "best.keras").is_file():
+            raise TEMInputError("is a training run folder; export into another folder (it is never "
+                                "overwritten, even with overwrite=True)", out_dir)
+        if not overwrite:
+            raise TEMInputError("is not empty; choose an empty or new folder, or pass overwrite=True "
+                                "(--overwrite) to replace its contents", out_dir)
+        for child in out_dir.iterdir():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _example_image(src: _Source, d: int, size=(90, 125)) -> tuple[np.ndarray, str]:
+    """A test image: the run's first test (or validation) image when readable, else synthetic."""
+    dataset = src.config.get("data", {}).get("dataset_dir")
+    if dataset and src.split:
+        try:
+            from ..data.datasets import discover
+            from ..io import read_image
+
+            stems = list(src.split.get("test", [])) + list(src.split.get("val", []))
+            for sample in discover(dataset).labelled:
+                if sample.stem in stems:
+                    data = read_image(sample.image).data.astype(np.float32)
+                    h, w = data.shape
+                    # a non-square crop whose sides are not multiples of the down-sampling
+                    ch, cw = min(h, 250), min(w, 310)
+                    ch -= 1 if (d > 1 and ch % d == 0 and ch > 8) else 0
+                    cw -= 3 if (d > 1 and cw % d == 0 and cw > 8) else 0
+                    return np.ascontiguousarray(data[:ch, :cw]), f"{sample.stem} (test split, top-left crop)"
+        except Exception:  # noqa: BLE001, S110  (the data moved: fall back to a synthetic image)
+            pass
+    from ..data.synthetic import make_image
+
+    image = make_image(max(size), pixel_size_nm=src.config.get("pixel_size_nm"), seed=0).image
+    return np.ascontiguousarray(image[:size[0], :size[1]].astype(np.float32)), "synthetic image"
+
+
+def _in_memory_probabilities(src: _Source, image: np.ndarray, d: int) -> np.ndarray:
+    """Probabilities of one image with the NumPy preprocessing and the Keras model."""
+    padded, (h, w) = pad_to_multiple(src.preprocessing(image), d)
+    out = src.model(padded[None, ..., None], training=False)
+    return np.asarray(out, dtype=np.float32)[0, :h, :w]
+
+
+def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
+           preprocessing=None, threshold: float | None = None, pixel_size_nm: float | None = None,
+           name: str | None = None, authors=None, verbose: bool = True) -> Path:
+    """Write an export folder: SavedModel with preprocessing inside, ``.keras``, ONNX, bioimage.io.
+
+    Parameters
+    ----------
+    run_or_model : Run, str, Path or keras.Model
+        A finished run (or its folder). A bare model gets the default preprocessing.
+    out_dir : str or Path
+        The export folder; it must be new or empty unless ``overwrite``.
+    formats : sequence of str
+        Any of ``"saved_model"``, ``"keras"``, ``"onnx"``, ``"bioimageio"`` (all by default).
+        ``"onnx"`` is skipped with a message when tf2onnx or onnxruntime is not installed
+        (``pip install "tem_keras[onnx]"``); ``"bioimageio"`` needs ``"saved_model"`` and is
+        validated with ``bioimageio.spec`` when it is installed. ``tem_keras.json`` and
+        ``README.md`` are always written.
+    overwrite : bool
+        Replace the contents of a non-empty ``out_dir``.
+    preprocessing : Preprocessing, optional
+        Overrides the run's.
+    threshold : float, optional
+        Threshold of the particle probability for masks; default the run's ``thresholds.json``,
+        else 0.5 (binary models) or the argmax (more classes).
+    pixel_size_nm : float, optional
+        Overrides the run's (for a bare model, the only source).
+    name : str, optional
+        Model name in the card and the bioimage.io package; default the run folder's name.
+    authors : list of str, optional
+        For the bioimage.io package (default: the user name).
+    verbose : bool
+        Print what was written and the checks.
+
+    Returns
+    -------
+    Path
+        ``out_dir``.
+
+    Raises
+    ------
+    TEMInputError
+        ``out_dir`` is not empty (and not ``overwrite``), or the run folder is incomplete.
+    RuntimeError
+        An exported file does not reproduce the in-memory model (a bug: please report it).
+
+    Examples
+    --------
+    >>> export("runs/unet_seed0", "exports/unet_seed0")                        # doctest: +SKIP
+    >>> import tensorflow as tf                                                 # doctest: +SKIP
+    >>> probabilities = tf.saved_model.load("exports/unet_seed0/saved_model").serve(images)  # doctest: +SKIP
+    """
+    if isinstance(formats, str):
+        formats = tuple(f.strip() for f in formats.split(",") if f.strip())
+    check_number("threshold", threshold, 0.0, 1.0, optional=True)
+    check_pixel_size("pixel_size_nm", pixel_size_nm)
+    check_bool("overwrite", overwrite)
+    formats = tuple(formats)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown export formats {unknown}; choose from {FORMATS}")
+    if "bioimageio" in formats and "saved_model" not in formats:
+        raise ValueError("the bioimage.io package holds the SavedModel: add 'saved_model' to formats")
+    src = _source(run_or_model, preprocessing, threshold)
+    model = src.model
+    if isinstance(model, SavedModelNetwork):
+        raise TEMInputError("holds only a SavedModel; exporting again needs model.keras",
+                            getattr(run_or_model, "path", run_or_model))
+    model = src.model = float32_model(model)  # exports compute in float32 on every machine
+    if len(model.inputs) != 1 or model.inputs[0].shape[-1] not in (1, None):
+        raise ValueError(f"export needs a model with one 1-channel input, got inputs "
+                         f"{[tuple(i.shape) for i in model.inputs]}")
+    out_dir = Path(out_dir)
+    _prepare_out_dir(out_dir, overwrite, src.run_path)
+    say = print if verbose else (lambda *a, **k: None)
+
+    from ..models.describe import describe
+
+    pixel = pixel_size_nm if pixel_size_nm is not None else src.config.get("pixel_size_nm")
+    info = describe(model, pixel)
+    d = max(1, int(info["downsampling"]))
+    num_classes = int(model.outputs[0].shape[-1])
+    classes = src.config.get("classes") or ({"0": "background", "1": "particle"} if num_classes <= 2
+                                            else {str(k): f"class_{k}" for k in range(num_classes)})
+    if src.threshold is None and num_classes <= 2:
+        src.threshold = 0.5
+    name = name or (src.run_path.name if src.run_path else model.name)
+    image, image_source = _example_image(src, d)
+    reference = _in_memory_probabilities(src, image, d)
+    written, checks, skipped = {}, {}, {}
+
+    if "keras" in formats:
+        write_keras(model, out_dir / "model.keras")
+        written["keras"] = "model.keras"
+        say(f"wrote {out_dir / 'model.keras'}")
+
+    module = None
+    if "saved_model" in formats:
+        module = serving_module(model, src.preprocessing, downsampling=d, threshold=src.threshold)
+        checks["saved_model_max_abs_difference"] = write_saved_model(module, out_dir / "saved_model",
+                                                                     image, reference)
+        written["saved_model"] = "saved_model"
+        say(f"wrote {out_dir / 'saved_model'} (max |difference| to the Keras model "
+            f"{checks['saved_model_max_abs_difference']:.2g})")
+
+    if "onnx" in formats:
+        if module is None:
+            module = serving_module(model, src.preprocessing, downsampling=d, threshold=src.threshold)
+        problem = onnx_file.onnx_unavailable()
+        if problem:
+            skipped["onnx"] = problem
+            say(f"skipped ONNX: {problem}")
+        else:
+            try:
+                checks["onnx_max_abs_difference"] = onnx_file.write_onnx(module, out_dir / "model.onnx",
+                                                                      image, reference)
+            except Exception as error:  # noqa: BLE001  (an op tf2onnx cannot convert: keep the rest)
+                (out_dir / "model.onnx").unlink(missing_ok=True)
+                skipped["onnx"] = (f"conversion failed ({type(error).__name__}: "
+                                   f"{str(error).splitlines()[0][:300] if str(error) else ''})")
+                say(f"skipped ONNX: {skipped['onnx']}")
+            else:
+                written["onnx"] = "model.onnx"
+                say(f"wrote {out_dir / 'model.onnx'} (max |difference| to the Keras model "
+                    f"{checks['onnx_max_abs_difference']:.2g}, onnxruntime)")
+
+    meta = {
+        "export_format": EXPORT_FORMAT,
+        "name": name,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "files": written,
+        "skipped": skipped,
+        "classes": classes,
+        "num_classes": num_classes,
+        "pixel_size_nm": pixel,
+        "preprocessing": src.preprocessing.to_dict(),
+        "threshold": src.threshold,
+        "otsu_threshold": src.metrics.get("otsu_threshold"),
+        "input": {"shape": [None, None, None, 1], "dtype": "float32",
+                  "description": "raw intensities; any height and width"},
+        "output": {"shape": [None, None, None, num_classes], "dtype": "float32",
+                   "description": "class probabilities (softmax)"},
+        "downsampling": d,
+        "receptive_field_px": info["receptive_field_px"],
+        "receptive_field_nm": info["receptive_field_nm"],
+        "parameters": info["parameters"],
+        "gflops_per_megapixel": info["gflops_per_megapixel"],
+        "model": src.config.get("model", {"name": model.name}),
+        "metrics": src.metrics,
+        "training": _training_summary(src),
+        "checks": checks,
+        "test_image": image_source,
+        "versions": _versions(),
+        "run_config": src.config,
+    }
+
+    if "bioimageio" in formats:
+        try:
+            validation = write_bioimageio(out_dir, meta, image, reference, authors, model,
+                                           src.preprocessing)
+        except Exception as error:  # noqa: BLE001  (the rest of the export stays usable)
+            validation = f"not written: {type(error).__name__}: {error}"
+            skipped["bioimageio"] = validation
+        else:
+            written["bioimageio"] = "bioimageio"
+        meta["checks"]["bioimageio_validation"] = validation
+        say(f"bioimage.io package: {validation}")
+
+    (out_dir / "README.md").write_text(model_card(meta), encoding="utf-8")
+    if "bioimageio" in written:
+        shutil.copy(out_dir / "README.md", out_dir / "bioimageio" / "README.md")
+    (out_dir / "tem_keras.json").write_text(json.dumps(meta, indent=2, default=_json_default))
+    say(f"wrote {out_dir / 'tem_keras.json'} and {out_dir / 'README.md'}")
+    return out_dir
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    return repr(value)
+
+
+def _versions() -> dict:
+    import keras
+    import tensorflow as tf
+
+    from .. import __version__
+
+    out = {"tem_keras": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+           "numpy": np.__version__}
+    from importlib.metadata import PackageNotFoundError, version
+
+    for module in ("tf2onnx", "onnxruntime", "bioimageio.spec"):
+        try:
+            out[module] = version(module)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def _training_summary(src: _Source) -> dict:
+    config = src.config
+    if not config:
+        return {}
+    out = {"dataset_dir": config.get("data", {}).get("dataset_dir"),
+           "patch_size": config.get("data", {}).get("patch_size"),
+           "images": {k: len(v) for k, v in (src.split or {}).items()},
+           "augmentation": config.get("data", {}).get("augmentation"),
+           **{k: config.get("training", {}).get(k) for k in ("epochs", "batch_size", "learning_rate",
+                                                           "loss", "seed", "mixed_precision")}}
+    dataset_json = Path(out["dataset_dir"] or "") / "dataset.json"
+    if out["dataset_dir"] and dataset_json.is_file():
+        try:
+            ds = json.loads(dataset_json.read_text())
+            out["dataset_name"] = ds.get("name")
+            out["dataset_mode"] = ds.get("mode")
+        except ValueError:
+            pass
+    return out

@@ -1,0 +1,93 @@
+"""What is made from a prediction for people to look at: overlays, files, threshold curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["overlay", "save_prediction", "plot_threshold_curve"]
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, *, alpha: float = 0.4) -> np.ndarray:
+    """RGB uint8 picture of ``image`` (1–99 % contrast stretch) with the mask tinted and outlined.
+
+    Class 1 is red, 2 green, 3 blue, ...; particle outlines are drawn in full colour.
+    """
+    from scipy import ndimage
+
+    image = np.asarray(image, dtype=np.float32)
+    lo, hi = np.percentile(image, (1, 99))
+    grey = np.clip((image - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    colours = np.array([[1, 0.15, 0.1], [0.1, 0.9, 0.2], [0.2, 0.4, 1], [1, 0.9, 0.1], [0.9, 0.2, 1]])
+    for k in range(1, int(mask.max(initial=0)) + 1):
+        region = mask == k
+        if not region.any():
+            continue
+        colour = colours[(k - 1) % len(colours)]
+        rgb[region] = (1 - alpha) * rgb[region] + alpha * colour
+        edge = region & ~ndimage.binary_erosion(region)
+        rgb[edge] = colour
+    return (rgb * 255 + 0.5).astype(np.uint8)
+
+
+def save_prediction(prediction, out_dir, *, mask_format: str = "png",
+                    probabilities: bool = False, overlay_png: bool = False,
+                    overwrite: bool = False) -> dict:
+    """Write a :class:`~tem_keras.inference.Prediction` into ``out_dir``.
+
+    Files: ``<name>_mask.<png|tif>``, optionally ``<name>_probabilities.tif`` (float32, one page
+    per class, pixel size in nm) and ``<name>_overlay.png`` (:func:`overlay`).
+
+    Returns the paths written, by kind. Existing files are kept unless ``overwrite``.
+    """
+    from ..io import write_mask, write_probabilities
+
+    out_dir = Path(out_dir)
+    written = {"mask": write_mask(out_dir / f"{prediction.name}_mask.{mask_format}", prediction.mask,
+                                  overwrite=overwrite)}
+    if probabilities:
+        if prediction.probabilities is None:
+            raise ValueError("predict with return_probabilities=True to save probabilities")
+        p = prediction.probabilities
+        written["probabilities"] = write_probabilities(
+            out_dir / f"{prediction.name}_probabilities.tif", p[..., 1] if p.shape[-1] == 2 else p,
+            prediction.pixel_size_nm, overwrite=overwrite)
+    if overlay_png:
+        if prediction.image is None:
+            raise ValueError("predict with return_image=True to save overlays")
+        from skimage.io import imsave
+
+        from ..io import check_target
+
+        path = check_target(out_dir / f"{prediction.name}_overlay.png", overwrite)
+        imsave(path, overlay(prediction.image, prediction.mask), check_contrast=False)
+        written["overlay"] = path
+    return written
+
+
+def plot_threshold_curve(curve, path, *, best: float | None = None):
+    """Precision, recall and F1 against threshold (from :func:`tem_keras.metrics.threshold_curve`).
+
+    Parameters
+    ----------
+    curve : pandas.DataFrame or dict
+        Columns ``threshold`` and any of ``precision``, ``recall``, ``f1``, ``dice``, ``iou``.
+    path : str or Path
+        PNG file to write.
+    best : float, optional
+        Marked with a vertical line.
+    """
+    from ..plots import new_figure, save_figure
+
+    fig, ax = new_figure(figsize=(5, 3.6))
+    thresholds = np.asarray(curve["threshold"])
+    for key in ("precision", "recall", "f1", "iou"):
+        if key in curve:
+            ax.plot(thresholds, np.asarray(curve[key]), label=key)
+    if best is not None:
+        ax.axvline(best, color="grey", ls="--", label=f"best {best:.2f}")
+    ax.set(xlabel="threshold on particle probability", ylabel="score", ylim=(0, 1.02), xlim=(0, 1))
+    ax.legend(loc="lower left")
+    return save_figure(fig, path)

@@ -1,0 +1,271 @@
+"""Segment micrographs of any size, stacks and videos: :func:`predict`, :func:`predict_stack`,
+:func:`predict_image`, and their result, :class:`Prediction`.
+
+How an image is predicted
+-------------------------
+1. The run's :class:`~tem_keras.data.preprocess.Preprocessing` (outlier removal, per-image
+   standardisation) is applied to the whole image, as in training; for many frames this runs in a
+   background thread, two frames ahead of the model.
+2. The image is reflect-padded at the bottom and right to a multiple of the model's down-sampling
+   factor ``d`` (:func:`~tem_keras.models.receptive_field.downsampling_factor`).
+3. Images whose activations fit the memory budget (``max_memory_gb``; and at most ``max_pixels``
+   when given) are predicted whole, unless ``tile_size`` is given. Larger images are
+   cut into square tiles (side a multiple of ``d``, origins on the ``d`` grid so that pooling sees the
+   same pixel phases as for the whole image) that overlap by ``overlap`` pixels. Tiles of one or
+   many images are batched into one call of a traced ``tf.function`` (one trace per model, held
+   by the model's :class:`~tem_keras.inference.predictor.Predictor`).
+4. Overlapping tiles are blended (:mod:`tem_keras.inference.tiling`): the tiled prediction equals
+   the whole-image prediction up to float round-off, apart from a band of about
+   ``receptive_field / 2`` pixels along the image border where the padding differs. Memory is
+   bounded by one image, its probability map and one batch of tiles.
+5. Masks come from the probabilities and the threshold (:mod:`tem_keras.inference.masks`).
+
+References
+----------
+J. P. Horwath, D. N. Zakharov, R. Mégret, E. A. Stach, npj Comput. Mater. 6, 108 (2020) — Otsu
+thresholds of the softmax map.
+O. Ronneberger, P. Fischer, T. Brox, "U-Net", MICCAI 2015 — overlap-tile strategy.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..artifacts import load
+from ..errors import TEMInputError
+from .masks import check_threshold, labels_from_probabilities
+from .predictor import Predictor
+from .sources import input_sources, select_frames
+from ..validation import check_predict_arguments, check_predict_input
+
+__all__ = ["Prediction", "predict", "predict_stack", "predict_image"]
+
+
+@dataclass(repr=False)
+class Prediction:
+    """The segmentation of one image or frame.
+
+    Attributes
+    ----------
+    mask : ndarray ``[H, W]`` uint8
+        Labels: 0 background, 1..K-1 classes (1 = particle for binary models).
+    probabilities : ndarray ``[H, W, C]`` float32 or None
+        Class probabilities; only when asked for (``return_probabilities=True``).
+    threshold : float or None
+        Threshold applied to the particle probability (None: argmax of a multi-class model).
+    pixel_size_nm : float or None
+        From the file (or the ``pixel_size_nm`` argument).
+    source : str or None
+        The file the image came from.
+    frame : int or None
+        Frame index inside ``source`` when it holds several frames.
+    index : int
+        Position in the whole input (all files and frames, before sharding).
+    metadata : dict
+        The micrograph's metadata.
+    image : ndarray ``[H, W]`` float32 or None
+        The micrograph as read (before preprocessing); only with ``return_image=True``.
+    """
+
+    mask: np.ndarray
+    probabilities: np.ndarray | None = None
+    threshold: float | None = None
+    pixel_size_nm: float | None = None
+    source: str | None = None
+    frame: int | None = None
+    index: int = 0
+    metadata: dict = field(default_factory=dict)
+    image: np.ndarray | None = None
+
+    @property
+    def name(self) -> str:
+        """A file-name stem for outputs: ``<stem>`` or ``<stem>_f<frame>``."""
+        if not self.source:
+            return f"image{self.index:05d}" if self.frame is None else f"frame{self.frame:05d}"
+        stem = Path(self.source).stem
+        return stem if self.frame is None else f"{stem}_f{self.frame:05d}"
+
+    def __repr__(self) -> str:
+        h, w = self.mask.shape
+        fraction = float(np.count_nonzero(self.mask)) / max(self.mask.size, 1)
+        return (f"Prediction({self.name!r}, {h}×{w}, particle fraction {fraction:.3f}, "
+                f"threshold={self.threshold}, probabilities={'yes' if self.probabilities is not None else 'no'})")
+
+
+def predict_stack(model_or_path, x, *, frames=None, tile_size: int | None = None, overlap="auto",
+                  batch_size: int = 4, threshold=None, return_probabilities: bool = False,
+                  preprocessing=None, mixed_precision: str = "float32",
+                  max_pixels: int | None = None, max_memory_gb: float | None = None,
+                  pixel_size_nm: float | None = None, progress: bool = False,
+                  return_image: bool = False) -> Iterator[Prediction]:
+    """Predict frame by frame: a generator of :class:`Prediction`, one frame in memory at a time.
+
+    Frames are read and preprocessed two frames ahead of the model in a background thread; tiles
+    of consecutive frames share batches. Parameters as :func:`predict`; ``frames`` picks a shard
+    (``"i/n"``), a slice or a list of frame indices across all inputs (see :func:`shard_range`).
+    """
+    check_predict_input(x)
+    check_predict_arguments(tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+                            mixed_precision=mixed_precision, max_pixels=max_pixels,
+                            max_memory_gb=max_memory_gb, pixel_size_nm=pixel_size_nm,
+                            return_probabilities=return_probabilities, return_image=return_image,
+                            progress=progress)
+    bundle = load(model_or_path)
+    threshold = check_threshold(bundle.threshold if threshold is None else threshold)
+    if preprocessing is None:
+        from ..data.preprocess import Preprocessing
+
+        preprocessing = bundle.preprocessing or Preprocessing()
+    sources, _ = input_sources(x)
+    selected = list(select_frames(sources, frames))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(selected), unit="frame", desc="predict")
+    try:
+        for g, source, frame, mg, probabilities in Predictor.of(bundle.model).stream_probabilities(
+                iter(selected), preprocessing=preprocessing, tile_size=tile_size,
+                overlap=overlap, batch_size=batch_size, max_pixels=max_pixels,
+                mixed_precision=mixed_precision, max_memory_gb=max_memory_gb,
+                prefetch=2 if len(selected) > 1 else 0):
+            mask, used = labels_from_probabilities(probabilities, threshold)
+            if bar is not None:
+                bar.update(1)
+            yield Prediction(mask, probabilities if return_probabilities else None, used,
+                             mg.pixel_size_nm if mg.pixel_size_nm is not None else pixel_size_nm,
+                             source.name or mg.path, frame if source.multi else None, g,
+                             dict(mg.metadata), mg.data if return_image else None)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", batch_size: int = 4,
+            threshold=None, return_probabilities: bool = False, frames=None, preprocessing=None,
+            mixed_precision: str = "float32", max_pixels: int | None = None,
+            max_memory_gb: float | None = None, pixel_size_nm: float | None = None,
+            progress: bool = False, return_image: bool = False):
+    """Segment micrographs of any size with a trained model.
+
+    Parameters
+    ----------
+    model_or_path : keras.Model, Run, str or Path
+        A model, a :class:`~tem_keras.artifacts.Run`, a run folder, an export folder or a
+        ``.keras`` file (anything :func:`tem_keras.artifacts.load` opens). A run's preprocessing
+        (and threshold from ``thresholds.json``) is used; for a bare model the default
+        :class:`~tem_keras.data.preprocess.Preprocessing`.
+    x : ndarray, Micrograph, path, list of paths, folder, glob pattern or MicrographStack
+        ``[H, W]`` array or one single-frame file: one image. ``[T, H, W]`` array, a multi-frame
+        file (dm3/dm4/ser/emd/tif/mrc/npy/h5 stack, video), a folder, a pattern or a list: many.
+    tile_size : int, optional
+        Tile side (a multiple of the model's down-sampling factor; rounded up). Default: whole
+        images when they fit ``max_memory_gb`` (and ``max_pixels``), otherwise the fewest tiles
+        that fit it (at most 8192 px; 1024 px when the model's memory cannot be estimated), each
+        shrunk to just cover the image.
+    overlap : int or "auto"
+        Pixels shared by neighbouring tiles; ``"auto"`` = receptive field + a blending ramp, so
+        the result equals whole-image prediction (see :func:`tile_layout`).
+    batch_size : int
+        Tiles (or whole frames) per model call, at most (see ``max_memory_gb``).
+    threshold : None, float or "otsu"
+        See :func:`labels_from_probabilities`. None: the run's tuned threshold if it has one
+        (``thresholds.json``), else 0.5 / argmax.
+    return_probabilities : bool
+        Keep the ``[H, W, C]`` float32 probabilities in the result.
+    frames : None, "i/n", slice or list of int
+        Frames to predict (all by default); ``"i/n"`` is the i-th of n contiguous shards.
+    preprocessing : Preprocessing, optional
+        Overrides the run's.
+    mixed_precision : {"float32", "bfloat16", "float16", "auto"}
+        Run the model under a ``mixed_*`` policy: it is rebuilt layer by layer from its config
+        with that policy and the same weights (cached per model); probabilities are float32.
+        ``"auto"``: bfloat16 on GPUs of compute capability ≥ 8, float16 on 7.x; on CPUs
+        bfloat16 where it is measured faster than float32
+        (:func:`tem_keras.distribute.bfloat16_speedup`: AMX yes, AVX512_BF16 alone no), else
+        float32.
+        Expect differences of ~1e-2 in probabilities.
+    max_pixels : int, optional
+        Largest image predicted whole when ``tile_size`` is None (besides the memory budget).
+    max_memory_gb : float, optional
+        Budget for the activations of one model call (estimated from the graph by
+        :func:`tem_keras.models.describe.activation_bytes_per_pixel`, times
+        :data:`~tem_keras.inference.predictor.WORKSPACE_FACTOR`): batches are cut to fit it, and with ``tile_size=None`` images
+        larger than it are tiled. Default: min(1.5 GiB, a quarter of the RAM). A 4-level 64-filter
+        UNet needs about 1.6 GB per 1024² tile in float32, the residual UNet 80 MB.
+    pixel_size_nm : float, optional
+        Used for images whose file has no calibration.
+    progress : bool
+        tqdm progress bar over the frames.
+    return_image : bool
+        Keep the raw image in the result (for overlays and intensity measurements).
+
+    Returns
+    -------
+    Prediction or list of Prediction
+        One :class:`Prediction` for one image; a list (input order) for many. Use
+        :func:`predict_stack` to stream long stacks without keeping all results.
+
+    Raises
+    ------
+    TEMInputError
+        Unreadable files, NaN pixels, constant images; the message names the file.
+
+    Examples
+    --------
+    >>> result = predict("runs/unet_seed0", "particles.dm4", threshold="otsu")   # doctest: +SKIP
+    >>> result.mask.shape, result.threshold                                     # doctest: +SKIP
+    ((4096, 4096), 0.43)
+    """
+    check_predict_input(x)
+    check_predict_arguments(tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+                            mixed_precision=mixed_precision, max_pixels=max_pixels,
+                            max_memory_gb=max_memory_gb, pixel_size_nm=pixel_size_nm,
+                            return_probabilities=return_probabilities, return_image=return_image,
+                            progress=progress)
+    _, single = input_sources(x) if frames is None else (None, False)
+    results = list(predict_stack(model_or_path, x, frames=frames, tile_size=tile_size, overlap=overlap,
+                                 batch_size=batch_size, threshold=threshold,
+                                 return_probabilities=return_probabilities, preprocessing=preprocessing,
+                                 mixed_precision=mixed_precision, max_pixels=max_pixels,
+                                 max_memory_gb=max_memory_gb, pixel_size_nm=pixel_size_nm, progress=progress,
+                                 return_image=return_image))
+    return results[0] if single else results
+
+
+def predict_image(model, image, *, preprocessing=None, batch_size: int = 1, **kwargs) -> np.ndarray:
+    """Class probabilities ``[H, W, C]`` (float32) of one 2-D image (array, Micrograph or file).
+
+    The probability-only shortcut of :func:`predict` (same keyword arguments): with a
+    :class:`~tem_keras.artifacts.Run` (or run folder), the run's preprocessing is applied, as in
+    training.
+
+    Raises
+    ------
+    TEMInputError
+        For 3-D input or a multi-frame file: use :func:`predict_stack` (or ``read_stack``).
+    """
+    from ..io import Micrograph
+
+    if not isinstance(image, Micrograph):
+        if isinstance(image, (str, os.PathLike)):
+            from ..io import read_stack
+
+            stack = read_stack(image)
+            if len(stack) != 1:
+                raise TEMInputError(f"holds {len(stack)} frames; predict_image takes one 2-D image: "
+                                    "use predict_stack(model, path) or read_stack(path)", image)
+            image = stack[0]
+        else:
+            array = np.asarray(image)
+            if array.ndim != 2:
+                raise TEMInputError(f"predict_image takes one 2-D image [H, W], got shape {array.shape}; "
+                                    "for a stack [frames, H, W] use predict_stack or read_stack")
+            image = Micrograph(array)
+    return predict(model, image, preprocessing=preprocessing, batch_size=batch_size,
+                   return_probabilities=True, **kwargs).probabilities

@@ -1,0 +1,160 @@
+"""Inputs of prediction: everything (arrays, files, folders, patterns, lists, stacks) becomes a
+list of :class:`Source` of frames, numbered across all inputs, and frames are read ahead of the
+model in a background thread (:func:`read_ahead`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import TEMInputError
+from .tiling import shard_range
+
+__all__ = ["Source", "input_sources", "select_frames", "read_ahead"]
+
+
+@dataclass
+class Source:
+    """Frames of one input.
+
+    Attributes
+    ----------
+    name : str or None
+        The file (None for arrays).
+    n : int
+        Number of frames.
+    get : callable
+        ``get(i)`` -> :class:`~tem_keras.io.Micrograph` of frame ``i``.
+    multi : bool
+        Whether frames are numbered in outputs (a stack rather than one image).
+    """
+
+    name: str | None
+    n: int
+    get: object
+    multi: bool
+
+
+def _array_source(array: np.ndarray, name=None) -> Source:
+    from ..io import Micrograph
+
+    if array.ndim == 2:
+        return Source(name, 1, lambda i: Micrograph(array, path=name), False)
+    if array.ndim == 3:
+        if array.shape[-1] in (3, 4) and array.shape[0] > 4:
+            raise TEMInputError(f"a 3-D array of shape {array.shape} looks like a colour image "
+                                "[H, W, channels]; convert it to grey [H, W] (or pass a stack "
+                                "as [frames, H, W])", name)
+        return Source(name, len(array), lambda i: Micrograph(array[i], path=name), True)
+    raise TEMInputError(f"expected an image [H, W] or a stack [frames, H, W], got shape "
+                        f"{array.shape}", name)
+
+
+def input_sources(x) -> tuple[list[Source], bool]:
+    """The sources of ``x`` and whether ``x`` is one single image.
+
+    Parameters
+    ----------
+    x : ndarray, Micrograph, MicrographStack, path, folder, glob pattern or list of them
+        As :func:`tem_keras.predict` takes.
+
+    Returns
+    -------
+    sources : list of Source
+    single : bool
+        True for one 2-D image (an array, a Micrograph or a single-frame file).
+    """
+    from ..io import Micrograph, MicrographStack, read_stack
+
+    if isinstance(x, Micrograph):
+        return [Source(x.path, 1, lambda i: x, False)], True
+    if isinstance(x, MicrographStack):
+        return [Source(x.path, len(x), x.__getitem__, True)], False
+    if isinstance(x, np.ndarray) or (hasattr(x, "__array__") and not isinstance(x, (str, os.PathLike))):
+        array = np.asarray(x)
+        return [_array_source(array)], array.ndim == 2
+    if isinstance(x, (str, os.PathLike)):
+        path = Path(x)
+        if path.is_dir() or (not path.exists() and any(c in str(x) for c in "*?[")):
+            stack = read_stack(x)
+            return [Source(str(p), 1, (lambda i, k=k: stack[k]), False)
+                    for k, p in enumerate(_stack_files(x))], False
+        stack = read_stack(path)
+        single = len(stack) == 1
+        return [Source(str(path), len(stack), stack.__getitem__, not single)], single
+    if isinstance(x, Sequence):
+        if not len(x):
+            raise TEMInputError("no images given (empty list)")
+        out = []
+        for item in x:
+            sources, _ = input_sources(item)
+            out.extend(sources)
+        return out, False
+    raise TypeError(f"cannot predict on {type(x).__name__}: give an array, a path, a list of paths, "
+                    "a folder or a MicrographStack")
+
+
+def _stack_files(pattern) -> list[str]:
+    """File names behind a folder or pattern stack (reading one header at a time would be slower)."""
+    from ..io import image_files, natural_key
+
+    path = Path(pattern)
+    if path.is_dir():
+        return [str(p) for p in image_files(path)]
+    import glob
+
+    return [str(p) for p in sorted((Path(p) for p in glob.glob(str(pattern))), key=natural_key)
+            if p.is_file()]
+
+
+def select_frames(sources: list[Source], frames):
+    """``(global index, source, frame)`` of the frames selected by ``frames``.
+
+    Parameters
+    ----------
+    sources : list of Source
+    frames : None, "i/n", (i, n), slice, range or sequence of int
+        As :func:`~tem_keras.inference.tiling.shard_range`, over the frames of all sources.
+    """
+    offsets = np.cumsum([0] + [s.n for s in sources])
+    for g in shard_range(int(offsets[-1]), frames):
+        k = int(np.searchsorted(offsets, g, side="right") - 1)
+        yield g, sources[k], g - int(offsets[k])
+
+
+def read_ahead(items, load, prefetch: int):
+    """``load(*item)`` for each item, computed up to ``prefetch`` items ahead in a thread.
+
+    Yields the results in input order with at most ``prefetch`` items read ahead (memory stays
+    bounded). Reading and preprocessing (NumPy/SciPy, which release the GIL) overlap with the
+    model call. Errors (bad files) are re-raised in the caller's thread, in order, so the user
+    sees our TEMInputError. ``prefetch <= 0`` loads in the caller's thread.
+
+    A plain thread is used rather than ``tf.data.Dataset.from_generator``: an abandoned
+    ``from_generator`` iterator (an error, or a caller that stops early) can hang the interpreter
+    at exit, and the frames are NumPy work anyway.
+    """
+    if prefetch <= 0:
+        for item in items:
+            yield load(*item)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pending = deque()
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tem_keras_reader")
+    try:
+        for item in items:
+            pending.append(executor.submit(load, *item))
+            if len(pending) > prefetch:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+        executor.shutdown(wait=True)
