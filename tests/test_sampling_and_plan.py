@@ -167,3 +167,21 @@ def test_threshold_is_chosen_on_held_out_images_only_when_there_are_enough():
     assert choose_threshold(confident, masks)["threshold"] == 0.5  # no threshold beats 0.5
     three = [np.stack([0.9 - 0.5 * m, 0.1 + 0.2 * m, 0.3 * m], -1) for m in masks]
     assert choose_threshold(three, masks)["threshold"] == 0.5  # multi-class: argmax
+
+
+def test_folds_are_disjoint_cover_the_non_test_images_and_are_reproducible():
+    from tem_keras.training.folds import fold_splits
+
+    stems = [f"img{i:02d}" for i in range(13)]
+    folds = fold_splits(stems, 5, test=["img03", "img07"], seed=2)
+    vals = [set(f["val"]) for f in folds]
+    assert sorted(s for v in vals for s in v) == sorted(set(stems) - {"img03", "img07"})
+    assert all(a.isdisjoint(b) for i, a in enumerate(vals) for b in vals[i + 1:])
+    assert sorted(len(v) for v in vals) == [2, 2, 2, 2, 3]
+    for fold in folds:
+        assert set(fold["train"]) | set(fold["val"]) == set(stems) - {"img03", "img07"}
+        assert not set(fold["train"]) & set(fold["val"]) and fold["test"] == ["img03", "img07"]
+    assert fold_splits(stems, 5, test=["img03", "img07"], seed=2) == folds
+    assert fold_splits(stems, 5, test=["img03", "img07"], seed=3) != folds
+    with pytest.raises(ValueError, match="needs at least 5 images"):
+        fold_splits(stems[:4], 5)

@@ -243,3 +243,28 @@ def test_time_limit_ends_training_early(bright_field, tmp_path):
     assert time.monotonic() - start < 60
     assert 1 <= len(run.history) < 500
     assert (run.path / "best.keras").is_file() and (run.path / "metrics.json").is_file()
+
+
+def test_k_fold_run_predicts_with_the_mean_of_its_folds_and_an_out_of_fold_threshold(tmp_path):
+    import tem_keras
+    from tem_keras.data.datasets import discover
+    from tem_keras.data.pipeline import load_images
+
+    data = make_dataset(tmp_path / "data", n_images=8, size=64, seed=3)
+    run = fit(data, {"name": "unet", "depth": 2, "base_filters": 4}, folds=3, epochs=1, steps_per_epoch=2,
+              patch_size=64, batch_size=2, mixed_precision="float32", run_dir=tmp_path / "run", verbose=0)
+    assert [p.name for p in sorted(run.path.glob("fold*"))] == ["fold0", "fold1", "fold2"]
+    config = json.loads((run.path / "config.json").read_text())
+    oof = [s for f in config["folds"]["splits"] for s in f["val"]]
+    assert sorted(oof) == sorted(set(run.split["train"])) and not set(oof) & set(run.split["test"])
+    threshold = json.loads((run.path / "thresholds.json").read_text())
+    assert threshold["n_images"] == 6 and "out-of-fold" in threshold["source"]
+    assert run.metrics["cross_validation"]["n_images"] == 6
+    # the run's model is the mean of the three fold models
+    folds = [Run.load(run.path / f"fold{i}").model for i in range(3)]
+    images, _, _ = load_images(discover(data), run.split["test"][:1])
+    x = images[0][None, ..., None]
+    expected = np.mean([np.asarray(m(x, training=False)) for m in folds], axis=0)
+    np.testing.assert_allclose(np.asarray(Run.load(run.path).model(x, training=False)), expected, atol=1e-5)
+    result = tem_keras.predict(run.path, next((data / "images").iterdir()))
+    assert result.threshold == pytest.approx(threshold["threshold"])

@@ -23,9 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifacts import Run
 from .config import TrainingConfig
+from .heldout import HeldOut, choose_threshold, scores, test_metrics
+from .plan import default_time_limit
+from .rundir import default_run_dir, prepare_run_dir
+from .trainer import train
 
 __all__ = ["fold_splits", "ensemble", "fit_folds"]
+
+#: seconds kept for the ensemble, the out-of-fold threshold and the test images
+_RESERVE_S = 15.0
 
 
 def fold_splits(stems, folds: int, *, test=(), seed: int = 0) -> list[dict]:
@@ -38,8 +46,8 @@ def fold_splits(stems, folds: int, *, test=(), seed: int = 0) -> list[dict]:
     """
     test = sorted(test)
     pool = sorted(set(stems) - set(test))
-    if len(pool) < folds:
-        raise ValueError(f"folds={folds} needs at least {folds} images outside the test split, "
+    if len(pool) < max(folds, 2):
+        raise ValueError(f"folds={folds} needs at least {max(folds, 2)} images outside the test split, "
                          f"there are {len(pool)}")
     order = np.random.default_rng(seed).permutation(len(pool))
     parts = np.array_split(np.asarray(pool, dtype=object)[order], folds)
@@ -61,87 +69,89 @@ def ensemble(models, name: str = "ensemble"):
     return keras.Model(inputs, outputs, name=name)
 
 
-def fit_folds(dataset_dir, model=None, *, folds: int, time_limit=None, run_dir=None, overwrite=False,
-              verbose: int = 1, **fit_kwargs):
-    """Train one model per fold and return the ensemble's :class:`~tem_keras.training.Run`.
+def _test_stems(dataset, config: TrainingConfig) -> list:
+    from ..data.datasets import split_samples
 
-    Takes the arguments of :func:`~tem_keras.training.fit`; ``time_limit`` (default: the one
-    ``fit`` would choose) is shared by the folds.
+    if dataset.split:
+        return list(dataset.split.get("test", []))
+    train, val, test = config.split
+    if not test:
+        return []
+    return split_samples([s.stem for s in dataset.labelled], (train + val, 0.0, test), seed=config.seed)["test"]
+
+
+def fit_folds(dataset_dir, config: TrainingConfig, *, run_dir=None, overwrite: bool = False,
+              discover_kwargs=None, verbose: int = 1, started: float | None = None, **train_kwargs) -> Run:
+    """Train one model per fold of ``config.folds`` and return the ensemble's run.
+
+    Called by :func:`~tem_keras.training.fit` with ``folds=k``; ``train_kwargs`` go to
+    :func:`~tem_keras.training.trainer.train` for each fold. The time limit (``fit``'s default
+    when unset and no epochs are given) is shared by the folds.
     """
-    from ..data.datasets import discover, split_samples
+    from ..data.datasets import discover
     from ..data.pipeline import load_images
-    from .fitting import _default_run_dir, _prepare_run_dir, _test_metrics, fit
-    from .heldout import HeldOut, choose_threshold, scores
-    from .plan import default_time_limit
-    from ..artifacts import Run
+    from ..models.receptive_field import downsampling_factor
 
-    started = time.monotonic()
-    base = TrainingConfig(time_limit=time_limit, folds=folds, seed=fit_kwargs.get("seed", 0),
-                          split=fit_kwargs.get("split", (0.7, 0.1, 0.2)), epochs=fit_kwargs.get("epochs"))
-    discover_kwargs = {k: fit_kwargs[k] for k in ("pairing", "images", "masks") if k in fit_kwargs}
+    started = time.monotonic() if started is None else started
+    discover_kwargs = discover_kwargs or {}
     dataset = discover(Path(dataset_dir), **discover_kwargs)
-    stems = [s.stem for s in dataset.labelled]
-    train, val, test = base.split
-    test_stems = (dataset.split or {}).get("test") if dataset.split else \
-        split_samples(stems, (train + val, 0.0, test), seed=base.seed)["test"]
-    splits = fold_splits(stems, folds, test=test_stems, seed=base.seed)
-    run_dir = Path(run_dir) if run_dir else _default_run_dir(dataset_dir, model, base.seed).with_name(
-        _default_run_dir(dataset_dir, model, base.seed).name + f"-{folds}fold")
-    request = {**base.to_dict(), "model": model if isinstance(model, (str, dict, type(None))) else repr(model),
-               **{k: v for k, v in fit_kwargs.items() if isinstance(v, (int, float, str, bool, type(None)))}}
-    _prepare_run_dir(run_dir, json.loads(json.dumps(request, default=str)), resume=True, overwrite=overwrite)
-    budget = base.time_limit or (None if base.epochs else default_time_limit("cpu"))
+    test = _test_stems(dataset, config)
+    splits = fold_splits([s.stem for s in dataset.labelled], config.folds, test=test, seed=config.seed)
+    run_dir = Path(run_dir) if run_dir else default_run_dir(dataset_dir, config.model, config.seed,
+                                                            f"-{config.folds}fold")
+    request = config.to_dict()
+    if (run_dir / "config.json").is_file() or not any((run_dir / f"fold{i}").is_dir() for i in range(config.folds)):
+        prepare_run_dir(run_dir, request, resume=False, overwrite=overwrite)  # a fresh k-fold run
+    budget = config.time_limit or (None if config.epochs else default_time_limit("cpu"))
 
-    runs, oof_probabilities, oof_masks, factor = [], [], [], 1
+    runs, oof_probabilities, oof_masks = [], [], []
     for i, split in enumerate(splits):
-        share = None if budget is None else (budget - (time.monotonic() - started) - 10.0) / (folds - i)
+        share = None
+        if budget is not None:
+            share = max(1.0, (budget - (time.monotonic() - started) - _RESERVE_S) / (config.folds - i))
         if verbose:
-            print(f"fold {i + 1}/{folds}: validation images {', '.join(split['val'])}", flush=True)
-        run = fit(dataset_dir, model, time_limit=share if share is None else max(share, 1.0),
-                  run_dir=run_dir / f"fold{i}", overwrite=overwrite, verbose=verbose,
-                  split_override=split, **fit_kwargs)
+            print(f"fold {i + 1}/{config.folds}: validation images {', '.join(split['val'])}", flush=True)
+        fold_dir = run_dir / f"fold{i}"
+        if (fold_dir / "metrics.json").is_file():  # finished before an interruption: kept
+            run = Run.load(fold_dir)
+        else:
+            run = train(dataset_dir, replace(config, folds=None, time_limit=share), run_dir=fold_dir,
+                        overwrite=overwrite, discover_kwargs=discover_kwargs, verbose=verbose,
+                        split=dict(split, test=[]),
+                        **train_kwargs)
         runs.append(run)
-        from ..models.receptive_field import downsampling_factor
-
-        factor = downsampling_factor(run.model)
-        preprocessing = run.preprocessing
-        images, masks, _ = load_images(dataset, split["val"], preprocessing=preprocessing)
-        oof_probabilities += HeldOut(split["val"], images, masks).predict(run.model, factor)
+        images, masks, _ = load_images(dataset, split["val"], preprocessing=run.preprocessing)
+        oof_probabilities += HeldOut(split["val"], images, masks).predict(run.model, downsampling_factor(run.model))
         oof_masks += masks
 
     threshold = choose_threshold(oof_probabilities, oof_masks)
-    threshold["source"] = f"out-of-fold predictions of {folds} folds"
+    threshold["source"] = f"out-of-fold predictions of {config.folds} folds: {threshold['source']}"
     cross_validated = scores(oof_probabilities, oof_masks, threshold["threshold"])
-    net = ensemble([r.model for r in runs], name=f"ensemble{folds}_{runs[0].model.name}")
+    net = ensemble([r.model for r in runs], name=f"ensemble{config.folds}_{runs[0].model.name}")
     net.save(run_dir / "best.keras")
     metrics = {"threshold": threshold["threshold"],
                "cross_validation": {"per_image": cross_validated["per_image"],
                                     "pooled": cross_validated["pooled"], "n_images": len(oof_masks)}}
-    if test_stems:
-        images, masks, _ = load_images(dataset, test_stems, preprocessing=runs[0].preprocessing)
-        probabilities = HeldOut(test_stems, images, masks).predict(net, factor)
-        metrics.update(_test_metrics(probabilities, masks, threshold["threshold"], scores), stems=test_stems)
-    config = dict(runs[0].config, request=request, folds={"k": folds, "splits": splits},
-                  model={"name": net.name, "ensemble_of": runs[0].config["model"], "folds": folds})
-    split = {"train": sorted(set(stems) - set(test_stems)), "val": [], "test": list(test_stems)}
-    for name, value in (("config.json", config), ("split.json", split), ("thresholds.json", threshold),
-                        ("metrics.json", metrics)):
-        (run_dir / name).write_text(json.dumps(value, indent=2, default=str))
+    if test:
+        images, masks, _ = load_images(dataset, test, preprocessing=runs[0].preprocessing)
+        probabilities = HeldOut(test, images, masks).predict(net, downsampling_factor(runs[0].model))
+        metrics.update(test_metrics(probabilities, masks, threshold["threshold"]), stems=list(test))
+    config_json = dict(runs[0].config, request=request, folds={"k": config.folds, "splits": splits},
+                       model={"name": net.name, "ensemble_of": runs[0].config["model"], "folds": config.folds})
+    split = {"train": sorted(s for f in splits for s in f["val"]), "val": [], "test": list(test)}
     import pandas as pd
 
     history = pd.concat([r.history.assign(fold=i) for i, r in enumerate(runs) if r.history is not None])
     history.to_csv(run_dir / "history.csv", index=False)
-    result = Run(run_dir, net, config, history, metrics, split)
+    for name, value in (("config.json", config_json), ("split.json", split), ("thresholds.json", threshold),
+                        ("metrics.json", metrics)):
+        (run_dir / name).write_text(json.dumps(value, indent=2, default=str))
     if verbose:
         cv = cross_validated["per_image"]["dice"]
         line = f"cross-validated dice {cv['mean']:.3f} ± {cv['std']:.3f} per image over {len(oof_masks)} images"
         if "per_image" in metrics:
-            line += f"; test (mean of {folds} folds) {metrics['per_image']['dice']['mean']:.3f} ± " \
-                    f"{metrics['per_image']['dice']['std']:.3f}"
-        print(f"{line}; threshold {threshold['threshold']:.2f}; {(time.monotonic() - started) / 60:.1f} min; "
-              f"{run_dir}", flush=True)
-    return result
-
-
-def _unused(config: TrainingConfig) -> TrainingConfig:  # pragma: no cover - keeps replace imported
-    return replace(config)
+            dice = metrics["per_image"]["dice"]
+            line += f"; test (mean of {config.folds} folds) {dice['mean']:.3f} ± {dice['std']:.3f}"
+        print(f"{line}; threshold {threshold['threshold']:.2f}; {(time.monotonic() - started) / 60:.1f} min "
+              f"in all; {run_dir}", flush=True)
+    return Run(run_dir, net, config_json, history, metrics, split)

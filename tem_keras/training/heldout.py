@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["HeldOut", "predict_whole", "scores", "mean_dice", "cross_entropy", "choose_threshold",
-           "MIN_IMAGES_FOR_THRESHOLD"]
+           "test_metrics", "MIN_IMAGES_FOR_THRESHOLD"]
 
 #: fewer held-out images than this and the threshold stays at 0.5 (one frame misleads, issue data)
 MIN_IMAGES_FOR_THRESHOLD = 3
@@ -130,3 +130,22 @@ def choose_threshold(probabilities, masks) -> dict:
                 "dice_at_0.5": at_half, "dice_at_threshold": at_half}
     return {"threshold": best, "source": "held-out images", "n_images": n, "dice_at_0.5": at_half,
             "dice_at_threshold": float(dice.max())}
+
+
+def test_metrics(probabilities, masks, threshold: float) -> dict:
+    """Per-image (headline) and pooled test scores at the chosen threshold, at 0.5 and at Otsu."""
+    from ..metrics import otsu_threshold, segmentation_scores
+
+    chosen = scores(probabilities, masks, threshold)
+    out = {"per_image": chosen["per_image"], "pooled": chosen["pooled"],
+           "images": chosen.get("images"), "n_images": chosen["n_images"]}
+    if "classes" in chosen:
+        out["classes"] = {c: {"per_image": s["per_image"], "pooled": s["pooled"]}
+                          for c, s in chosen["classes"].items()}
+    if probabilities[0].shape[-1] == 2:
+        p = np.concatenate([q[..., 1].ravel() for q in probabilities])
+        truth = np.concatenate([np.asarray(m).ravel() for m in masks])
+        otsu = float(otsu_threshold(p))
+        out.update({"at_0.5": segmentation_scores(p >= 0.5, truth, probabilities=p), "otsu_threshold": otsu,
+                    "at_otsu": segmentation_scores(p >= otsu, truth, probabilities=p)})
+    return out

@@ -1,0 +1,305 @@
+"""Training one model: data in memory, the plan, the Keras model and loop, the run folder.
+
+:func:`train` is the body of :func:`tem_keras.training.fit` (and of each fold of a k-fold run):
+whole images are read and preprocessed once, patches are drawn from them at random
+(:class:`~tem_keras.data.sampling.PatchSampler`), the plan fills what the config leaves open
+(:mod:`~tem_keras.training.plan`), the speed of a step is measured when the number of epochs
+must come from the time budget, and after training the best checkpoint is reloaded, the threshold
+chosen on the validation images and the test images scored whole, image by image.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .. import _env  # noqa: F401
+from ..artifacts import Run
+from ..errors import TEMInputError
+from .config import TrainingConfig
+from .rundir import default_run_dir, prepare_run_dir
+
+__all__ = ["train", "split_images", "plan_for_built"]
+
+_TIMING_STEPS = 3
+
+
+def _versions() -> dict:
+    import keras
+    import tensorflow as tf
+
+    from .. import __version__
+
+    return {"tem_keras": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__}
+
+
+def split_images(dataset, config: TrainingConfig, dataset_dir: Path) -> dict:
+    """Train/val/test stems: ``dataset.json``'s split or ``config.split`` of the labelled images;
+    a warning when fewer than 3 images validate."""
+    from ..data.datasets import split_samples
+
+    labelled = [s.stem for s in dataset.labelled]
+    if not labelled:
+        raise TEMInputError("no labelled images: every image needs a mask to train on", dataset_dir)
+    chosen = dataset.split or split_samples(labelled, config.split, seed=config.seed)
+    split = {k: list(chosen.get(k, [])) for k in ("train", "val", "test")}
+    if not split["train"]:
+        raise TEMInputError("the split leaves no image for training", dataset_dir)
+    if not split["val"]:
+        raise TEMInputError("the split leaves no validation image; checkpoints are chosen on one "
+                            "(give split=(train, val, test) with val > 0 or more images)", dataset_dir)
+    if len(split["val"]) < 3:
+        warnings.warn(f"only {len(split['val'])} validation image(s): the best epoch is chosen on "
+                      "them and the threshold stays at 0.5; label more images or use folds=5",
+                      UserWarning, stacklevel=3)
+    return split
+
+
+def _optimizer(config: TrainingConfig):
+    import keras
+
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay)
+    return keras.optimizers.Adam(config.learning_rate)
+
+
+def _measure(net, sampler, heldout, plan, augmentation, seed, factor, global_batch):
+    """Seconds per training step and per validation pass, measured with the learning rate at zero
+    (weights unchanged); the optimiser state is reset afterwards."""
+    from ..data.pipeline import random_patch_pipeline
+
+    batches = iter(random_patch_pipeline(sampler, global_batch, augmentation=augmentation, seed=seed + 99))
+    net.optimizer.learning_rate.assign(0.0)
+    x, y = next(batches)
+    net.train_on_batch(x, y)  # traces the step
+    start = time.perf_counter()
+    for _ in range(_TIMING_STEPS):
+        x, y = next(batches)
+        net.train_on_batch(x, y)
+    step = (time.perf_counter() - start) / _TIMING_STEPS
+    heldout.predict(net, factor)  # traces the validation call
+    start = time.perf_counter()
+    heldout.predict(net, factor)
+    validation = time.perf_counter() - start
+    for variable in net.optimizer.variables:
+        variable.assign(np.zeros(variable.shape, variable.dtype))
+    return step, validation
+
+
+def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None, run_dir=None, devices=None,
+          resume: bool = True, overwrite: bool = False, preprocessing=None, discover_kwargs=None,
+          labels: str = "masks", particles: str = "dark", verbose: int = 1, started: float | None = None,
+          split: dict | None = None) -> Run:
+    """Train one model for a validated ``config`` and write its run folder (the body of
+    :func:`~tem_keras.training.fit`; also used for each fold of a k-fold run).
+
+    ``split`` fixes the images of each split (default: ``dataset.json`` or ``config.split``);
+    ``started`` is the ``time.monotonic()`` the time limit counts from (default: now).
+    """
+    started = time.monotonic() if started is None else started
+    discover_kwargs = discover_kwargs or {}
+    dataset_dir = Path(dataset_dir)
+    import keras
+    import tensorflow as tf
+
+    from ..data.datasets import discover
+    from ..data.pipeline import load_images, random_patch_pipeline
+    from ..data.preprocess import Preprocessing
+    from ..data.sampling import PatchSampler
+    from ..distribute import (PerformanceHint, choose_precision, choose_strategy, is_chief, is_multi_worker,
+                              onednn_hint, prepare_for_multi_worker, strategy_name, tune_allocator)
+    from ..keras_metrics import default_metrics
+    from ..losses import get_loss, inverse_frequency_weights
+    from ..models.receptive_field import downsampling_factor
+    from ..models.registry import build_model
+    from . import callbacks as cb
+    from .heldout import HeldOut, choose_threshold, test_metrics
+    from .plan import Plan, plan_training
+
+    tune_allocator()
+    strategy = choose_strategy(devices)  # first: a multi-worker strategy must precede other TF ops
+    keras.utils.set_random_seed(config.seed)
+    replicas = strategy.num_replicas_in_sync
+    device = "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
+    request = config.to_dict()
+    trained = config.with_recipe()
+    dataset = discover(dataset_dir, include_unlabelled=labels == "auto", **discover_kwargs)
+    pseudo_dir = None
+    if labels == "auto" and len(dataset.labelled) < len(dataset):
+        from ..data.labelling import pseudo_label_dataset
+
+        pseudo_dir = Path(tempfile.mkdtemp(prefix="tem_keras_pseudo_labels_"))
+        dataset = pseudo_label_dataset(dataset, pseudo_dir, particles=particles, progress=verbose > 0)
+    split = split or split_images(dataset, config, dataset_dir)
+    preprocessing = preprocessing or Preprocessing()
+    read = {name: load_images(dataset, split[name], preprocessing=preprocessing, progress=verbose > 0,
+                              desc=f"reading {name} images") for name in ("train", "val", "test") if split[name]}
+    num_classes = dataset.num_classes
+
+    chief = is_chief()
+    run_dir = Path(run_dir) if run_dir else default_run_dir(dataset_dir, config.model, config.seed)
+    stored = prepare_run_dir(run_dir, request, resume=resume, overwrite=overwrite) if chief else None
+    if stored is not None:
+        plan = Plan(**stored["plan"])
+    elif built is not None:
+        plan = plan_for_built(built, trained, read["train"], num_classes, device, replicas)
+    else:
+        plan = plan_training(trained, read["train"][0], read["train"][1], num_classes=num_classes,
+                             device=device, replicas=replicas)
+    global_batch = plan.batch_size * replicas
+    loss_name = trained.loss if isinstance(trained.loss, str) else None
+    sampler = PatchSampler(read["train"][0], read["train"][1], plan.patch_size,
+                           foreground_fraction=trained.foreground_fraction)
+    class_weights = None
+    if loss_name in ("weighted_cross_entropy", "focal"):
+        class_weights = inverse_frequency_weights(sampler.class_counts(num_classes))
+    val = HeldOut(split["val"], *read["val"][:2])
+    test = HeldOut(split["test"], *read["test"][:2]) if "test" in read else None
+
+    precision = choose_precision(trained.mixed_precision)
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        with strategy.scope():
+            net = built if built is not None else build_model(dict(plan.model))
+            net.compile(optimizer=_optimizer(trained), loss=get_loss(trained.loss, class_weights),
+                        metrics=default_metrics())
+            if is_multi_worker(strategy):
+                prepare_for_multi_worker(net)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    factor = downsampling_factor(net)
+    if plan.epochs is None:
+        step_s, val_s = _measure(net, sampler, val, plan, augmentation, trained.seed, factor, global_batch)
+        reserve = 1.2 * val_s * (1 + len(test or []) / max(1, len(val))) + 5.0  # threshold, test, plots
+        plan.fill_epochs(step_s, val_s, plan.time_limit_s - (time.monotonic() - started) - reserve)
+
+    pixel_sizes = [p for name in read for p in read[name][2].values() if p]
+    config_json = {
+        "request": request,
+        "plan": plan.to_dict(),
+        "model": plan.model if built is None else {"name": net.name, "custom": True},
+        "data": {"dataset_dir": str(Path(dataset_dir).resolve()), "patch_size": plan.patch_size,
+                 "sampling": "random", "foreground_fraction": trained.foreground_fraction,
+                 "split": list(config.split), "pairing": discover_kwargs.get("pairing"), "labels": labels,
+                 "particles": particles if labels == "auto" else None,
+                 "augmentation": augmentation.to_dict() if augmentation else None},
+        "training": {"recipe": trained.recipe, "epochs": plan.epochs, "steps_per_epoch": plan.steps_per_epoch,
+                     "batch_size": plan.batch_size, "global_batch_size": global_batch,
+                     "optimizer": trained.optimizer, "learning_rate": trained.learning_rate,
+                     "weight_decay": trained.weight_decay, "schedule": trained.schedule,
+                     "loss": loss_name or repr(trained.loss), "class_weights": class_weights,
+                     "seed": trained.seed, "patience": trained.patience, "time_limit_s": plan.time_limit_s,
+                     "mixed_precision": precision},
+        "preprocessing": preprocessing.to_dict(),
+        "classes": {str(k): v for k, v in dataset.class_names.items()},
+        "num_classes": num_classes,
+        "pixel_size_nm": dataset.pixel_size_nm or (float(np.median(pixel_sizes)) if pixel_sizes else None),
+        "strategy": {"type": strategy_name(strategy), "replicas": replicas},
+        "versions": _versions(),
+    }
+    if chief:
+        (run_dir / "config.json").write_text(json.dumps(config_json, indent=2))
+        (run_dir / "split.json").write_text(json.dumps(split, indent=2))
+        if pseudo_dir is not None:  # keep the labels the model was trained on with the run
+            shutil.rmtree(run_dir / "pseudo_labels", ignore_errors=True)
+            shutil.move(str(pseudo_dir), run_dir / "pseudo_labels")
+        out_dir = run_dir
+    else:  # other workers write to a scratch folder, as Keras's multi-worker guide recommends
+        out_dir = Path(tempfile.mkdtemp(prefix="tem_keras_worker_"))
+    if verbose:
+        state = "resuming" if stored is not None else "training"
+        print(f"{state} {net.name} ({net.count_params():,} parameters) on {replicas} replica(s), {precision}; "
+              f"train {len(split['train'])}, val {len(split['val'])}, test {len(split['test'])} images; "
+              f"run folder {run_dir}\n{plan.summary()}", flush=True)
+    hint = onednn_hint(4 * net.count_params())
+    if hint:
+        warnings.warn(hint, PerformanceHint, stacklevel=3)
+
+    deadline = started + plan.time_limit_s if plan.time_limit_s else None
+    progress, keras_verbose = cb.make_progress(plan.epochs, deadline, verbose)
+    callbacks = [
+        cb.make_schedule(trained.learning_rate, plan.epochs * plan.steps_per_epoch, trained.schedule,
+                         deadline),
+        cb.make_validation(val, factor),
+        keras.callbacks.BackupAndRestore(str(out_dir / "backup"), delete_checkpoint=True),
+        cb.make_checkpoint(out_dir / "best.keras", first_epoch=plan.epochs // 3 if trained.schedule == "cosine" else 0),
+        keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=stored is not None),
+        keras.callbacks.TensorBoard(str(out_dir / "logs")),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    if trained.patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_dice", mode="max",
+                                                       patience=trained.patience))
+    if deadline is not None:
+        callbacks.append(cb.make_time_limit(deadline))
+    if verbose:
+        callbacks.append(progress)
+    train = random_patch_pipeline(sampler, global_batch, augmentation=augmentation, seed=trained.seed)
+    net.fit(train, epochs=plan.epochs, steps_per_epoch=plan.steps_per_epoch, callbacks=callbacks, shuffle=False,
+            verbose=keras_verbose if verbose else 0)
+    net.save(out_dir / "last.keras")
+    if (out_dir / "best.keras").is_file():
+        net.load_weights(out_dir / "best.keras")
+    else:  # resumed after the last improvement: the restored weights are the best we have
+        net.save(out_dir / "best.keras")
+
+    import pandas as pd
+
+    history = pd.read_csv(out_dir / "history.csv")
+    threshold = choose_threshold(val.predict(net, factor), val.masks)
+    metrics = {"threshold": threshold["threshold"]}
+    test_probabilities = None
+    if test is not None and len(test):
+        test_probabilities = test.predict(net, factor)
+        metrics.update(test_metrics(test_probabilities, test.masks, threshold["threshold"]))
+        metrics["stems"] = list(test.stems)
+    if chief:
+        (run_dir / "thresholds.json").write_text(json.dumps(threshold, indent=2))
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        from ..plots import plot_examples, plot_history
+
+        plot_history(history, run_dir / "plots" / "history.png")
+        if test_probabilities is not None:
+            plot_examples(test.images, test.masks, test_probabilities, run_dir / "plots" / "examples.png")
+    else:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    run = Run(run_dir, net, config_json, history, metrics, split)
+    if verbose:
+        _report(run, threshold, time.monotonic() - started)
+    return run
+
+
+def plan_for_built(built, config, train, num_classes, device, replicas):
+    """The plan of a model the user built: everything but the model is planned as usual."""
+    from .plan import plan_training
+
+    probe = TrainingConfig.from_dict({**config.to_dict(), "model": None})
+    plan = plan_training(probe, train[0], train[1], num_classes=num_classes, device=device, replicas=replicas)
+    from ..data.sampling import clamp_patch_size
+    from ..models.receptive_field import downsampling_factor, receptive_field
+
+    factor = downsampling_factor(built)
+    plan.model = {"name": built.name, "custom": True}
+    plan.receptive_field_px = int(receptive_field(built))
+    plan.patch_size = clamp_patch_size(config.patch_size or plan.patch_size, [i.shape for i in train[0]], factor)
+    return plan
+
+
+def _report(run: Run, threshold: dict, seconds: float) -> None:
+    dice = run.metrics.get("per_image", {}).get("dice")
+    pooled = run.metrics.get("pooled", {}).get("dice")
+    if dice:
+        print(f"test: dice {dice['mean']:.3f} ± {dice['std']:.3f} per image over "
+              f"{run.metrics['n_images']} image(s) (pooled {pooled:.3f}) at threshold "
+              f"{threshold['threshold']:.2f} ({threshold['source']}); {seconds / 60:.1f} min in all; "
+              f"{run.path}", flush=True)
+    else:
+        print(f"no test images; threshold {threshold['threshold']:.2f}; {run.path}", flush=True)
