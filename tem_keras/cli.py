@@ -407,7 +407,7 @@ def _demo(args) -> None:
     from .demo import run_demo
 
     run_demo(args.out_dir, n_images=args.n_images, size=args.size, epochs=args.epochs,
-             mode=args.mode, seed=args.seed, overwrite=args.overwrite)
+             time_limit=args.time_limit, mode=args.mode, seed=args.seed, overwrite=args.overwrite)
 
 
 @_as_input_errors
@@ -541,7 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", type=Path, nargs="?", default=Path("tem_keras_demo"))
     p.add_argument("--n-images", type=int, default=24)
     p.add_argument("--size", type=int, default=256)
-    p.add_argument("--epochs", type=int, default=25)
+    p.add_argument("--epochs", type=int, default=None, help="default: as many as fit in --time-limit")
+    p.add_argument("--time-limit", default="100s", help="training budget (default 100s)")
     p.add_argument("--mode", choices=("bright-field", "haadf", "hrtem"), default="bright-field")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing demo folder")
@@ -597,7 +598,7 @@ def _choose_cpu_kernels(args) -> None:
         size = 0
     elif args.command == "fit":
         size = network_weight_bytes(args.model, model_options(args.model_options))
-    else:  # the demo's UNet: 60 k parameters
+    else:  # the demo plans a residual UNet (at most 32 MiB of weights)
         size = 0
     if prefer_onednn(size) and not getattr(args, "quiet", False):
         print("tem-keras: TensorFlow's oneDNN kernels on for this small network "

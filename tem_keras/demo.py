@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-DEMO_MODEL = {"name": "unet", "depth": 3, "base_filters": 8, "batch_norm": True}
 
 
 def _overlay(image, truth, predicted, path, title) -> None:
@@ -35,8 +34,8 @@ def _overlay(image, truth, predicted, path, title) -> None:
     save_figure(fig, path)
 
 
-def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, epochs: int = 25,
-             mode: str = "bright-field", seed: int = 0, overwrite: bool = False,
+def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, epochs: int | None = None,
+             time_limit="100s", mode: str = "bright-field", seed: int = 0, overwrite: bool = False,
              verbose: int = 1) -> Path:
     """Generate data, train, predict, measure, export and report; return the report folder.
 
@@ -46,8 +45,9 @@ def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, e
         Everything goes here: ``data/``, ``run/``, ``export/``, ``report/``.
     n_images, size, mode, seed
         The synthetic data set (see :func:`tem_keras.data.synthetic.make_dataset`).
-    epochs : int
-        Training epochs (1.3–2.5 s each on 2 CPU cores with the defaults).
+    epochs, time_limit
+        Training length: ``fit``'s defaults plan the model, patches and epochs from the data and
+        fill ``time_limit`` unless ``epochs`` is given.
     overwrite : bool
         Replace an existing demo folder.
     """
@@ -55,7 +55,7 @@ def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, e
 
     from .data.datasets import discover, read_mask
     from .data.synthetic import make_dataset
-    from .inference import predict_image
+    from .inference import predict
     from .io import read_image, write_mask
     from .metrics import segmentation_scores
     from .particles import measure_particles, plot_size_distribution, size_distribution
@@ -71,10 +71,10 @@ def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, e
     data_dir = make_dataset(out / "data", n_images=n_images, size=size, mode=mode, seed=seed)
     if verbose:
         print(f"1/4 made {n_images} synthetic {mode} micrographs ({size}² px) with masks in {data_dir}")
-        print("2/4 training a UNet (a couple of minutes on a CPU)")
-    run = fit(data_dir, dict(DEMO_MODEL), epochs=epochs, patience=epochs, learning_rate=1e-3,
-              patch_size=min(128, size), batch_size=8, seed=seed, run_dir=out / "run",
-              verbose=verbose)
+        print("2/4 training with fit's defaults: a residual UNet sized to the particles (about two "
+              "minutes on a CPU)")
+    run = fit(data_dir, epochs=epochs, time_limit=None if epochs else time_limit, seed=seed,
+              run_dir=out / "run", verbose=verbose)
 
     if verbose:
         print("3/4 segmenting the test images and measuring particles")
@@ -85,8 +85,8 @@ def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, e
     for stem in run.split["test"]:
         micrograph = read_image(samples[stem].image)
         truth = read_mask(samples[stem].mask)
-        probabilities = predict_image(run, micrograph)[..., 1]
-        predicted = probabilities >= 0.5
+        result = predict(run, micrograph, return_probabilities=True)  # the run's threshold
+        probabilities, predicted = result.probabilities[..., 1], result.mask.astype(bool)
         write_mask(report / "masks" / f"{stem}.png", predicted)
         score = segmentation_scores(predicted, truth, probabilities=probabilities)
         scores.append({"image": stem, **{k: score[k] for k in ("dice", "soft_dice", "iou", "precision", "recall")}})
