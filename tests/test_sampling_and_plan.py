@@ -80,7 +80,7 @@ def test_plan_clamps_the_patch_with_a_note_and_sizes_the_model_to_the_particles(
     assert plan.patch_size == 120 and plan.patch_size % 8 == 0
     assert any("smallest training image is 120 px" in n for n in plan.notes)
     assert plan.model["name"] == "residual_unet" and plan.model["n_blocks"] == 3
-    assert plan.time_limit_s == pytest.approx(570.0) and plan.epochs is None
+    assert plan.time_limit_s == pytest.approx(540.0) and plan.epochs is None
     assert 4 <= plan.steps_per_epoch <= 50
     plan.fill_epochs(step_seconds=0.5, validation_seconds=2.0, remaining_s=100.0)
     assert plan.epochs == int(100 // (plan.steps_per_epoch * 0.5 + 2.0))

@@ -38,6 +38,7 @@ import numpy as np
 
 from ..artifacts import load
 from ..errors import TEMInputError
+from .augment import dihedral_frames, mean_of_dihedral
 from .masks import check_threshold, labels_from_probabilities
 from .predictor import Predictor
 from .sources import input_sources, select_frames
@@ -102,7 +103,7 @@ def predict_stack(model_or_path, x, *, frames=None, tile_size: int | None = None
                   preprocessing=None, mixed_precision: str = "float32",
                   max_pixels: int | None = None, max_memory_gb: float | None = None,
                   pixel_size_nm: float | None = None, progress: bool = False,
-                  return_image: bool = False) -> Iterator[Prediction]:
+                  return_image: bool = False, tta: bool = False) -> Iterator[Prediction]:
     """Predict frame by frame: a generator of :class:`Prediction`, one frame in memory at a time.
 
     Frames are read and preprocessed two frames ahead of the model in a background thread; tiles
@@ -129,11 +130,12 @@ def predict_stack(model_or_path, x, *, frames=None, tile_size: int | None = None
 
         bar = tqdm(total=len(selected), unit="frame", desc="predict")
     try:
-        for g, source, frame, mg, probabilities in Predictor.of(bundle.model).stream_probabilities(
-                iter(selected), preprocessing=preprocessing, tile_size=tile_size,
-                overlap=overlap, batch_size=batch_size, max_pixels=max_pixels,
-                mixed_precision=mixed_precision, max_memory_gb=max_memory_gb,
-                prefetch=2 if len(selected) > 1 else 0):
+        stream = Predictor.of(bundle.model).stream_probabilities(
+            dihedral_frames(selected) if tta else iter(selected), preprocessing=preprocessing,
+            tile_size=tile_size, overlap=overlap, batch_size=batch_size, max_pixels=max_pixels,
+            mixed_precision=mixed_precision, max_memory_gb=max_memory_gb,
+            prefetch=2 if len(selected) > 1 or tta else 0)
+        for g, source, frame, mg, probabilities in (mean_of_dihedral(stream) if tta else stream):
             mask, used = labels_from_probabilities(probabilities, threshold)
             if bar is not None:
                 bar.update(1)
@@ -150,7 +152,7 @@ def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", b
             threshold=None, return_probabilities: bool = False, frames=None, preprocessing=None,
             mixed_precision: str = "float32", max_pixels: int | None = None,
             max_memory_gb: float | None = None, pixel_size_nm: float | None = None,
-            progress: bool = False, return_image: bool = False):
+            progress: bool = False, return_image: bool = False, tta: bool = False):
     """Segment micrographs of any size with a trained model.
 
     Parameters
@@ -204,6 +206,9 @@ def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", b
         tqdm progress bar over the frames.
     return_image : bool
         Keep the raw image in the result (for overlays and intensity measurements).
+    tta : bool
+        Test-time augmentation: the mean of the probabilities of the 8 rotations and mirror
+        images (:mod:`tem_keras.inference.augment`); 8 times the time.
 
     Returns
     -------
@@ -234,7 +239,7 @@ def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", b
                                  return_probabilities=return_probabilities, preprocessing=preprocessing,
                                  mixed_precision=mixed_precision, max_pixels=max_pixels,
                                  max_memory_gb=max_memory_gb, pixel_size_nm=pixel_size_nm, progress=progress,
-                                 return_image=return_image))
+                                 return_image=return_image, tta=tta))
     return results[0] if single else results
 
 

@@ -28,7 +28,7 @@ __all__ = ["Plan", "particle_diameters", "choose_model", "default_time_limit", "
 #: per-replica batch of 256² patches on a CPU and on a GPU (scaled for other patch sizes)
 _BATCH_256 = {"cpu": 8, "gpu": 16}
 #: training budget of ``fit(DIR)`` when neither epochs nor a time limit is given
-_TIME_LIMIT = {"cpu": 570.0, "gpu": 1200.0}
+_TIME_LIMIT = {"cpu": 540.0, "gpu": 1200.0}
 _MAX_EPOCHS = 1000
 
 
