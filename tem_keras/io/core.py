@@ -13,7 +13,8 @@ import numpy as np
 
 from ..errors import TEMInputError
 
-_MISSING = object()
+MISSING = object()
+"""Sentinel for "not read yet" (distinct from None, a real "no pixel size")."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -119,7 +120,7 @@ def _reciprocal_base(unit: str) -> str | None:
     return None if match is None else (match.group(1) or match.group(2))
 
 
-def _calibration(scale, unit) -> tuple[float | None, bool]:
+def axis_calibration(scale, unit) -> tuple[float | None, bool]:
     """Pixel size in nm of an axis ``(scale, unit)`` and whether the unit is reciprocal.
 
     Unknown units, missing units and reciprocal units give None.
@@ -136,7 +137,8 @@ def _calibration(scale, unit) -> tuple[float | None, bool]:
     return scale * _NM_PER_UNIT[norm], False
 
 
-def _is_spectral_axis(axis: dict) -> bool:
+def is_spectral_axis(axis: dict) -> bool:
+    """True when an axis dict (RosettaSciIO) is an energy or wavelength axis, by name or unit."""
     name = str(axis.get("name") or "").strip().lower()
     return name in _SPECTRAL_NAMES or _normalise_unit(axis.get("units")) in _SPECTRAL_UNITS
 
@@ -146,8 +148,11 @@ def _is_spectral_axis(axis: dict) -> bool:
 # --------------------------------------------------------------------------------------------
 
 @dataclass
-class _Source:
-    """An opened file: how many frames, how to read frame ``i``, calibration and metadata."""
+class FrameSource:
+    """An opened file: how many frames, how to read frame ``i``, calibration and metadata.
+
+    What every ``open_*`` helper of the format modules returns to :mod:`.readers`.
+    """
 
     n_frames: int
     frame_shape: tuple[int, int]
@@ -157,7 +162,8 @@ class _Source:
     lazy: bool = True
 
 
-def _unreadable(path, fmt: str, error: BaseException) -> TEMInputError:
+def unreadable_error(path, fmt: str, error: BaseException) -> TEMInputError:
+    """The :class:`TEMInputError` for a file that ``fmt``'s library failed on, naming the cause."""
     kind = type(error).__name__
     if type(error).__module__ not in ("builtins", "__main__"):
         kind = f"{type(error).__module__.split('.')[0]}.{kind}"
@@ -172,19 +178,19 @@ def _structured_to_grey(data: np.ndarray) -> np.ndarray:
     names = [n for n in ("R", "G", "B") if n in data.dtype.names]
     if len(names) != 3:
         raise ValueError(f"unsupported record dtype {data.dtype}")
-    return _luminance(np.stack([data[n] for n in names], axis=-1))
+    return luminance(np.stack([data[n] for n in names], axis=-1))
 
 
 _LUMINANCE = np.array([0.2125, 0.7154, 0.0721])  # ITU-R BT.709, as skimage.color.rgb2gray
 
 
-def _luminance(rgb: np.ndarray) -> np.ndarray:
+def luminance(rgb: np.ndarray) -> np.ndarray:
     """``[..., 3]`` RGB to one channel with BT.709 weights, in the original intensity range."""
     return (np.asarray(rgb, dtype=np.float64) @ _LUMINANCE).astype(np.float32)
 
 
-def _frame_source(path, fmt: str, array, pixel_size_nm, metadata: dict, *,
-                  lazy: bool = True) -> _Source:
+def array_source(path, fmt: str, array, pixel_size_nm, metadata: dict, *,
+                  lazy: bool = True) -> FrameSource:
     """A source over an array-like ``[..., H, W]`` (numpy, memmap, dask, h5py dataset)."""
     shape = tuple(int(s) for s in array.shape)
     if array.dtype.kind == "c":
@@ -204,17 +210,17 @@ def _frame_source(path, fmt: str, array, pixel_size_nm, metadata: dict, *,
             if frame.dtype.names:
                 return _structured_to_grey(frame)
         except Exception as error:  # truncated data only shows when the pixels are read
-            raise _unreadable(path, fmt, error) from error
-        return _luminance(frame[..., :3]) if frame.ndim == 3 else frame
+            raise unreadable_error(path, fmt, error) from error
+        return luminance(frame[..., :3]) if frame.ndim == 3 else frame
 
     metadata.setdefault("original_dtype",
                         f"RGB(A) {array.dtype[0]}" if array.dtype.names else str(array.dtype))
     if lead:
         metadata.setdefault("stack_shape", lead)
-    return _Source(n_frames, shape[-2:], read_frame, pixel_size_nm, metadata, lazy)
+    return FrameSource(n_frames, shape[-2:], read_frame, pixel_size_nm, metadata, lazy)
 
 
-def _square_pixel(path, y_nm, x_nm, metadata: dict) -> float | None:
+def square_pixel_size(path, y_nm, x_nm, metadata: dict) -> float | None:
     """The pixel size if y and x agree (0.1 %); otherwise None, both sizes in metadata."""
     if y_nm is None or x_nm is None:
         return None
@@ -245,7 +251,7 @@ class MicrographStack(Sequence):
     """
 
     def __init__(self, get: Callable[[int], Micrograph], indices, *, path=None,
-                 pixel_size_nm=_MISSING, frame_shape=None, lazy: bool = True):
+                 pixel_size_nm=MISSING, frame_shape=None, lazy: bool = True):
         self._get = get
         self._indices = range(indices) if isinstance(indices, int) else indices
         self.path = None if path is None else os.fspath(path)
@@ -269,7 +275,7 @@ class MicrographStack(Sequence):
     @property
     def pixel_size_nm(self) -> float | None:
         """Pixel size in nm (of the first frame for a folder or list of files)."""
-        if self._pixel_size_nm is _MISSING:
+        if self._pixel_size_nm is MISSING:
             self._pixel_size_nm = self[0].pixel_size_nm if len(self) else None
         return self._pixel_size_nm
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TEMInputError
-from .core import _Source, _calibration, _frame_source, _luminance, _square_pixel, _unreadable
+from .core import (FrameSource, array_source, axis_calibration, luminance, square_pixel_size,
+                   unreadable_error)
 
 class _Reopened:
     """Array-like over data in a file that is opened again for every read (memory-mapped or
@@ -34,39 +35,39 @@ def _refuse_channels_last(path, shape):
             "per pixel), not a stack of frames [N, H, W]; save one image per frame", path)
 
 
-def _open_mrc(path: Path, fmt: str) -> _Source:
+def open_mrc(path: Path, fmt: str) -> FrameSource:
     """MRC image or stack; the voxel size (Å) gives the pixel size."""
     import mrcfile
 
-    open_mrc = partial(mrcfile.mmap, path, mode="r")
+    reopen = partial(mrcfile.mmap, path, mode="r")
     try:
-        with open_mrc() as mrc:
+        with reopen() as mrc:
             shape, dtype = mrc.data.shape, mrc.data.dtype
             voxel = mrc.voxel_size
             labels = [bytes(x).decode("ascii", "replace").strip("\x00 ")
                       for x in mrc.header.label[: int(mrc.header.nlabl)]]
     except Exception as error:
-        raise _unreadable(path, fmt, error) from error
-    y_nm, _ = _calibration(voxel.y, "Å")
-    x_nm, _ = _calibration(voxel.x, "Å")
+        raise unreadable_error(path, fmt, error) from error
+    y_nm, _ = axis_calibration(voxel.y, "Å")
+    x_nm, _ = axis_calibration(voxel.x, "Å")
     metadata = {"format": fmt, "signal_type": "image", "original_dtype": str(dtype),
                 "units": "Å" if x_nm else None, "scale": float(voxel.x)}
     if labels:
         metadata["labels"] = labels
-    pixel_size_nm = _square_pixel(path, y_nm, x_nm, metadata)
-    frames = _Reopened(open_mrc, lambda mrc: mrc.data, shape, dtype)
-    return _frame_source(path, fmt, frames, pixel_size_nm, metadata)
+    pixel_size_nm = square_pixel_size(path, y_nm, x_nm, metadata)
+    frames = _Reopened(reopen, lambda mrc: mrc.data, shape, dtype)
+    return array_source(path, fmt, frames, pixel_size_nm, metadata)
 
 
-def _open_npy(path: Path, fmt: str) -> _Source:
+def open_npy(path: Path, fmt: str) -> FrameSource:
     """NumPy ``.npy`` ``[H, W]`` or ``[N, H, W]``, memory-mapped."""
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as error:
-        raise _unreadable(path, fmt, error) from error
+        raise unreadable_error(path, fmt, error) from error
     _refuse_channels_last(path, array.shape)
     metadata = {"format": fmt, "signal_type": "image", "units": None}
-    return _frame_source(path, fmt, array, None, metadata)
+    return array_source(path, fmt, array, None, metadata)
 
 
 def _first_dataset(h5file, name: str | None):
@@ -108,7 +109,7 @@ def _attribute_calibration(dataset) -> tuple[float | None, object]:
         node = node.parent
 
 
-def _open_hdf5(path: Path, fmt: str, *, dataset: str | None = None) -> _Source:
+def open_hdf5(path: Path, fmt: str, *, dataset: str | None = None) -> FrameSource:
     """First 2-D/3-D dataset of an HDF5 file (or ``dataset``); pixel size from attributes."""
     import h5py
 
@@ -118,27 +119,27 @@ def _open_hdf5(path: Path, fmt: str, *, dataset: str | None = None) -> _Source:
             name, shape, dtype = item.name, item.shape, item.dtype
             scale, unit = _attribute_calibration(item)
     except Exception as error:
-        raise _unreadable(path, fmt, error) from error
+        raise unreadable_error(path, fmt, error) from error
     _refuse_channels_last(path, shape)
-    pixel_size_nm, reciprocal = _calibration(scale, unit)
+    pixel_size_nm, reciprocal = axis_calibration(scale, unit)
     metadata = {"format": fmt, "signal_type": "diffraction" if reciprocal else "image",
                 "dataset": name, "units": unit, "scale": scale}
     frames = _Reopened(partial(h5py.File, path, "r"), lambda h5: h5[name], shape, dtype)
-    return _frame_source(path, fmt, frames, pixel_size_nm, metadata)
+    return array_source(path, fmt, frames, pixel_size_nm, metadata)
 
 
-def _open_bitmap(path: Path, fmt: str) -> _Source:
+def open_bitmap(path: Path, fmt: str) -> FrameSource:
     """PNG/JPEG/BMP; RGB(A) becomes luminance, alpha is dropped; no pixel size."""
     import imageio.v3 as iio
 
     try:
         array = np.asarray(iio.imread(path, plugin="pillow"))
     except Exception as error:
-        raise _unreadable(path, fmt, error) from error
+        raise unreadable_error(path, fmt, error) from error
     metadata = {"format": fmt, "signal_type": "image", "original_dtype": str(array.dtype),
                 "units": None}
     if array.ndim == 3:
         channels = array.shape[-1]
         metadata["channels"] = {2: "LA", 3: "RGB", 4: "RGBA"}.get(channels, str(channels))
-        array = array[..., 0] if channels == 2 else _luminance(array[..., :3])
-    return _frame_source(path, fmt, array, None, metadata, lazy=False)
+        array = array[..., 0] if channels == 2 else luminance(array[..., :3])
+    return array_source(path, fmt, array, None, metadata, lazy=False)

@@ -9,33 +9,33 @@ from functools import partial
 from pathlib import Path
 
 from ..errors import TEMInputError
-from .core import Micrograph, MicrographStack, _Source
-from .plain import _open_bitmap, _open_hdf5, _open_mrc, _open_npy
-from .rosetta import _open_emd, _open_rosettasciio
-from .tiff import _open_tiff
+from .core import Micrograph, MicrographStack, FrameSource
+from .plain import open_bitmap, open_hdf5, open_mrc, open_npy
+from .rosetta import open_emd, open_rosettasciio
+from .tiff import open_tiff
 
 # extension -> (format name, opener(path, format, **options))
 _FORMATS = {
-    ".dm3": ("DigitalMicrograph", partial(_open_rosettasciio, module="digitalmicrograph")),
-    ".dm4": ("DigitalMicrograph", partial(_open_rosettasciio, module="digitalmicrograph")),
-    ".ser": ("TIA", partial(_open_rosettasciio, module="tia")),
-    ".emi": ("TIA", partial(_open_rosettasciio, module="tia")),
-    ".emd": ("EMD", _open_emd),
-    ".mrc": ("MRC", _open_mrc),
-    ".tif": ("TIFF", _open_tiff),
-    ".tiff": ("TIFF", _open_tiff),
-    ".png": ("PNG", _open_bitmap),
-    ".jpg": ("JPEG", _open_bitmap),
-    ".jpeg": ("JPEG", _open_bitmap),
-    ".bmp": ("BMP", _open_bitmap),
-    ".npy": ("NumPy", _open_npy),
-    ".h5": ("HDF5", _open_hdf5),
-    ".hdf5": ("HDF5", _open_hdf5),
+    ".dm3": ("DigitalMicrograph", partial(open_rosettasciio, module="digitalmicrograph")),
+    ".dm4": ("DigitalMicrograph", partial(open_rosettasciio, module="digitalmicrograph")),
+    ".ser": ("TIA", partial(open_rosettasciio, module="tia")),
+    ".emi": ("TIA", partial(open_rosettasciio, module="tia")),
+    ".emd": ("EMD", open_emd),
+    ".mrc": ("MRC", open_mrc),
+    ".tif": ("TIFF", open_tiff),
+    ".tiff": ("TIFF", open_tiff),
+    ".png": ("PNG", open_bitmap),
+    ".jpg": ("JPEG", open_bitmap),
+    ".jpeg": ("JPEG", open_bitmap),
+    ".bmp": ("BMP", open_bitmap),
+    ".npy": ("NumPy", open_npy),
+    ".h5": ("HDF5", open_hdf5),
+    ".hdf5": ("HDF5", open_hdf5),
 }
 SUPPORTED_EXTENSIONS = tuple(sorted(_FORMATS))
 
 
-def _open(path, **options) -> _Source:
+def _open(path, **options) -> FrameSource:
     path = Path(path)
     if not path.exists():
         raise TEMInputError("no such file", path)
@@ -47,7 +47,7 @@ def _open(path, **options) -> _Source:
         raise TEMInputError(f"unsupported file type {suffix or '(no extension)'!r}; supported: "
                             + ", ".join(SUPPORTED_EXTENSIONS), path)
     fmt, opener = _FORMATS[suffix]
-    if options and opener is not _open_hdf5:
+    if options and opener is not open_hdf5:
         raise TEMInputError(f"options {sorted(options)} only apply to HDF5 files", path)
     source = opener(path, fmt, **options)
     if source.n_frames == 0 or 0 in source.frame_shape:
@@ -56,7 +56,7 @@ def _open(path, **options) -> _Source:
     return source
 
 
-def _micrograph(source: _Source, index: int, path) -> Micrograph:
+def _micrograph(source: FrameSource, index: int, path) -> Micrograph:
     n = source.n_frames
     if not -n <= index < n:
         raise TEMInputError(f"frame {index} does not exist: the file has {n} frame(s)", path)

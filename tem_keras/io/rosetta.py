@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TEMInputError
-from .core import (_MISSING, _Source, _calibration, _frame_source, _is_spectral_axis,
-                   _square_pixel, _unreadable)
+from .core import (MISSING, FrameSource, axis_calibration, array_source, is_spectral_axis,
+                   square_pixel_size, unreadable_error)
 
 # hyperspy metadata path -> our key
 _HYPERSPY_FIELDS = {"General.title": "title", "General.date": "date", "General.time": "time",
@@ -33,21 +33,21 @@ def _lookup(tree, dotted: str):
     node = tree
     for key in dotted.split("."):
         if not isinstance(node, dict):
-            return _MISSING
+            return MISSING
         if key not in node:
-            key = next((k for k in node if str(k).replace(" ", "_") == key), _MISSING)
-            if key is _MISSING:
-                return _MISSING
+            key = next((k for k in node if str(k).replace(" ", "_") == key), MISSING)
+            if key is MISSING:
+                return MISSING
         node = node[key]
     return node
 
 
-def _acquisition_fields(signal: dict) -> dict:
+def acquisition_fields(signal: dict) -> dict:
     """Selected hyperspy metadata of a RosettaSciIO signal, with the reader's mapping applied."""
     values = {}
     for source, (target, function) in (signal.get("mapping") or {}).items():
         value = _lookup(signal.get("original_metadata", {}), source)
-        if value is _MISSING or target not in _HYPERSPY_FIELDS:
+        if value is MISSING or target not in _HYPERSPY_FIELDS:
             continue
         try:
             values[target] = function(value) if function is not None else value
@@ -56,7 +56,7 @@ def _acquisition_fields(signal: dict) -> dict:
     out = {}
     for target, key in _HYPERSPY_FIELDS.items():
         value = values.get(target, _lookup(signal.get("metadata", {}), target))
-        empty = value is _MISSING or value is None or (isinstance(value, str)
+        empty = value is MISSING or value is None or (isinstance(value, str)
                                                       and value in ("", "__unnamed__"))
         if not empty and key not in out:
             out[key] = _plain(value, numeric=key not in _TEXT_FIELDS)
@@ -86,16 +86,16 @@ def _classify(signal: dict) -> str:
     signal_axes = [a for a in axes if not a.get("navigate", False)]
     if ndim == 1:
         return "spectrum"
-    if any(_is_spectral_axis(a) for a in axes) or len(signal_axes) == 1:
+    if any(is_spectral_axis(a) for a in axes) or len(signal_axes) == 1:
         return "spectrum_image"
-    reciprocal = [_calibration(a.get("scale"), a.get("units"))[1] for a in axes[-2:]]
+    reciprocal = [axis_calibration(a.get("scale"), a.get("units"))[1] for a in axes[-2:]]
     kind = str(_lookup(signal.get("metadata", {}), "Signal.signal_type") or "").lower()
     return "diffraction" if all(reciprocal) or "diffraction" in kind else "image"
 
 
 def _describe(signal: dict, kind: str) -> str:
     title = _lookup(signal.get("metadata", {}), "General.title")
-    title = "untitled" if title in (_MISSING, None, "") else title
+    title = "untitled" if title in (MISSING, None, "") else title
     return f"{title!s} ({kind}, shape {tuple(int(s) for s in signal['data'].shape)})"
 
 
@@ -104,7 +104,7 @@ def _spectrum_problem(description: str, kind: str) -> str:
     return f"this is {what}, not an image: {description}"
 
 
-def _read_signals(path: Path, fmt: str, module: str, **reader_options) -> list[dict]:
+def read_signals(path: Path, fmt: str, module: str, **reader_options) -> list[dict]:
     """``rsciio.<module>.file_reader(path)``, lazily where the reader can."""
     reader = import_module(f"rsciio.{module}").file_reader
     try:
@@ -115,13 +115,13 @@ def _read_signals(path: Path, fmt: str, module: str, **reader_options) -> list[d
                 raise
             signals = reader(str(path), lazy=False, **reader_options)
     except Exception as error:
-        raise _unreadable(path, fmt, error) from error
+        raise unreadable_error(path, fmt, error) from error
     if not signals:
         raise TEMInputError(f"no data found in this {fmt} file", path)
     return signals
 
 
-def _signals_source(path: Path, fmt: str, signals: list[dict], pixels=None) -> _Source:
+def _signals_source(path: Path, fmt: str, signals: list[dict], pixels=None) -> FrameSource:
     """A source over the first image signal; the others are listed in metadata.
 
     ``pixels(index, signal)``, if given, replaces ``signal["data"]`` as the frame reader.
@@ -135,11 +135,11 @@ def _signals_source(path: Path, fmt: str, signals: list[dict], pixels=None) -> _
         raise TEMInputError("holds no image, only spectra: " + "; ".join(descriptions), path)
     chosen = images[0]
     signal, axes = signals[chosen], signals[chosen]["axes"]
-    (y_nm, _), (x_nm, _) = (_calibration(a.get("scale"), a.get("units")) for a in axes[-2:])
+    (y_nm, _), (x_nm, _) = (axis_calibration(a.get("scale"), a.get("units")) for a in axes[-2:])
     metadata = {"format": fmt, "signal_type": kinds[chosen],
                 "units": axes[-1].get("units"), "scale": float(axes[-1].get("scale", 1.0))}
-    metadata.update(_acquisition_fields(signal))
-    pixel_size_nm = _square_pixel(path, y_nm, x_nm, metadata)
+    metadata.update(acquisition_fields(signal))
+    pixel_size_nm = square_pixel_size(path, y_nm, x_nm, metadata)
     if len(axes) > 2:
         metadata["frame_axes"] = [{"name": a.get("name"), "scale": float(a.get("scale", 1.0)),
                                    "units": a.get("units")} for a in axes[:-2]]
@@ -147,23 +147,23 @@ def _signals_source(path: Path, fmt: str, signals: list[dict], pixels=None) -> _
     if others:
         metadata["other_signals"] = others
     data = signal["data"] if pixels is None else pixels(chosen, signal)
-    return _frame_source(path, fmt, data, pixel_size_nm, metadata)
+    return array_source(path, fmt, data, pixel_size_nm, metadata)
 
 
-def _open_rosettasciio(path: Path, fmt: str, *, module: str, **reader_options) -> _Source:
+def open_rosettasciio(path: Path, fmt: str, *, module: str, **reader_options) -> FrameSource:
     """DigitalMicrograph, TIA and EMD files through RosettaSciIO (lazy dask arrays)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # readers warn about tags they do not know
-        return _signals_source(path, fmt, _read_signals(path, fmt, module, **reader_options))
+        return _signals_source(path, fmt, read_signals(path, fmt, module, **reader_options))
 
 
-def _open_emd(path: Path, fmt: str) -> _Source:
+def open_emd(path: Path, fmt: str) -> FrameSource:
     """Velox or NCEM ``.emd``; Velox spectrum images need ``sparse``, else only images are read."""
     try:
-        return _open_rosettasciio(path, fmt, module="emd")
+        return open_rosettasciio(path, fmt, module="emd")
     except TEMInputError as error:
         if "ModuleNotFoundError" not in error.problem:
             raise
-        source = _open_rosettasciio(path, fmt, module="emd", select_type="image")
+        source = open_rosettasciio(path, fmt, module="emd", select_type="image")
         source.metadata["note"] = "spectrum images skipped (the 'sparse' package is missing)"
         return source

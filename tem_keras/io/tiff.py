@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TEMInputError
-from .core import _Source, _calibration, _luminance, _square_pixel, _unreadable
-from .rosetta import _acquisition_fields, _read_signals
+from .core import FrameSource, axis_calibration, luminance, square_pixel_size, unreadable_error
+from .rosetta import acquisition_fields, read_signals
 
 _COLOUR = {"RGB", "YCBCR", "CIELAB", "ICCLAB", "ITULAB", "SEPARATED"}
 
@@ -86,10 +86,10 @@ class _TiffFrames:
             else:
                 whole = series.asarray().reshape(-1, *layout.page_shape)
                 frame = layout.frames_of(whole[page])[plane]
-        return _luminance(frame[..., :3]) if layout.colour else frame
+        return luminance(frame[..., :3]) if layout.colour else frame
 
 
-def _open_tiff(path: Path, fmt: str) -> _Source:
+def open_tiff(path: Path, fmt: str) -> FrameSource:
     """TIFF: pixels with tifffile one page at a time; calibrations through RosettaSciIO
     (DigitalMicrograph, ImageJ, FEI, Zeiss, ...).
 
@@ -104,11 +104,11 @@ def _open_tiff(path: Path, fmt: str) -> _Source:
             layout = _TiffLayout(tif)
             unit = (tif.imagej_metadata or {}).get("unit")
     except Exception as error:
-        raise _unreadable(path, fmt, error) from error
+        raise unreadable_error(path, fmt, error) from error
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # readers warn about tags they do not know
         try:
-            signals = _read_signals(path, fmt, "tiff")
+            signals = read_signals(path, fmt, "tiff")
         except TEMInputError:
             signals = []
         try:
@@ -127,9 +127,10 @@ def _open_tiff(path: Path, fmt: str) -> _Source:
         try:
             return frames[i]
         except Exception as error:  # truncated data only shows when the pixels are read
-            raise _unreadable(path, fmt, error) from error
+            raise unreadable_error(path, fmt, error) from error
 
-    return _Source(layout.n_frames, layout.frame_shape, read_frame, pixel_size_nm, metadata, True)
+    return FrameSource(layout.n_frames, layout.frame_shape, read_frame, pixel_size_nm, metadata,
+                       True)
 
 
 def _calibration_of(path, fmt, signals, layout, unit) -> tuple[dict, float | None]:
@@ -146,12 +147,13 @@ def _calibration_of(path, fmt, signals, layout, unit) -> tuple[dict, float | Non
     for axis in axes[-2:]:
         if unit and axis.get("units") is None:
             axis["units"] = unit
-    (y_nm, yrec), (x_nm, xrec) = (_calibration(a.get("scale"), a.get("units")) for a in axes[-2:])
+    (y_nm, yrec), (x_nm, xrec) = (axis_calibration(a.get("scale"), a.get("units"))
+                                  for a in axes[-2:])
     if yrec and xrec:
         metadata["signal_type"] = "diffraction"
     metadata.update(units=axes[-1].get("units"), scale=float(axes[-1].get("scale", 1.0)))
-    metadata.update(_acquisition_fields(signal))
-    pixel_size_nm = _square_pixel(path, y_nm, x_nm, metadata)
+    metadata.update(acquisition_fields(signal))
+    pixel_size_nm = square_pixel_size(path, y_nm, x_nm, metadata)
     if len(axes) > 2:
         metadata["frame_axes"] = [{"name": a.get("name"), "scale": float(a.get("scale", 1.0)),
                                    "units": a.get("units")} for a in axes[:-2]]

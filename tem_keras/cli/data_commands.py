@@ -1,0 +1,135 @@
+"""``tem-keras`` data commands: synth, info, check, measure, label."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from ..errors import TEMInputError
+from .console import as_input_errors, note_pixel_size
+
+
+def run_synth(args) -> None:
+    """``tem-keras synth``: write a synthetic data set (images, masks, dataset.json)."""
+    from ..data.synthetic import make_dataset
+
+    out = make_dataset(args.out_dir, n_images=args.n_images, size=args.size, mode=args.mode,
+                       pixel_size_nm=args.pixel_size_nm, seed=args.seed, overwrite=args.overwrite)
+    print(f"wrote {args.n_images} {args.mode} images with masks to {out}")
+
+
+def run_info(args) -> None:
+    """``tem-keras info``: one line per file with frames, size, pixel size and format."""
+    from ..io import read_stack
+
+    for path in args.files:
+        stack = read_stack(path)
+        first = stack[0]
+        size = "uncalibrated" if first.pixel_size_nm is None else f"{first.pixel_size_nm:.6g} nm/px"
+        print(f"{path}: {len(stack)} frame(s) of {first.data.shape[0]}×{first.data.shape[1]} px, "
+              f"{size}, {first.metadata.get('signal_type', 'image')}, "
+              f"format {first.metadata.get('format', '?')}")
+
+
+def run_check(args) -> None:
+    """``tem-keras check``: pair images with masks and load every pair (exit 2 on problems)."""
+    from ..data.datasets import discover, load_pair
+
+    ds = discover(args.dataset_dir, pairing=args.pairing)
+    print(ds)
+    for p in ds.unpaired_images:
+        print(f"  image without mask: {p}")
+    for p in ds.unpaired_masks:
+        print(f"  mask without image: {p}")
+    problems = 0
+    for sample in ds.labelled:
+        try:
+            load_pair(sample, ds.num_classes)
+        except TEMInputError as err:
+            problems += 1
+            print(f"  problem: {err}")
+    print(f"{len(ds.labelled) - problems} of {len(ds.labelled)} pairs are ready for training")
+    if ds.labelled and ds.pixel_size_nm is None:
+        from ..io import read_image
+
+        try:
+            calibrated = read_image(ds.labelled[0].image).pixel_size_nm is not None
+        except TEMInputError:
+            calibrated = True  # reported above
+        if not calibrated:
+            note_pixel_size(ds.labelled[0].image)
+    if problems:
+        raise SystemExit(2)
+
+
+def _mask_files(paths) -> list[Path]:
+    from ..io import image_files
+
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files.extend(image_files(path))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise TEMInputError("no such file or folder", path)
+    if not files:
+        raise TEMInputError("no mask files found in " + ", ".join(map(str, paths)))
+    return files
+
+
+@as_input_errors
+def run_measure(args) -> None:
+    """``tem-keras measure``: particle table (sizes in nm with a pixel size) from masks."""
+    import pandas as pd
+
+    from ..data.datasets import read_mask
+    from ..particles import MissingPixelSizeWarning, measure_particles
+
+    if args.out.exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out}: already exists; pass --overwrite to replace it")
+    tables = []
+    if args.pixel_size_nm is None:
+        note_pixel_size("measure")
+    for path in _mask_files(args.masks):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MissingPixelSizeWarning)
+            table = measure_particles(read_mask(path), args.pixel_size_nm, min_area=args.min_area,
+                                      split_touching=not args.no_split,
+                                      exclude_border=not args.keep_border)
+        table.insert(0, "mask", path.name)
+        tables.append(table)
+    table = pd.concat(tables, ignore_index=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    column = "equivalent_diameter_nm" if args.pixel_size_nm else "equivalent_diameter_px"
+    unit = "nm" if args.pixel_size_nm else "px"
+    size = (f"; diameter {table[column].mean():.3g} ± {table[column].std():.2g} {unit}"
+            if len(table) else "")
+    print(f"{len(table)} particles in {len(tables)} mask(s){size}; table in {args.out}")
+
+
+@as_input_errors
+def run_label(args) -> None:
+    """``tem-keras label``: pseudo-label masks for images, written as a data set folder."""
+    from ..baselines import pseudo_labels
+    from ..inference.sources import input_sources, select_frames
+    from ..io import write_image, write_mask
+
+    sources = []
+    for item in args.images:
+        sources.extend(input_sources(str(item))[0])
+    out = Path(args.out)
+    n = 0
+    from tqdm.auto import tqdm
+
+    frames = list(select_frames(sources, None))
+    for _, source, frame in tqdm(frames, unit="image", desc="label", disable=args.quiet):
+        mg = source.get(frame)
+        stem = Path(source.name or mg.path).stem + (f"_f{frame:05d}" if source.multi else "")
+        labels = pseudo_labels(mg, sigma=args.sigma, disk_radius=args.disk_radius, particles=args.particles)
+        write_image(out / "images" / f"{stem}.tif", mg.data, mg.pixel_size_nm, overwrite=args.overwrite)
+        write_mask(out / "masks" / f"{stem}.png", __import__('numpy').asarray(labels, dtype='uint8'), overwrite=args.overwrite)
+        n += 1
+    print(f"wrote {n} image(s) with pseudo-label masks to {out}/images and {out}/masks "
+          "(check them before training)")

@@ -1,0 +1,155 @@
+"""``tem-keras`` prediction commands: predict and evaluate, with their shared options."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import warnings
+from pathlib import Path
+
+from ..errors import TEMInputError
+from ..outputs import claim_output, release_output
+from .console import as_input_errors, note_pixel_size
+
+
+def parse_shard(text: str) -> str:
+    """``i/n`` with 0 <= i < n (argparse type)."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected i/n such as 0/4, got {text!r}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"shard i/n needs 0 <= i < n (0-based), got {text!r}")
+    return f"{i}/{n}"
+
+
+def parse_threshold(text: str):
+    """A probability threshold in [0, 1] or ``otsu`` (argparse type)."""
+    if text.lower() == "otsu":
+        return "otsu"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'otsu', got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"threshold must be in [0, 1], got {text}")
+    return value
+
+
+def parse_overlap(text: str):
+    """A tile overlap in px or ``auto`` (argparse type)."""
+    return "auto" if text == "auto" else int(text)
+
+
+def add_prediction_options(p) -> None:
+    """Add the options ``predict`` and ``evaluate`` share (threshold, tiles, precision)."""
+    p.add_argument("--threshold", type=parse_threshold, default=None,
+                   help="particle probability threshold in [0, 1] or 'otsu' (default: the run's "
+                   "tuned threshold, else 0.5)")
+    p.add_argument("--tile-size", type=int, default=None,
+                   help="tile side in px (default: whole images up to 2048², 1024 px tiles above)")
+    p.add_argument("--overlap", type=parse_overlap, default="auto", help="tile overlap in px or 'auto'")
+    p.add_argument("--batch-size", type=int, default=4, help="tiles or frames per model call")
+    p.add_argument("--mixed-precision", default="float32", choices=("float32", "bfloat16", "float16", "auto"))
+
+
+@as_input_errors
+def run_predict(args) -> None:
+    """``tem-keras predict``: masks (and optionally probabilities, overlays, particles.csv)."""
+    import csv
+
+    from ..inference import predict_stack, save_prediction
+
+    out = Path(args.out)
+    csv_path = None
+    if args.particles:
+        from ..particles import MissingPixelSizeWarning, measure_particles
+
+        suffix = "" if args.shard is None else "_shard{}of{}".format(*args.shard.split("/"))
+        csv_path = out / f"particles{suffix}.csv"
+        if csv_path.exists() and not args.overwrite:
+            raise FileExistsError(f"{csv_path}: already exists; pass --overwrite to replace it")
+    n_images = n_particles = 0
+    writer = handle = lock = None
+    noted = False
+    try:
+        if csv_path is not None:
+            lock = claim_output(csv_path, overwrite=args.overwrite)
+        for result in predict_stack(
+                args.model, [str(p) for p in args.inputs], frames=args.shard, threshold=args.threshold,
+                tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
+                mixed_precision=args.mixed_precision, pixel_size_nm=args.pixel_size_nm,
+                return_probabilities=args.probabilities, return_image=args.overlay or args.particles,
+                progress=not args.quiet):
+            save_prediction(result, out, mask_format=args.mask_format, probabilities=args.probabilities,
+                            overlay_png=args.overlay, overwrite=args.overwrite)
+            n_images += 1
+            if csv_path is not None:
+                if result.pixel_size_nm is None and not noted:
+                    noted = note_pixel_size(result.name)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", MissingPixelSizeWarning)
+                    table = measure_particles(result.mask, result.pixel_size_nm, image=result.image,
+                                              min_area=args.min_area)
+                table.insert(0, "image", result.name)
+                table.insert(1, "frame", -1 if result.frame is None else result.frame)
+                if writer is None:
+                    handle = open(lock, "w", newline="")  # rows go to the claimed file
+                    writer = csv.writer(handle)
+                    writer.writerow(table.columns)
+                writer.writerows(table.itertuples(index=False))
+                n_particles += len(table)
+        if handle is not None:
+            handle.close()
+            handle = None
+            os.replace(lock, csv_path)
+    finally:
+        if handle is not None:
+            handle.close()
+        if lock is not None:
+            release_output(csv_path)
+    print(f"wrote {n_images} mask(s) to {out}"
+          + (f"; {n_particles} particles in {csv_path}" if csv_path is not None else ""))
+
+
+@as_input_errors
+def run_evaluate(args) -> None:
+    """``tem-keras evaluate``: scores, best threshold and curve on a labelled folder."""
+    import json
+
+    from ..inference import evaluate
+
+    plot = None if args.out is None else Path(args.out) / "threshold_curve.png"
+    if args.out is not None:
+        for name in ("per_image.csv", "overall.json", "threshold_curve.png"):
+            if (Path(args.out) / name).exists() and not args.overwrite:
+                raise FileExistsError(f"{Path(args.out) / name}: already exists; pass --overwrite to replace it")
+    per_image, overall = evaluate(args.model, args.dataset_dir, threshold=args.threshold, split=args.split,
+                                  metric=args.metric, tile_size=args.tile_size, overlap=args.overlap,
+                                  batch_size=args.batch_size, mixed_precision=args.mixed_precision,
+                                  plot=plot, progress=not args.quiet)
+    columns = [c for c in ("image", "threshold", "dice", "iou", "precision", "recall", "f1")
+               if c in per_image]
+    print(per_image[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    s = overall["scores"]
+    print(f"overall ({overall['n_images']} images, pixels pooled): dice {s['dice']:.4f}  iou {s['iou']:.4f}  "
+          f"precision {s['precision']:.4f}  recall {s['recall']:.4f}")
+    print(f"best threshold for {overall['metric']}: {overall['best_threshold']:.2f} "
+          f"({overall['metric']} {overall['at_best'][{'dice': 'f1'}.get(overall['metric'], overall['metric'])]:.4f})")
+    if args.out is not None:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        per_image.to_csv(out / "per_image.csv", index=False)
+        summary = {k: v for k, v in overall.items() if k != "curve"}
+        (out / "overall.json").write_text(json.dumps(summary, indent=2, default=float))
+        overall["curve"].to_csv(out / "threshold_curve.csv", index=False)
+        print(f"tables and plot in {out}")
+    if args.save_threshold:
+        model_dir = Path(args.model)
+        if not (model_dir / "config.json").is_file():
+            raise TEMInputError("--save-threshold needs a run folder", model_dir)
+        from ..artifacts import write_threshold
+
+        saved = write_threshold(model_dir, overall["best_threshold"], metric=overall["metric"],
+                                dataset_dir=str(args.dataset_dir), split=args.split)
+        print(f"threshold {overall['best_threshold']:.2f} saved in {saved}")
