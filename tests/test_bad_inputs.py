@@ -427,7 +427,7 @@ for name, images in (("nan", lambda w: np.full((32, 32), np.nan)),
                      ("two-channels", lambda w: np.zeros((1, 32, 32, 2)))):
     case(f"serve-{name}", lambda w, images=images: _api("load")(w["user"] / "export").serve(
         images(w)), TE, "image")
-case("export-predict-constant", lambda w: _api("load")(w["user"] / "export").predict(
+case("export-predict-constant", lambda w: _api("predict")(_api("load")(w["user"] / "export"),
     np.full((64, 64), 2.0, np.float32)), TE, "constant")
 
 # the command line (in-process)

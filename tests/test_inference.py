@@ -526,3 +526,25 @@ def test_cli_predict_and_fit_turn_onednn_on_for_a_small_network_unless_the_user_
         print(prefer_onednn(1000), os.environ["TF_ENABLE_ONEDNN_OPTS"], "tensorflow" in sys.modules)
     """)], capture_output=True, text=True, env={**env, "TF_ENABLE_ONEDNN_OPTS": "0"}, timeout=120)
     assert done.stdout.split() == ["False", "0", "False"], done.stderr[-3000:]
+
+
+def test_test_time_augmentation_is_the_mean_of_the_eight_symmetries(tmp_path):
+    """tta=True equals the mean, mapped back, of the predictions of the 8 rotated/mirrored images."""
+    import keras
+
+    from tem_keras import build_model, predict
+    from tem_keras.inference.augment import DIHEDRAL, dihedral, undo_dihedral
+
+    keras.utils.set_random_seed(1)
+    model = build_model({"name": "unet", "depth": 2, "base_filters": 4})
+    image = np.random.default_rng(0).normal(size=(40, 56)).astype(np.float32)
+    expected = np.mean([undo_dihedral(predict(model, np.ascontiguousarray(dihedral(image, k, f)),
+                                              return_probabilities=True).probabilities, k, f)
+                        for k, f in DIHEDRAL], axis=0)
+    result = predict(model, image, tta=True, return_probabilities=True)
+    assert result.probabilities.shape == (40, 56, 2)
+    np.testing.assert_allclose(result.probabilities, expected, atol=1e-5)
+    assert not np.allclose(result.probabilities, predict(model, image, return_probabilities=True).probabilities,
+                           atol=1e-4)  # an untrained network is not symmetric: the mean differs
+    for k, f in DIHEDRAL:
+        np.testing.assert_array_equal(undo_dihedral(dihedral(image, k, f), k, f), image)

@@ -51,6 +51,8 @@ def add_prediction_options(p) -> None:
     p.add_argument("--overlap", type=parse_overlap, default="auto", help="tile overlap in px or 'auto'")
     p.add_argument("--batch-size", type=int, default=4, help="tiles or frames per model call")
     p.add_argument("--mixed-precision", default="float32", choices=("float32", "bfloat16", "float16", "auto"))
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: mean of the 8 rotations/mirror images (8× the time)")
 
 
 @as_input_errors
@@ -80,7 +82,7 @@ def run_predict(args) -> None:
                 tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
                 mixed_precision=args.mixed_precision, pixel_size_nm=args.pixel_size_nm,
                 return_probabilities=args.probabilities, return_image=args.overlay or args.particles,
-                progress=not args.quiet):
+                progress=not args.quiet, tta=args.tta):
             save_prediction(result, out, mask_format=args.mask_format, probabilities=args.probabilities,
                             overlay_png=args.overlay, overwrite=args.overwrite)
             n_images += 1
@@ -127,7 +129,7 @@ def run_evaluate(args) -> None:
     per_image, overall = evaluate(args.model, args.dataset_dir, threshold=args.threshold, split=args.split,
                                   metric=args.metric, tile_size=args.tile_size, overlap=args.overlap,
                                   batch_size=args.batch_size, mixed_precision=args.mixed_precision,
-                                  plot=plot, progress=not args.quiet)
+                                  plot=plot, progress=not args.quiet, tta=args.tta)
     columns = [c for c in ("image", "threshold", "dice", "iou", "precision", "recall", "f1")
                if c in per_image]
     print(per_image[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))

@@ -28,7 +28,7 @@ __all__ = ["evaluate"]
 
 def evaluate(model_or_run, dataset_dir, *, threshold=None, split: str | None = None,
              metric: str = "f1", tile_size: int | None = None, overlap="auto", batch_size: int = 4,
-             mixed_precision: str = "float32", plot=None, progress: bool = False):
+             mixed_precision: str = "float32", plot=None, progress: bool = False, tta: bool = False):
     """Score a model on a labelled dataset folder, per image and overall.
 
     Parameters
@@ -46,6 +46,8 @@ def evaluate(model_or_run, dataset_dir, *, threshold=None, split: str | None = N
         Metric maximised by the ``best_threshold`` reported (``"f1"`` by default).
     plot : str or Path, optional
         Write the threshold curve (precision, recall, F1 against threshold) there.
+    tta : bool
+        Test-time augmentation (see :func:`~tem_keras.inference.predict`).
 
     Returns
     -------
@@ -92,7 +94,7 @@ def evaluate(model_or_run, dataset_dir, *, threshold=None, split: str | None = N
     results = predict_stack(bundle, [s.image for s in samples], threshold=threshold,
                             tile_size=tile_size, overlap=overlap, batch_size=batch_size,
                             return_probabilities=True, mixed_precision=mixed_precision,
-                            progress=progress)
+                            progress=progress, tta=tta)
     for sample, result in zip(samples, results):
         truth = read_mask(sample.mask)
         n_classes = max(2, int(result.probabilities.shape[-1]), ds.num_classes)
