@@ -95,11 +95,12 @@ def test_receptive_field_of_the_chosen_model_grows_with_the_particles():
     from tem_keras.models.receptive_field import receptive_field
     from tem_keras.models.registry import build_model
 
-    masks = [_disc_mask((400, 400), [(200, 200)], r) for r in (4, 40, 90)]
+    masks = [_disc_mask((600, 600), [(300, 300)], r) for r in (4, 40, 60, 120)]
     diameters = [particle_diameters([m]) for m in masks]
-    np.testing.assert_allclose([d[0] for d in diameters], [2 * np.sqrt(49 / np.pi), 80.3, 180.3], rtol=0.02)
+    np.testing.assert_allclose([d[0] for d in diameters], [2 * np.sqrt(49 / np.pi), 80.3, 120.3, 240.3],
+                               rtol=0.02)
     chosen = [choose_model(d) for d in diameters]
-    assert [c["n_blocks"] for c in chosen] == [3, 4, 5]
+    assert [c["pool_sizes"] for c in chosen] == [[2, 2, 2], [2, 2, 2, 2], [2, 2, 2, 4], [2, 2, 4, 4]]
     for spec, d in zip(chosen, diameters):
         assert receptive_field(build_model(dict(spec, base_filters=2))) >= 2 * d[0] + 16
 

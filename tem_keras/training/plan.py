@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-__all__ = ["Plan", "particle_diameters", "choose_model", "default_time_limit", "plan_training"]
+__all__ = ["Plan", "POOL_LADDER", "particle_diameters", "choose_model", "default_time_limit",
+           "plan_training"]
 
 #: per-replica batch of 256² patches on a CPU and on a GPU (scaled for other patch sizes)
 _BATCH_256 = {"cpu": 8, "gpu": 16}
@@ -45,19 +46,23 @@ def particle_diameters(masks) -> np.ndarray:
     return np.concatenate(diameters) if diameters else np.zeros(0)
 
 
-def choose_model(diameters_px, *, base_filters: int = 16, min_blocks: int = 3,
-                 max_blocks: int = 5) -> dict:
+#: pool sizes of the planned residual UNets, by receptive field: 96, 200, 280 and 504 px. Past
+#: four blocks the receptive field grows by larger pools (Sytwu et al.), not by more parameters.
+POOL_LADDER = ((2, 2, 2), (2, 2, 2, 2), (2, 2, 2, 4), (2, 2, 4, 4))
+
+
+def choose_model(diameters_px, *, base_filters: int = 16) -> dict:
     """A residual UNet whose receptive field covers the large particles with context around them.
 
     The receptive field must reach at least twice the 90th-percentile particle diameter plus
     16 px (a particle and as much again of its surroundings, so the model sees the support on both
-    sides of an edge). Depth, i.e. 2×2 pooling steps, is added until it does, from ``min_blocks``
-    (3 blocks: 96 px) to ``max_blocks`` (5 blocks: ~400 px).
+    sides of an edge). The first pool configuration of :data:`POOL_LADDER` that reaches it is
+    taken (the last one when none does).
 
     Returns
     -------
     dict
-        ``{"name": "residual_unet", "n_blocks": N, "base_filters": ..., "pool_sizes": [2]*N}``.
+        ``{"name": "residual_unet", "n_blocks": N, "base_filters": ..., "pool_sizes": [...]}``.
     """
     from ..models.receptive_field import receptive_field
     from ..models.registry import build_model
@@ -65,9 +70,9 @@ def choose_model(diameters_px, *, base_filters: int = 16, min_blocks: int = 3,
     d = np.asarray(diameters_px, float)
     large = float(np.percentile(d, 90)) if d.size else 0.0
     target = 2.0 * large + 16.0
-    for n in range(min_blocks, max_blocks + 1):
-        spec = {"name": "residual_unet", "n_blocks": n, "base_filters": base_filters,
-                "pool_sizes": [2] * n}
+    for pools in POOL_LADDER:
+        spec = {"name": "residual_unet", "n_blocks": len(pools), "base_filters": base_filters,
+                "pool_sizes": list(pools)}
         if receptive_field(build_model({**spec, "base_filters": 1})) >= target:
             break
     return spec
