@@ -464,6 +464,8 @@ def main(argv=None) -> int:
                     "benchmarks/results/accuracy.json; quick: <work>/accuracy_quick.json)")
     ap.add_argument("--markdown", default=None, help="markdown table (default "
                     "benchmarks/results/ACCURACY.md; quick: <work>/ACCURACY_quick.md)")
+    ap.add_argument("--update", action="store_true",
+                    help="keep the other sets' results in --out and replace only the sets run now")
     ap.add_argument("--fit-timeout", type=float, default=4 * 3600,
                     help="kill a fit after this many seconds (default %(default)s)")
     ap.add_argument("--fit-args", nargs=argparse.REMAINDER, default=[],
@@ -496,12 +498,15 @@ def main(argv=None) -> int:
         f"load {header['load_start']}; fit --time-limit "
         f"{'available' if header['fit_has_time_limit'] else 'not available'}")
     results = []
+    if args.update and out.is_file():  # results of other sets, each with the commit it ran on
+        results = [r for r in json.loads(out.read_text())["results"] if r["set"] not in args.sets]
     for name in args.sets:
         log(f"\n--- {name}")
         r = run_set(name, args, options)
         if r is None:
             continue
         header["fit_extra"] = r["fit"]["command"][5:]
+        r["git_commit"], r["git_dirty"] = header.get("git_commit"), header.get("git_dirty")
         results.append(r)
         report_set(r)
         payload = {**header, "load_end": list(os.getloadavg()), "results": results}
