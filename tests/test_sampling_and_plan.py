@@ -186,3 +186,18 @@ def test_folds_are_disjoint_cover_the_non_test_images_and_are_reproducible():
     assert fold_splits(stems, 5, test=["img03", "img07"], seed=3) != folds
     with pytest.raises(ValueError, match="needs at least 5 images"):
         fold_splits(stems[:4], 5)
+
+
+def test_held_out_subset_is_reproducible_and_keeps_pairs():
+    from tem_keras.training.heldout import HeldOut
+
+    images = [np.full((4, 4), i, np.float32) for i in range(30)]
+    masks = [np.full((4, 4), i % 2, np.uint8) for i in range(30)]
+    heldout = HeldOut([f"s{i}" for i in range(30)], images, masks)
+    part = heldout.subset(16, seed=1)
+    assert len(part) == 16 and part.stems == heldout.subset(16, seed=1).stems
+    assert part.stems != heldout.subset(16, seed=2).stems
+    for stem, image, mask in zip(part.stems, part.images, part.masks):
+        i = int(stem[1:])
+        assert image[0, 0] == i and mask[0, 0] == i % 2
+    assert heldout.subset(40) is heldout

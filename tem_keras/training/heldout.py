@@ -54,6 +54,14 @@ class HeldOut:
     def __len__(self) -> int:
         return len(self.images)
 
+    def subset(self, n: int, seed: int = 0) -> "HeldOut":
+        """At most ``n`` of the images, a reproducible random choice (all when there are fewer)."""
+        if len(self) <= n:
+            return self
+        keep = sorted(np.random.default_rng(seed).choice(len(self), n, replace=False))
+        return HeldOut([self.stems[i] for i in keep], [self.images[i] for i in keep],
+                       [self.masks[i] for i in keep])
+
     def predict(self, model, factor: int) -> list:
         """Probabilities of every image (list of ``[H, W, C]``)."""
         return [predict_whole(model, image, factor) for image in self.images]

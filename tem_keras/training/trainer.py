@@ -28,6 +28,8 @@ from .rundir import default_run_dir, prepare_run_dir
 __all__ = ["train", "split_images", "plan_for_built"]
 
 _TIMING_STEPS = 3
+#: validation images predicted after every epoch (all of them choose the threshold at the end)
+_MONITORED_IMAGES = 16
 
 
 def _versions() -> dict:
@@ -58,7 +60,7 @@ def split_images(dataset, config: TrainingConfig, dataset_dir: Path) -> dict:
     if len(split["val"]) < 3:
         warnings.warn(f"only {len(split['val'])} validation image(s): the best epoch is chosen on "
                       "them and the threshold stays at 0.5; label more images or use folds=5",
-                      UserWarning, stacklevel=3)
+                      UserWarning, stacklevel=4)
     return split
 
 
@@ -161,6 +163,7 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     if loss_name in ("weighted_cross_entropy", "focal"):
         class_weights = inverse_frequency_weights(sampler.class_counts(num_classes))
     val = HeldOut(split["val"], *read["val"][:2])
+    monitored = val.subset(_MONITORED_IMAGES, seed=config.seed)  # judged every epoch
     test = HeldOut(split["test"], *read["test"][:2]) if "test" in read else None
 
     precision = choose_precision(trained.mixed_precision)
@@ -177,8 +180,8 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
         keras.config.set_dtype_policy(previous_policy)
     factor = downsampling_factor(net)
     if plan.epochs is None:
-        step_s, val_s = _measure(net, sampler, val, plan, augmentation, trained.seed, factor, global_batch)
-        reserve = 1.2 * val_s * (1 + len(test or []) / max(1, len(val))) + 5.0  # threshold, test, plots
+        step_s, val_s = _measure(net, sampler, monitored, plan, augmentation, trained.seed, factor, global_batch)
+        reserve = 1.2 * val_s * (len(val) + len(test or [])) / len(monitored) + 5.0  # threshold, test, plots
         plan.fill_epochs(step_s, val_s, plan.time_limit_s - (time.monotonic() - started) - reserve)
 
     pixel_sizes = [p for name in read for p in read[name][2].values() if p]
@@ -228,7 +231,7 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     callbacks = [
         cb.make_schedule(trained.learning_rate, plan.epochs * plan.steps_per_epoch, trained.schedule,
                          deadline),
-        cb.make_validation(val, factor),
+        cb.make_validation(monitored, factor),
         keras.callbacks.BackupAndRestore(str(out_dir / "backup"), delete_checkpoint=True),
         cb.make_checkpoint(out_dir / "best.keras", first_epoch=plan.epochs // 3 if trained.schedule == "cosine" else 0),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=stored is not None),
