@@ -82,8 +82,15 @@ def test_plan_clamps_the_patch_with_a_note_and_sizes_the_model_to_the_particles(
     assert plan.model["name"] == "residual_unet" and plan.model["n_blocks"] == 3
     assert plan.time_limit_s == pytest.approx(540.0) and plan.epochs is None
     assert 4 <= plan.steps_per_epoch <= 50
-    plan.fill_epochs(step_seconds=0.5, validation_seconds=2.0, remaining_s=100.0)
-    assert plan.epochs == int(100 // (plan.steps_per_epoch * 0.5 + 2.0))
+    steps = plan.steps_per_epoch
+    plan.fill_epochs(step_seconds=0.25, validation_seconds=0.5, remaining_s=100.0)
+    assert plan.steps_per_epoch == steps and plan.epochs == int(np.floor(100 / (steps * 0.25 + 0.5)))
+    plan.steps_per_epoch = 40  # few long epochs would fit: they are shortened to 10 or more
+    plan.fill_epochs(step_seconds=1.0, validation_seconds=2.0, remaining_s=200.0)
+    assert plan.steps_per_epoch == 18 and plan.epochs == 10 and "40 → 18 steps" in plan.notes[-1]
+    plan.steps_per_epoch = 40
+    plan.fill_epochs(step_seconds=1.0, validation_seconds=2.0, remaining_s=200.0, fixed_steps=True)
+    assert plan.steps_per_epoch == 40 and plan.epochs == 4
     assert "random patches" in plan.summary() and "receptive field 96 px" in plan.summary()
     fixed = plan_training(TrainingConfig(epochs=3, patch_size=64, batch_size=2, model="unet").with_recipe(),
                           small, masks, num_classes=2)

@@ -103,12 +103,27 @@ class Plan:
     validation_seconds: float | None = None
     notes: list = field(default_factory=list)
 
-    def fill_epochs(self, step_seconds: float, validation_seconds: float, remaining_s: float) -> None:
-        """Epochs that fit in ``remaining_s`` seconds at the measured speeds."""
+    def fill_epochs(self, step_seconds: float, validation_seconds: float, remaining_s: float, *,
+                    fixed_steps: bool = False, min_epochs: int = 10) -> None:
+        """Epochs that fit in ``remaining_s`` seconds at the measured speeds.
+
+        Unless ``fixed_steps``, epochs are shortened (to no fewer than 4 steps) when fewer than
+        ``min_epochs`` would fit, so that the best epoch is chosen among enough checkpoints.
+        """
         self.step_seconds = float(step_seconds)
         self.validation_seconds = float(validation_seconds)
-        epoch_s = self.steps_per_epoch * step_seconds + validation_seconds
-        self.epochs = int(np.clip(math.floor(remaining_s / max(epoch_s, 1e-6)), 1, _MAX_EPOCHS))
+
+        def fitting(steps):
+            return int(math.floor(remaining_s / max(steps * step_seconds + validation_seconds, 1e-6)))
+
+        if not fixed_steps and fitting(self.steps_per_epoch) < min_epochs and self.steps_per_epoch > 4:
+            shorter = int((remaining_s / min_epochs - validation_seconds) / max(step_seconds, 1e-6))
+            shorter = int(np.clip(shorter, 4, self.steps_per_epoch))
+            if shorter < self.steps_per_epoch:
+                self.notes.append(f"{self.steps_per_epoch} → {shorter} steps per epoch, so that the "
+                                  "budget holds enough epochs to choose the best from")
+                self.steps_per_epoch = shorter
+        self.epochs = int(np.clip(fitting(self.steps_per_epoch), 1, _MAX_EPOCHS))
 
     def summary(self) -> str:
         """The plan in a few lines, as printed before training."""

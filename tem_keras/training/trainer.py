@@ -182,7 +182,8 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     if plan.epochs is None:
         step_s, val_s = _measure(net, sampler, monitored, plan, augmentation, trained.seed, factor, global_batch)
         reserve = 1.2 * val_s * (len(val) + len(test or [])) / len(monitored) + 5.0  # threshold, test, plots
-        plan.fill_epochs(step_s, val_s, plan.time_limit_s - (time.monotonic() - started) - reserve)
+        plan.fill_epochs(step_s, val_s, plan.time_limit_s - (time.monotonic() - started) - reserve,
+                         fixed_steps=trained.steps_per_epoch is not None)
 
     pixel_sizes = [p for name in read for p in read[name][2].values() if p]
     config_json = {
