@@ -294,6 +294,7 @@ def test_example_script_runs(exported, run, tmp_path):
     assert len(list((tmp_path / "out").glob("*_mask.png"))) == len(list(images.iterdir()))
 
 
+@pytest.mark.slow
 def test_serving_graph_runs_the_rewritten_network(tmp_path):
     """The exported graph holds ``for_inference``'s copy (no batch norm, fused nearest decoders)
     and gives the trained model's probabilities on an image of odd size."""

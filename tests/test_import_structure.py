@@ -164,7 +164,7 @@ def private_imports(root: Path = ROOT) -> list[str]:
     for path, name, is_init in files:
         _, private = _imports(path, name, is_init, modules)
         found += [f"{path.relative_to(root)}:{line}: from {source} import {private_name}"
-                  for line, source, private_name in private]
+                  for line, source, private_name in sorted(private)]
     return found
 
 
