@@ -178,23 +178,31 @@ def test_measure_masks_in_nm(tiny_dataset, tmp_path, capsys):
 
 
 def test_export_then_predict_from_the_export(tiny_run, tiny_dataset, tmp_path, capsys):
+    """``.keras`` only here (test_export.py exports every format): the threshold travels with it."""
+    import tem_keras
+    from tem_keras.io import read_image
+
     out = tmp_path / "export"
-    assert main(["export", str(tiny_run.path), str(out), "--formats", "saved_model,keras",
-                 "--threshold", "0.4", "--quiet"]) == 0
-    for name in ("saved_model/saved_model.pb", "model.keras", "tem_keras.json", "README.md"):
+    assert main(["export", str(tiny_run.path), str(out), "--formats", "keras", "--threshold", "0.4",
+                 "--quiet"]) == 0
+    for name in ("model.keras", "tem_keras.json", "README.md"):
         assert (out / name).is_file(), name
+    assert not (out / "saved_model").exists()
     meta = json.loads((out / "tem_keras.json").read_text())
     assert meta["threshold"] == pytest.approx(0.4)
     assert meta["preprocessing"] == tiny_run.config["preprocessing"]
+    assert tem_keras.load(out).threshold == pytest.approx(0.4)
     masks = tmp_path / "masks"
     image = sorted((tiny_dataset / "images").iterdir())[0]
     assert main(["predict", str(out), str(image), "-o", str(masks), "--quiet"]) == 0
-    assert (masks / f"{image.stem}_mask.png").is_file()
+    expected = tem_keras.predict(tiny_run, image, threshold=0.4).mask
+    np.testing.assert_array_equal(read_image(masks / f"{image.stem}_mask.png").data > 0, expected > 0)
     capsys.readouterr()
     assert main(["export", str(tiny_run.path), str(out), "--quiet"]) == 2  # not empty
     assert "not empty" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # builds the 14 networks of the table at paper widths (VGG16, ResNet-34, ...)
 def test_models_lists_the_zoo(capsys):
     from tem_keras.models.describe import TABLE_MODELS
 

@@ -133,6 +133,8 @@ class TestShallowCnn(ModelContract):
     config = {"name": "shallow_cnn", "filters": 2, "kernel_size": 5, "batch_norm": True, "num_classes": 3}
 
 
+# slow: a MobileNetV2 encoder (two 3-4 s traces); the fast tier checks the small zoo and FCN-8s
+@pytest.mark.slow
 class TestSegmentationModels(ModelContract):
     config = {"name": "sm", "arch": "Linknet", "backbone": "mobilenetv2", "encoder_weights": None}
     # a deep network: summation order may differ between kernels oneDNN picks (see test_models.py)
@@ -159,10 +161,14 @@ class TestResidualUnetSytwu(ModelContract):
     config = {"name": "residual_unet_sytwu", "base_filters": 2}
 
 
+# slow: the network of TestFcn8s (VGG16, no weights) under the preset's name
+@pytest.mark.slow
 class TestFcn8sGroschner(ModelContract):
     config = {"name": "fcn8s_groschner", "weights": None}  # the preset's ImageNet weights: never downloaded
 
 
+# slow: a second VGG16 (15 M parameters); TestFcn8s checks the undilated one in the fast tier
+@pytest.mark.slow
 class TestFcn8sDilated(ModelContract):
     config = {"name": "fcn8s_dilated", "weights": None}
 
