@@ -10,6 +10,7 @@ import pytest
 from tem_keras.cli import main
 
 
+@pytest.mark.slow
 def test_demo_writes_report_and_finds_particles(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", str(out)]) == 0  # the defaults, as the README runs it

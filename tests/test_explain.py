@@ -158,6 +158,7 @@ def test_filter_bank_and_match_kernels_recover_planted_filters():
     assert len([ax for ax in fig.axes if ax.images]) == 3
 
 
+@pytest.mark.slow
 def test_single_filter_cnn_learns_a_blob_kernel_that_match_kernels_identifies():
     """Horwath et al. 2020: the single 9×9 filter trained on particles is a smoothing/blob filter."""
     from tem_keras.data.preprocess import standardize

@@ -26,21 +26,15 @@ except Exception:  # noqa: BLE001
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    from tem_keras.data.synthetic import make_dataset
-    from tem_keras.training import fit
-
-    root = tmp_path_factory.mktemp("export")
-    data = make_dataset(root / "data", n_images=6, size=64, seed=0)
-    return fit(data, "unet", epochs=2, patch_size=64, mixed_precision="float32", verbose=0,
-               depth=2, base_filters=4, run_dir=root / "run")
+def run(tiny_run):
+    """The session's tiny trained run (tests/conftest.py)."""
+    return tiny_run
 
 
 @pytest.fixture(scope="module")
-def exported(run, tmp_path_factory):
-    from tem_keras.export import export
-
-    return export(run, tmp_path_factory.mktemp("exports") / "unet", verbose=False)
+def exported(tiny_export):
+    """The session's export of it, in every format available here."""
+    return tiny_export
 
 
 def _image(h, w, seed=1):
@@ -300,6 +294,7 @@ def test_example_script_runs(exported, run, tmp_path):
     assert len(list((tmp_path / "out").glob("*_mask.png"))) == len(list(images.iterdir()))
 
 
+@pytest.mark.slow
 def test_serving_graph_runs_the_rewritten_network(tmp_path):
     """The exported graph holds ``for_inference``'s copy (no batch norm, fused nearest decoders)
     and gives the trained model's probabilities on an image of odd size."""

@@ -344,6 +344,7 @@ def test_evaluate_and_best_threshold(tmp_path):
 # Bounded memory at 4096²
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_4096_image_predicts_with_bounded_memory():
     """Peak RSS growth of a tiled 4096² prediction (tiny model, 512 px tiles) stays below 512 MB.
 
@@ -467,6 +468,7 @@ def test_onednn_hint_said_once_for_small_networks_when_tensorflow_runs_eigen(une
     assert distribute.onednn_hint(1000) is None
 
 
+@pytest.mark.slow
 def test_saved_weight_bytes_counts_the_network_not_the_optimizer(tmp_path):
     from tem_keras.distribute import network_weight_bytes, saved_weight_bytes
 
@@ -485,6 +487,7 @@ def test_saved_weight_bytes_counts_the_network_not_the_optimizer(tmp_path):
     assert network_weight_bytes("no_such_network") is None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 rule")
 def test_cli_predict_and_fit_turn_onednn_on_for_a_small_network_unless_the_user_chose(unet, tmp_path):
     """The switch only acts before TensorFlow starts, so each case is a fresh process."""

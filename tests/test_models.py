@@ -68,6 +68,7 @@ def trained(tmp_path_factory):
     return out, results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", list(TINY))
 def test_builder_trains_and_predicts_any_valid_size(trained, key):
     _, results = trained
@@ -86,6 +87,7 @@ def test_builder_trains_and_predicts_any_valid_size(trained, key):
         assert d == 1
 
 
+@pytest.mark.slow
 def test_reload_in_fresh_process_gives_identical_outputs(trained):
     out, results = trained
     script = out / "reload.py"
@@ -285,6 +287,7 @@ def test_sm_imagenet_offline_error_and_unsupported_backbones():
         tm.sm_model(backbone="resnet18", encoder_weights="imagenet")
 
 
+@pytest.mark.slow
 def test_fcn8s_runs_at_sizes_that_need_cropping_and_padding(tmp_path):
     """48x80 is not a multiple of 32: the fusions crop/pad. Run in a subprocess: a regression of the
     TensorFlow 2.21 oneDNN crash (segmentation fault) must not take pytest down."""

@@ -95,6 +95,7 @@ def test_kernel_runs_this_interpreter(tmp_path):
     assert Path(lines[1]).resolve() == Path(tem_keras.__file__).resolve()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs(name, tmp_path):
     nb = _execute(name, tmp_path)

@@ -33,6 +33,7 @@ def _env():
     return env
 
 
+@pytest.mark.slow
 def test_fit_writes_complete_run_and_learns(bright_field, tmp_path):
     run = fit(bright_field, dict(TINY), epochs=30, patience=30, learning_rate=3e-3,
               run_dir=tmp_path / "run", **FAST)
@@ -77,6 +78,7 @@ def test_fit_of_a_small_network_says_once_that_onednn_would_be_faster(bright_fie
     assert distribute._ONEDNN_HINTED == {"said": True}
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_and_refusal_to_overwrite(bright_field, tmp_path):
     kwargs = dict(epochs=3, patience=5, **{**FAST, "augment": True})
     a = fit(bright_field, dict(TINY), run_dir=tmp_path / "a", **kwargs)
@@ -91,6 +93,7 @@ def test_same_seed_same_metrics_and_refusal_to_overwrite(bright_field, tmp_path)
     np.testing.assert_allclose(again.history["loss"], a.history["loss"], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_killed_fit_resumes_from_last_epoch(bright_field, tmp_path):
     run_dir = tmp_path / "run"
     kwargs = json.dumps({"model": "unet", "depth": 2, "base_filters": 8, "epochs": 8, "patience": 50,
@@ -117,6 +120,7 @@ def test_killed_fit_resumes_from_last_epoch(bright_field, tmp_path):
     assert (run_dir / "metrics.json").is_file() and not (run_dir / "backup").exists()
 
 
+@pytest.mark.slow
 def test_mirrored_two_devices_matches_one_device(bright_field, tmp_path):
     common = {"model": "unet", "depth": 2, "base_filters": 4, "batch_norm": False, "epochs": 3,
               "patience": 5, **{**FAST, "augment": True}}
@@ -140,6 +144,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_multi_worker_on_localhost(bright_field, tmp_path):
     ports = [_free_port(), _free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
@@ -161,6 +166,7 @@ def test_multi_worker_on_localhost(bright_field, tmp_path):
     assert (tmp_path / "run" / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_sweep_table_and_plot(bright_field, tmp_path):
     models = [dict(TINY, label="unet_d2"),
               {"name": "residual_unet", "n_blocks": 2, "pool_sizes": (2, 2), "label": "resunet_22"}]
@@ -203,6 +209,7 @@ def test_fit_on_unlabelled_images_with_pseudo_labels(tmp_path):
     assert sorted(os.listdir(unlabelled)) == ["images"]  # the user's folder is left as it was
 
 
+@pytest.mark.slow
 def test_default_fit_plans_from_the_data_and_uses_its_threshold(tmp_path):
     """fit(DIR) with a time limit only: a plan in config.json, a threshold chosen on validation and
     used by predict, per-image test scores, and training stopped by the budget."""
@@ -236,6 +243,7 @@ def test_default_fit_plans_from_the_data_and_uses_its_threshold(tmp_path):
     assert mean_dice(val.predict(loaded.model, 8), val_masks) == pytest.approx(best, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_time_limit_ends_training_early(bright_field, tmp_path):
     start = time.monotonic()
     run = fit(bright_field, dict(TINY), epochs=500, steps_per_epoch=4, time_limit=25,
