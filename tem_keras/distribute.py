@@ -109,29 +109,48 @@ def bfloat16_speedup(n: int = 1024, repeats: int = 5) -> float:
     return _BF16_SPEEDUP["value"]
 
 
-def choose_precision(mode="auto", strategy=None) -> str:
-    """Keras dtype policy name for ``mode`` in {"auto", "float32", "mixed_float16", "mixed_bfloat16",
-    True, False}.
+#: the one precision vocabulary of training and inference (``mixed_precision=``)
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+#: other spellings accepted everywhere: Keras's policy names and booleans
+PRECISION_ALIASES = {"mixed_bfloat16": "bfloat16", "mixed_float16": "float16", "off": "float32",
+                      False: "float32", None: "float32", True: "auto"}
 
-    ``"auto"``: ``mixed_float16`` on GPUs of compute capability ≥ 7; on CPUs ``mixed_bfloat16``
-    where it is measured faster (:func:`bfloat16_speedup` ≥ :data:`BFLOAT16_MIN_SPEEDUP`);
-    otherwise ``float32``.
+
+def choose_precision(mode="auto") -> str:
+    """The compute precision for ``mode``: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+
+    The one chooser of :func:`tem_keras.fit` and :func:`tem_keras.predict`. ``mode`` is one of
+    :data:`PRECISIONS` (or ``"mixed_bfloat16"``, ``"mixed_float16"``, ``True``, ``False``).
+    ``"auto"``: bfloat16 on GPUs of compute capability ≥ 8, float16 on 7.x; on CPUs bfloat16 where
+    it is measured faster than float32 (:func:`bfloat16_speedup` ≥ :data:`BFLOAT16_MIN_SPEEDUP`);
+    float32 otherwise. Weights and outputs stay float32 in every case (:func:`dtype_policy`).
+
+    Raises
+    ------
+    ValueError
+        For any other value.
     """
+    try:
+        mode = PRECISION_ALIASES.get(mode, mode)
+    except TypeError:  # unhashable
+        pass
+    if mode not in PRECISIONS:
+        raise ValueError(f"mixed_precision must be one of {PRECISIONS} (or 'mixed_bfloat16', "
+                         f"'mixed_float16'), got {mode!r}")
+    if mode != "auto":
+        return mode
     import tensorflow as tf
 
-    if mode in (False, None, "float32", "off"):
-        return "float32"
-    if mode in ("mixed_float16", "mixed_bfloat16"):
-        return mode
-    if mode not in ("auto", True):
-        raise ValueError(f"mixed_precision must be 'auto', 'float32', 'mixed_float16' or "
-                         f"'mixed_bfloat16', got {mode!r}")
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        capability = details.get("compute_capability", (0, 0))
-        return "mixed_float16" if capability >= (7, 0) else "float32"
-    return "mixed_bfloat16" if bfloat16_speedup() >= BFLOAT16_MIN_SPEEDUP else "float32"
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+        return "bfloat16" if capability >= (8, 0) else "float16" if capability >= (7, 0) else "float32"
+    return "bfloat16" if bfloat16_speedup() >= BFLOAT16_MIN_SPEEDUP else "float32"
+
+
+def dtype_policy(precision: str) -> str:
+    """The Keras dtype policy of a precision from :func:`choose_precision`."""
+    return "float32" if precision == "float32" else f"mixed_{precision}"
 
 
 def is_multi_worker(strategy) -> bool:

@@ -128,7 +128,10 @@ def check_predict_arguments(*, tile_size=None, overlap="auto", batch_size=4, mix
         if overlap < 0:
             raise ValueError(f"overlap must be 'auto' or an integer >= 0, got {overlap!r}")
     check_positive_int("batch_size", batch_size)
-    check_choice("mixed_precision", mixed_precision, ("float32", "bfloat16", "float16", "auto"))
+    from .distribute import PRECISION_ALIASES, PRECISIONS
+
+    check_choice("mixed_precision", mixed_precision,
+                 PRECISIONS + tuple(k for k in PRECISION_ALIASES if isinstance(k, str)))
     check_positive_int("max_pixels", max_pixels, optional=True)
     check_number("max_memory_gb", max_memory_gb, 0.0, low_open=True, optional=True)
     check_pixel_size("pixel_size_nm", pixel_size_nm)

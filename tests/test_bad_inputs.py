@@ -430,6 +430,36 @@ for name, images in (("nan", lambda w: np.full((32, 32), np.nan)),
 case("export-predict-constant", lambda w: _api("predict")(_api("load")(w["user"] / "export"),
     np.full((64, 64), 2.0, np.float32)), TE, "constant")
 
+# fit: arguments are checked before any file is read or written
+def _fit(ds="ds_ok", **kw):
+    return lambda w: _api("fit")(w["user"] / ds, run_dir=w["user"] / "never_written", verbose=0, **kw)
+
+
+for id_, kw, types, names in (
+        ("epochs-0", dict(epochs=0), VE, ("epochs", "0")),
+        ("epochs-negative", dict(epochs=-1), VE, ("epochs", "-1")),
+        ("epochs-float", dict(epochs=2.5), VE, ("epochs", "2.5")),
+        ("patch-size-0", dict(patch_size=0), VE, ("patch_size", "0")),
+        ("patch-size-negative", dict(patch_size=-5), VE, ("patch_size", "-5")),
+        ("batch-size-0", dict(batch_size=0), VE, ("batch_size", "0")),
+        ("learning-rate-negative", dict(learning_rate=-1), VE, ("learning_rate", "-1")),
+        ("split-over-one", dict(split=(0.5, 0.5, 0.5)), VE, ("split", "0.5")),
+        ("split-two-values", dict(split=(0.8, 0.2)), VE, ("split",)),
+        ("patience-negative", dict(patience=-1), VE, ("patience", "-1")),
+        ("time-limit-text", dict(time_limit="soon"), VE, ("time_limit", "soon")),
+        ("time-limit-zero", dict(time_limit=0), VE, ("time_limit", "0")),
+        ("recipe-unknown", dict(recipe="magic"), VE, ("recipe", "magic")),
+        ("folds-one", dict(folds=1), VE, ("folds", "1")),
+        ("foreground-fraction", dict(foreground_fraction=2.0), VE, ("foreground_fraction", "2.0")),
+        ("precision-unknown", dict(mixed_precision="half"), VE, ("mixed_precision", "half")),
+        ("model-type", dict(model=3.5), TY, ("model", "float")),
+        ("labels-unknown", dict(labels="some"), VE, ("labels", "some"))):
+    case(f"fit-{id_}", _fit(**kw), types, names)
+case("fit-missing-folder", _fit("no_such_dataset"), TE, ("no_such_dataset",))
+case("cli-fit-bad-epochs", _cli("fit", "{user}/ds_ok", "--epochs", "0"), _CliError, "2")
+case("cli-fit-bad-time-limit", _cli("fit", "{user}/ds_ok", "--time-limit", "soon"), _CliError, "2")
+case("cli-fit-options-without-model", _cli("fit", "{user}/ds_ok", "--base-filters", "8"), _CliError, "2")
+
 # the command line (in-process)
 case("cli-fit-unknown-model", _cli("fit", "{user}/ds_ok", "--model", "nope"), _CliError, "2")
 case("cli-fit-unknown-option", _cli("fit", "{user}/ds_ok", "--base-filterz", "8"), _CliError, "2")

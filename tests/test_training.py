@@ -253,6 +253,7 @@ def test_time_limit_ends_training_early(bright_field, tmp_path):
     assert (run.path / "best.keras").is_file() and (run.path / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_k_fold_run_predicts_with_the_mean_of_its_folds_and_an_out_of_fold_threshold(tmp_path):
     import tem_keras
     from tem_keras.data.datasets import discover

@@ -71,7 +71,7 @@ def check_model_options(parser, args) -> None:
 #: TrainingConfig fields offered as ``fit``/``sweep`` options: (type, choices, help); None = planned
 _CONFIG_OPTIONS = {
     "recipe": (str, ("default", "paper"), "optimiser settings: measured defaults or the papers' (default: default)"),
-    "time_limit": (str, None, "budget of the whole run, e.g. 10min, 90s, 1h (default: ~10 min on a CPU "
+    "time_limit": (str, None, "budget of the whole run, e.g. 10min, 90s, 1h (default: 9 min on a CPU "
                               "when --epochs is not given)"),
     "epochs": (int, None, "number of epochs (default: as many as fit in the time limit)"),
     "steps_per_epoch": (int, None, "optimiser steps per epoch (default: from the training pixels, 4-50)"),
@@ -88,7 +88,8 @@ _CONFIG_OPTIONS = {
     "patience": (int, None, "early stopping after this many epochs without a better validation dice "
                             "(default: none; paper recipe 10)"),
     "folds": (int, None, "k-fold cross-validation: one model per fold, predicting as their mean"),
-    "mixed_precision": (str, ("auto", "float32", "mixed_float16", "mixed_bfloat16"), "default: auto"),
+    "mixed_precision": (str, ("auto", "float32", "bfloat16", "float16"), "default: auto (bfloat16 where it is "
+                        "faster, float16 on older GPUs, else float32)"),
 }
 
 

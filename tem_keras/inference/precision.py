@@ -6,35 +6,14 @@ import math
 
 __all__ = ["PRECISIONS", "resolve_precision", "with_precision", "weight_bytes"]
 
-#: values of ``mixed_precision`` accepted by :func:`tem_keras.predict`
-PRECISIONS = ("float32", "bfloat16", "float16", "auto")
-
+from ..distribute import PRECISIONS  # noqa: E402  (the one vocabulary, re-exported)
 
 def resolve_precision(mixed_precision: str) -> str:
-    """The precision ``"auto"`` stands for on this machine (other values are checked and returned).
+    """The precision ``mixed_precision`` stands for on this machine: see
+    :func:`tem_keras.distribute.choose_precision` (the chooser training uses too)."""
+    from ..distribute import choose_precision
 
-    ``"auto"``: bfloat16 on GPUs of compute capability ≥ 8, float16 on 7.x; on CPUs bfloat16
-    where it is measured faster than float32 (:func:`tem_keras.distribute.bfloat16_speedup`),
-    else float32.
-
-    Raises
-    ------
-    ValueError
-        ``mixed_precision`` is not one of :data:`PRECISIONS`.
-    """
-    if mixed_precision not in PRECISIONS:
-        raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {mixed_precision!r}")
-    if mixed_precision != "auto":
-        return mixed_precision
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        from ..distribute import BFLOAT16_MIN_SPEEDUP, bfloat16_speedup
-
-        return "bfloat16" if bfloat16_speedup() >= BFLOAT16_MIN_SPEEDUP else "float32"
-    capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
-    return "bfloat16" if capability >= (8, 0) else "float16" if capability >= (7, 0) else "float32"
+    return choose_precision(mixed_precision)
 
 
 def with_precision(model, precision: str):

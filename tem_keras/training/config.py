@@ -36,7 +36,6 @@ RECIPES = {
 }
 
 _UNITS = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "hr": 3600}
-_PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 
 def parse_duration(value) -> float | None:
@@ -93,7 +92,7 @@ class TrainingConfig:
         Where the optimiser settings left at ``None`` come from (see the module docstring).
     time_limit : float or str, optional
         Training budget (``"10min"``); with ``epochs`` unset, the number of epochs is planned to
-        fill it. ``None`` with ``epochs`` unset: about 10 minutes on a CPU, 20 on a GPU.
+        fill it. ``None`` with ``epochs`` unset: 9 minutes on a CPU (the call ends within 10), 20 on a GPU.
     epochs, steps_per_epoch, batch_size, patch_size : int, optional
         An epoch is ``steps_per_epoch`` optimiser steps of ``batch_size`` random patches per replica.
     learning_rate, weight_decay : float, optional
@@ -153,8 +152,10 @@ class TrainingConfig:
             raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
         if self.schedule not in (None, "cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
-        if self.mixed_precision not in _PRECISIONS and self.mixed_precision not in (True, False, None):
-            raise ValueError(f"mixed_precision must be one of {_PRECISIONS}, got {self.mixed_precision!r}")
+        from ..distribute import PRECISIONS, PRECISION_ALIASES
+
+        if self.mixed_precision not in PRECISIONS and self.mixed_precision not in PRECISION_ALIASES:
+            raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
         split = tuple(self.split)
         if (len(split) != 3 or any(isinstance(f, bool) or not isinstance(f, (int, float)) for f in split)
                 or any(not math.isfinite(f) or f < 0 for f in split) or split[0] <= 0 or sum(split) > 1 + 1e-9):

@@ -79,7 +79,7 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
         Optimiser settings for the options left at None; ``"paper"`` reproduces the papers.
     time_limit : float or str, optional
         Budget of the whole call (``"10min"``); training stops at it with the best weights.
-        Without epochs and time limit: about 10 minutes on a CPU.
+        Without epochs and time limit: 9 minutes on a CPU (the call ends within 10), 20 on a GPU.
     epochs, steps_per_epoch, batch_size, patch_size : int, optional
         An epoch is ``steps_per_epoch`` steps of ``batch_size`` random patches (per replica).
     learning_rate, weight_decay, optimizer, schedule, loss, foreground_fraction, patience
@@ -94,7 +94,9 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
         Training augmentation (8 dihedral transforms, rotation, blur, noise, contrast, gradient).
     seed : int
         One seed for weights, split, patches and augmentation.
-    mixed_precision : {"auto", "float32", "mixed_float16", "mixed_bfloat16"}
+    mixed_precision : {"auto", "float32", "bfloat16", "float16"}
+        Compute precision, the same vocabulary as ``predict`` (see
+        :func:`tem_keras.distribute.choose_precision`).
     run_dir : str or Path, optional
         Run folder; ``runs/<dataset>-<model>-seed<seed>`` by default.
     devices : None, int or list of str

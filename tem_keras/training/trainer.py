@@ -115,7 +115,8 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     from ..data.pipeline import load_images, random_patch_pipeline
     from ..data.preprocess import Preprocessing
     from ..data.sampling import PatchSampler
-    from ..distribute import (PerformanceHint, choose_precision, choose_strategy, is_chief, is_multi_worker,
+    from ..distribute import (PerformanceHint, choose_precision, choose_strategy, dtype_policy, is_chief,
+                              is_multi_worker,
                               onednn_hint, prepare_for_multi_worker, strategy_name, tune_allocator)
     from ..keras_metrics import default_metrics
     from ..losses import get_loss, inverse_frequency_weights
@@ -168,7 +169,7 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
 
     precision = choose_precision(trained.mixed_precision)
     previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
+    keras.config.set_dtype_policy(dtype_policy(precision))
     try:
         with strategy.scope():
             net = built if built is not None else build_model(dict(plan.model))
