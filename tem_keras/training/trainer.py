@@ -116,8 +116,8 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     from ..data.preprocess import Preprocessing
     from ..data.sampling import PatchSampler
     from ..distribute import (PerformanceHint, choose_precision, choose_strategy, dtype_policy, is_chief,
-                              is_multi_worker,
-                              onednn_hint, prepare_for_multi_worker, strategy_name, tune_allocator)
+                              is_multi_worker, onednn_hint, prepare_for_multi_worker, strategy_name,
+                              tune_allocator)
     from ..keras_metrics import default_metrics
     from ..losses import get_loss, inverse_frequency_weights
     from ..models.receptive_field import downsampling_factor
@@ -180,6 +180,9 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     finally:
         keras.config.set_dtype_policy(previous_policy)
     factor = downsampling_factor(net)
+    if plan.epochs is None and is_multi_worker(strategy):
+        raise ValueError("training on several machines needs epochs=... (--epochs): every worker must "
+                         "run the same number of epochs, which a time limit cannot promise")
     if plan.epochs is None:
         step_s, val_s = _measure(net, sampler, monitored, plan, augmentation, trained.seed, factor, global_batch)
         reserve = 1.2 * val_s * (len(val) + len(test or [])) / len(monitored) + 5.0  # threshold, test, plots
