@@ -227,12 +227,7 @@ def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", b
     >>> result.mask.shape, result.threshold                                     # doctest: +SKIP
     ((4096, 4096), 0.43)
     """
-    check_predict_input(x)
-    check_predict_arguments(tile_size=tile_size, overlap=overlap, batch_size=batch_size,
-                            mixed_precision=mixed_precision, max_pixels=max_pixels,
-                            max_memory_gb=max_memory_gb, pixel_size_nm=pixel_size_nm,
-                            return_probabilities=return_probabilities, return_image=return_image,
-                            progress=progress)
+    check_predict_input(x)  # the arguments are checked by predict_stack before the model is loaded
     _, single = input_sources(x) if frames is None else (None, False)
     results = list(predict_stack(model_or_path, x, frames=frames, tile_size=tile_size, overlap=overlap,
                                  batch_size=batch_size, threshold=threshold,
