@@ -622,6 +622,7 @@ def test_info_reports_the_frames_of_a_tifffile_stack(tmp_path, capsys):
     assert "3 frame(s) of 64×80 px" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_the_command_line_prints_no_tensorflow_log_lines(world, tmp_path):
     """One subprocess: TensorFlow starts in a fresh process, as for a user."""
     import os

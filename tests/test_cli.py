@@ -86,6 +86,7 @@ def test_check_counts_ready_pairs_and_fails_on_a_bad_mask(synthesized, tmp_path,
     assert "image without mask:" in printed and "extra.tif" in printed
 
 
+@pytest.mark.slow
 def test_fit_writes_a_run_folder(synthesized, tmp_path, capsys):
     run_dir = tmp_path / "run"
     capsys.readouterr()

@@ -112,7 +112,8 @@ ZOO = {
 }
 
 
-@pytest.mark.parametrize("name", list(ZOO))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.startswith(("sm_", "fcn8s")) else n
+                                  for n in ZOO])
 def test_grad_cam_runs_on_every_zoo_architecture(name):
     keras.utils.set_random_seed(1)
     build, size = ZOO[name]
@@ -262,6 +263,7 @@ def test_line_profile_across_a_step():
     assert np.all((from_model.probability >= 0) & (from_model.probability <= 1))
 
 
+@pytest.mark.slow
 def test_cli_explain_writes_pngs_and_arrays(tmp_path, capsys):
     from tem_keras.cli import main
     from tem_keras.io import write_image

@@ -98,6 +98,7 @@ def test_export_folder_contents(exported, run):
         assert "onnx" in meta["skipped"] and "pip install" in meta["skipped"]["onnx"]
 
 
+@pytest.mark.slow
 def test_fresh_process_without_tem_keras_reproduces_the_model(exported, run, tmp_path):
     shapes = [(80, 112), (75, 101)]  # not the 64 px training patches; the second not a multiple of 4
     for k, (h, w) in enumerate(shapes):
@@ -150,6 +151,7 @@ def test_load_returns_what_predict_accepts(exported, run):
     assert isinstance(load(run.path), Run)
 
 
+@pytest.mark.slow
 def test_saved_model_only_export_loads(run, tmp_path):
     from tem_keras.export import export, load
 
@@ -271,6 +273,7 @@ def test_keras_files_with_code_are_refused(tmp_path):
 # Command line
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cli_export_and_predict(run, tmp_path, capsys):
     from tem_keras.cli import main
 
@@ -285,6 +288,7 @@ def test_cli_export_and_predict(run, tmp_path, capsys):
     assert len(list(masks.glob("*_mask.png"))) == len(list(images.iterdir()))
 
 
+@pytest.mark.slow
 def test_example_script_runs(exported, run, tmp_path):
     example = Path(__file__).resolve().parents[1] / "examples" / "predict_with_savedmodel.py"
     images = Path(run.config["data"]["dataset_dir"]) / "images"

@@ -65,6 +65,7 @@ def test_what_is_rewritten():
     assert fast.get_layer("softmax").dtype_policy.name == "float32"
 
 
+@pytest.mark.slow
 def test_copy_follows_weight_changes():
     """The inference copy is kept by the model's Predictor and made again when a weight changes."""
     from tem_keras.inference import Predictor
@@ -154,6 +155,7 @@ def test_rewritten_model_saves_and_reloads(tmp_path):
     np.testing.assert_array_equal(again.predict_on_batch(x), fast.predict_on_batch(x))
 
 
+@pytest.mark.slow
 def test_rewritten_model_under_bfloat16_policy():
     from tem_keras.inference import predict
 

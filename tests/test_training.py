@@ -64,6 +64,7 @@ def test_fit_writes_complete_run_and_learns(bright_field, tmp_path):
     assert predict_image(loaded, image).shape == (48, 72, 2)
 
 
+@pytest.mark.slow
 def test_fit_of_a_small_network_says_once_that_onednn_would_be_faster(bright_field, tmp_path, monkeypatch):
     import platform
 
@@ -188,6 +189,7 @@ def test_fit_bad_inputs(tmp_path, bright_field):
         fit(bright_field, dict(TINY), loss="hinge", run_dir=tmp_path / "r", **FAST)
 
 
+@pytest.mark.slow
 def test_fit_on_unlabelled_images_with_pseudo_labels(tmp_path):
     from tem_keras.data.datasets import read_mask
     from tem_keras.metrics import dice
