@@ -108,7 +108,7 @@ def test_notebook_runs(name, tmp_path):
 def _check_01(tmp, nb):
     work = tmp / "tem_keras_nb01"
     summary = json.loads((work / "summary.json").read_text())
-    assert 0.0 <= summary["test_dice_patches"] <= 1.0
+    assert 0.0 <= summary["test_dice_per_image"] <= 1.0
     assert summary["particles_true"] > 0
     assert (work / "particles.csv").is_file()
     assert (work / "export" / "saved_model" / "saved_model.pb").is_file()
