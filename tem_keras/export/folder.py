@@ -1,19 +1,6 @@
 """The export folder: :func:`export` writes every format, the metadata and the card.
 
-::
-
-    OUT_DIR/
-      saved_model/        TensorFlow SavedModel: raw float32 images [N, H, W, 1] of any H, W
-                          -> class probabilities [N, H, W, C]; preprocessing inside the graph
-      model.keras         the Keras model (loads in safe mode: no Lambda layers, no code)
-      model.onnx          the same graph as saved_model/ (optional extra: tf2onnx + onnxruntime)
-      bioimageio/         bioimage.io model package (rdf.yaml, zipped SavedModel, test tensors,
-                          cover, README.md)
-      tem_keras.json      classes, pixel size, normalisation, threshold, receptive field,
-                          metrics, versions, files written
-      README.md           the model card
-
-Each format has its writer module (:mod:`~tem_keras.export.saved_model`,
+The layout of the folder is in :mod:`tem_keras.export`. Each format has its writer module (:mod:`~tem_keras.export.saved_model`,
 :mod:`~tem_keras.export.keras_file`, :mod:`~tem_keras.export.onnx_file`,
 :mod:`~tem_keras.export.bioimageio`); every file that runs the model is checked against the
 in-memory model on a test image when it is written.
