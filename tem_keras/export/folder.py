@@ -1,9 +1,9 @@
 """The export folder: :func:`export` writes every format, the metadata and the card.
 
-The layout of the folder is in :mod:`tem_keras.export`. Each format has its writer module (:mod:`~tem_keras.export.saved_model`,
-:mod:`~tem_keras.export.keras_file`, :mod:`~tem_keras.export.onnx_file`,
-:mod:`~tem_keras.export.bioimageio`); every file that runs the model is checked against the
-in-memory model on a test image when it is written.
+The layout of the folder is in :mod:`tem_keras.export`. Each format has its writer module
+(:mod:`~tem_keras.export.saved_model`, :mod:`~tem_keras.export.keras_file`,
+:mod:`~tem_keras.export.onnx_file`, :mod:`~tem_keras.export.bioimageio`); every file that runs the
+model is checked against the in-memory model on a test image when it is written.
 """
 
 from __future__ import annotations
