@@ -17,6 +17,7 @@ prints one ``RESULT {json}`` line.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import tempfile
 import time
@@ -86,6 +87,8 @@ def pipeline_worker(batch: int, n_batches: int) -> dict:
         for _ in range(n_batches):
             next(it)
         t = time.perf_counter() - start
+        del it, ds  # stop the prefetch threads before the interpreter shuts down (else it aborts)
+        gc.collect()
     return {"batch": batch, "patch": PATCH, "batches": n_batches, "seconds": t,
             "patches_per_s": n_batches * batch / t, "train_patches": len(data.patches["train"]),
             "load": [load, loadavg()[0]]}
