@@ -13,12 +13,7 @@ from tem_keras.training.heldout import choose_threshold, scores
 from tem_keras.training.plan import choose_model, particle_diameters
 
 
-def _disc_mask(shape, centres, radius):
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    mask = np.zeros(shape, np.uint8)
-    for y, x in centres:
-        mask[(yy - y) ** 2 + (xx - x) ** 2 <= radius**2] = 1
-    return mask
+from test_data import disks as _disc_mask  # noqa: E402  (discs of radius r at the centres)
 
 
 def test_sampler_reaches_every_border_and_stays_inside():
