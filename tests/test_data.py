@@ -58,6 +58,33 @@ def test_discover_layouts(tmp_path, layout, stem):
     assert not ds.unpaired_images and not ds.unpaired_masks
 
 
+def test_discover_split_folders(tmp_path):
+    root = tmp_path / "d"
+    make_folder(root / "train", n=4)
+    make_folder(root / "Test", n=2)  # same stems img0, img1 as in train/: prefixed
+    make_folder(root / "valid", n=1, layout="suffix")
+    ds = discover(root)
+    assert len(ds) == 7 and ds.layout.startswith("split folders")
+    assert ds.split == {"train": ["train_img0", "train_img1", "img2", "img3"],
+                        "test": ["test_img0", "test_img1"], "val": ["frame0"]}
+    by_stem = {s.stem: s for s in ds}
+    assert by_stem["test_img1"].image == root / "Test" / "images" / "img1.tif"
+    assert by_stem["frame0"].mask == root / "valid" / "frame0_mask.png"
+
+
+def test_split_folders_without_validation_give_validation_images_from_train(tmp_path):
+    from tem_keras.training import TrainingConfig
+    from tem_keras.training.trainer import split_images
+
+    root = tmp_path / "d"
+    make_folder(root / "train", n=10)
+    make_folder(root / "test", n=3)
+    split = split_images(discover(root), TrainingConfig(), root)
+    assert len(split["val"]) >= 1 and len(split["train"]) + len(split["val"]) == 10
+    assert not set(split["val"]) & set(split["train"])
+    assert split["test"] == ["test_img0", "test_img1", "test_img2"]
+
+
 def test_discover_reports_unpaired_and_strict(tmp_path):
     root = make_folder(tmp_path / "d", n=3)
     write_image(root / "images" / "lonely.tif", np.ones((64, 80)))
@@ -138,10 +165,23 @@ def test_read_mask_conventions(tmp_path):
     from PIL import Image
 
     rgb = np.zeros((20, 20, 3), np.uint8)
-    rgb[..., 0] = binary * 255
+    rgb[..., 0] = binary * 255  # red particles on black: binary
+    Image.fromarray(rgb).save(tmp_path / "red.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "red.png"), binary)
+    rgb[:2, :2, 1] = 200  # a second colour: ambiguous
     Image.fromarray(rgb).save(tmp_path / "rgb.png")
     with pytest.raises(TEMInputError, match="rgb.png.*colour mask"):
         read_mask(tmp_path / "rgb.png")
+    big = disks((64, 64), [(30, 30)], 12)
+    grey = (big * 255).astype(np.uint8)
+    edge = (disks((64, 64), [(30, 30)], 13) - big).astype(bool)
+    grey[edge] = 100  # anti-aliased ring outside the particle: below 128
+    write_mask(tmp_path / "aa.png", grey)
+    with pytest.warns(UserWarning, match="aa.png: binary mask with 3 grey levels"):
+        np.testing.assert_array_equal(read_mask(tmp_path / "aa.png"), big)
+    Image.fromarray((big * 255).astype(np.uint8)).save(tmp_path / "lossy.jpg", quality=75)
+    with pytest.warns(UserWarning, match="lossy.jpg: binary mask"):
+        assert (read_mask(tmp_path / "lossy.jpg") != big).mean() < 0.01
     (tmp_path / "junk.png").write_bytes(b"not a png")
     with pytest.raises(TEMInputError, match="junk.png.*could not be read"):
         read_mask(tmp_path / "junk.png")

@@ -202,7 +202,7 @@ def choose_cpu_kernels(args) -> None:
 
 
 #: sub-commands that start TensorFlow
-_TENSORFLOW_COMMANDS = ("fit", "sweep", "predict", "evaluate", "export", "explain", "demo")
+_TENSORFLOW_COMMANDS = ("fit", "sweep", "predict", "evaluate", "export", "explain", "demo", "models")
 _GLOBAL_FLAGS = {"--verbose": "show TensorFlow's start-up log lines",
                  "--debug": "show the Python traceback of an error (implies --verbose)"}
 

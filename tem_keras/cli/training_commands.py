@@ -90,13 +90,15 @@ _CONFIG_OPTIONS = {
     "folds": (int, None, "k-fold cross-validation: one model per fold, predicting as their mean"),
     "mixed_precision": (str, ("auto", "float32", "bfloat16", "float16"), "default: auto (bfloat16 where it is "
                         "faster, float16 on older GPUs, else float32)"),
+    "pretrained": (str, ("auto", "tem", "none"), "initial weights: tem = pre-trained on synthetic micrographs, "
+                   "none = random (default: auto, tem where the model has them)"),
 }
 
 
 def add_training_options(p) -> None:
     """Add the ``fit``/``sweep`` options: one per configuration-table entry, then the rest."""
     for name, (kind, choices, text) in _CONFIG_OPTIONS.items():
-        default = "default" if name == "recipe" else "auto" if name == "mixed_precision" else None
+        default = "default" if name == "recipe" else "auto" if name in ("mixed_precision", "pretrained") else None
         p.add_argument("--" + name.replace("_", "-"), type=kind, choices=choices, default=default, help=text)
     p.add_argument("--split", type=float, nargs=3, default=(0.7, 0.1, 0.2), metavar=("TRAIN", "VAL", "TEST"))
     p.add_argument("--no-augment", action="store_true")
@@ -109,6 +111,7 @@ def add_training_options(p) -> None:
 def training_options(args) -> dict:
     """The ``fit``/``sweep`` keyword arguments of the parsed options."""
     options = {name: getattr(args, name) for name in _CONFIG_OPTIONS}
+    options["pretrained"] = None if options["pretrained"] == "none" else options["pretrained"]
     return dict(options, split=tuple(args.split), augment=not args.no_augment, devices=args.devices,
                 pairing=args.pairing, verbose=0 if args.quiet else 1)
 

@@ -6,6 +6,10 @@ Layouts recognised by :func:`discover` (first match wins):
 * ``DIR/imagesTr/<stem>[_0000].<ext>`` + ``DIR/labelsTr/<stem>.<ext>`` (nnU-Net)
 * ``<stem>.<ext>`` + ``<stem>_mask.<ext>`` or ``<stem>_label.<ext>`` side by side
 * explicit ``images=`` / ``masks=`` folders, paired by stem or, when names differ, in sorted order
+* split folders ``DIR/train/``, ``DIR/val/``, ``DIR/test/`` (also ``training``, ``valid``,
+  ``validation``, ``testing``), each in one of the layouts above: the folders give the split
+  (a data set with only ``train/`` and ``test/`` gets its validation images from ``train/``);
+  stems that occur in two folders are prefixed with the folder's split name
 
 An optional ``DIR/dataset.json`` gives ``pixel_size_nm``, class names (``classes``) and a fixed
 split (``split: {"train": [stems], "val": [...], "test": [...]}``).
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -27,10 +32,13 @@ from ..errors import TEMInputError
 
 IMAGE_SUFFIXES = (".dm3", ".dm4", ".ser", ".emd", ".mrc", ".tif", ".tiff", ".png", ".jpg",
                   ".jpeg", ".bmp", ".npy", ".h5", ".hdf5")
-MASK_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".bmp")
+MASK_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".bmp", ".jpg", ".jpeg")
 _MASK_TAGS = ("_mask", "_label", "_labels", "_seg")
 _LAYOUTS = (("images", "masks"), ("imagesTr", "labelsTr"), ("image", "mask"),
             ("imgs", "labels"), ("images", "labels"))
+#: sub-folder names (lower case) that hold one split each
+_SPLIT_FOLDERS = {"train": ("train", "training"), "val": ("val", "valid", "validation"),
+                  "test": ("test", "testing")}
 
 
 @dataclass(frozen=True)
@@ -144,6 +152,39 @@ def _as_folders(root: Path, spec) -> list[Path]:
     return folders
 
 
+def _split_folders(root: Path) -> dict[str, Path]:
+    """``{"train": DIR/train, ...}`` for the split sub-folders of ``root`` (train/ required)."""
+    found = {}
+    for child in sorted(p for p in root.iterdir() if p.is_dir()):
+        for split, names in _SPLIT_FOLDERS.items():
+            if child.name.lower() in names and split not in found:
+                found[split] = child
+    return found if "train" in found else {}
+
+
+def _discover_split_folders(root, split_dirs, info, **options) -> Dataset:
+    """A data set laid out as one sub-folder per split: each discovered on its own, then merged."""
+    parts = {split: discover(folder, **options) for split, folder in split_dirs.items()}
+    counts: dict[str, int] = {}
+    for part in parts.values():
+        for sample in part.samples:
+            counts[sample.stem] = counts.get(sample.stem, 0) + 1
+    samples, split, unpaired_images, unpaired_masks = [], {}, [], []
+    for name, part in parts.items():
+        renamed = [Sample(f"{name}_{s.stem}" if counts[s.stem] > 1 else s.stem, s.image, s.mask)
+                   for s in part.samples]
+        samples += renamed
+        split[name] = [s.stem for s in renamed if s.mask is not None]
+        unpaired_images += part.unpaired_images
+        unpaired_masks += part.unpaired_masks
+    pixel = info.get("pixel_size_nm")
+    layouts = ", ".join(f"{folder.name}/ ({parts[s].layout})" for s, folder in split_dirs.items())
+    return Dataset(root=root, samples=samples, unpaired_images=unpaired_images,
+                   unpaired_masks=unpaired_masks, pixel_size_nm=float(pixel) if pixel else None,
+                   class_names=_class_names(info), split=info.get("split") or split,
+                   layout=f"split folders: {layouts}")
+
+
 def _read_dataset_json(root: Path) -> dict:
     path = root / "dataset.json"
     if not path.is_file():
@@ -209,6 +250,10 @@ def discover(dataset_dir, *, images=None, masks=None, pairing: str = "stem",
 
     if (images is None) != (masks is None):
         raise ValueError("give both images= and masks=, or neither")
+    split_dirs = _split_folders(root) if images is None else {}
+    if split_dirs and not any((root / i).is_dir() and (root / m).is_dir() for i, m in _LAYOUTS):
+        return _discover_split_folders(root, split_dirs, info, pairing=pairing,
+                                       include_unlabelled=include_unlabelled, strict=strict)
     if images is not None:
         image_dirs, mask_dirs = _as_folders(root, images), _as_folders(root, masks)
         if len(image_dirs) != len(mask_dirs):
@@ -270,13 +315,16 @@ def discover(dataset_dir, *, images=None, masks=None, pairing: str = "stem",
 
 
 def read_mask(path) -> np.ndarray:
-    """Read a label mask as ``uint8`` classes 0..K (0/255 binary masks become 0/1).
+    """Read a label mask as ``uint8`` classes 0..K.
+
+    Binary masks are recognised in their usual forms: 0/255, 0/255 with grey edges (anti-aliased
+    or JPEG; read at 128, with a warning) and one colour on black.
 
     Raises
     ------
     TEMInputError
-        Unreadable file, colour mask whose channels differ, or values that are not class
-        indices (fractions, negatives).
+        Unreadable file, colour mask of more than one colour on black, or values that are not
+        class indices (fractions, negatives).
     """
     path = Path(path)
     if not path.is_file():
@@ -297,6 +345,9 @@ def read_mask(path) -> np.ndarray:
         raise TEMInputError(f"could not be read as a mask ({type(err).__name__}: {err})", path) from None
     arr = np.squeeze(arr)
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        colours = np.unique(arr[..., :3].reshape(-1, 3), axis=0)
+        if len(colours) == 2 and not colours[0].any():  # black and one colour: a binary mask
+            return arr[..., :3].any(axis=-1).astype(np.uint8)
         if not (np.all(arr[..., 0] == arr[..., 1]) and np.all(arr[..., 0] == arr[..., 2])):
             raise TEMInputError("colour mask with differing channels; save masks as one channel "
                                 "of class indices (0 = background, 1..K = classes)", path)
@@ -314,6 +365,11 @@ def read_mask(path) -> np.ndarray:
         raise TEMInputError(f"mask holds negative values {values[values < 0][:5].tolist()}", path)
     if set(values.tolist()) <= {0, 255}:
         return (arr == 255).astype(np.uint8)
+    if arr.dtype == np.uint8 and values.max() >= 224 and ((arr < 32) | (arr >= 224)).mean() >= 0.95:
+        # a binary 0/255 mask saved with anti-aliased edges or lossy (JPEG) compression
+        warnings.warn(f"{path}: binary mask with {values.size} grey levels (anti-aliased or lossy); "
+                      "read as particle where ≥ 128", UserWarning, stacklevel=2)
+        return (arr >= 128).astype(np.uint8)
     if values.max() > 254:
         raise TEMInputError(f"mask values {values[-5:].tolist()} are not class indices; masks must "
                             "hold 0 = background, 1..K = classes (or 0/255 for binary)", path)

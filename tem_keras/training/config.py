@@ -111,6 +111,10 @@ class TrainingConfig:
     augment : bool
     seed : int
     mixed_precision : str
+    pretrained : {"auto", "tem", None}
+        Initial weights: ``"tem"`` the shipped weights pre-trained on synthetic micrographs
+        (:mod:`tem_keras.models.tem_weights`; an error for a model without them), ``"auto"`` those
+        where the model has them, ``None`` a random initialisation.
     """
 
     model: object = None
@@ -132,6 +136,7 @@ class TrainingConfig:
     augment: bool = True
     seed: int = 0
     mixed_precision: str = "auto"
+    pretrained: str | None = "auto"
 
     def __post_init__(self):
         if self.recipe not in RECIPES:
@@ -156,6 +161,8 @@ class TrainingConfig:
 
         if self.mixed_precision not in PRECISIONS and self.mixed_precision not in PRECISION_ALIASES:
             raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
+        if self.pretrained not in ("auto", "tem", None):
+            raise ValueError(f"pretrained must be 'auto', 'tem' or None, got {self.pretrained!r}")
         split = tuple(self.split)
         if (len(split) != 3 or any(isinstance(f, bool) or not isinstance(f, (int, float)) for f in split)
                 or any(not math.isfinite(f) or f < 0 for f in split) or split[0] <= 0 or sum(split) > 1 + 1e-9):

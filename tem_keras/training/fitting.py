@@ -60,7 +60,7 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
         learning_rate: float | None = None, weight_decay: float | None = None, optimizer: str | None = None,
         schedule: str | None = None, loss=None, foreground_fraction: float | None = None,
         patience: int | None = None, folds: int | None = None, split=(0.7, 0.1, 0.2), augment=True,
-        seed: int = 0, mixed_precision="auto", run_dir=None, devices=None, resume: bool = True,
+        seed: int = 0, mixed_precision="auto", pretrained: str | None = "auto", run_dir=None, devices=None, resume: bool = True,
         overwrite: bool = False, preprocessing=None, pairing: str = "stem", images=None, masks=None,
         labels: str = "masks", particles: str = "dark", verbose: int = 1, **model_kwargs) -> Run:
     """Train a segmentation model on a dataset folder and write a run folder.
@@ -97,6 +97,10 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
     mixed_precision : {"auto", "float32", "bfloat16", "float16"}
         Compute precision, the same vocabulary as ``predict`` (see
         :func:`tem_keras.distribute.choose_precision`).
+    pretrained : {"auto", "tem", None}
+        Start from the shipped weights pre-trained on synthetic micrographs (``"tem"``; ``"auto"``:
+        where the model has them, as the planned residual UNets do) or from a random
+        initialisation (``None``). See :mod:`tem_keras.models.tem_weights`.
     run_dir : str or Path, optional
         Run folder; ``runs/<dataset>-<model>-seed<seed>`` by default.
     devices : None, int or list of str
@@ -129,7 +133,8 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
         batch_size=batch_size, patch_size=patch_size, learning_rate=learning_rate,
         weight_decay=weight_decay, optimizer=optimizer, schedule=schedule, loss=loss,
         foreground_fraction=foreground_fraction, patience=patience, folds=folds, split=split,
-        augment=augmentation is not None, seed=seed, mixed_precision=mixed_precision)
+        augment=augmentation is not None, seed=seed, mixed_precision=mixed_precision,
+        pretrained=pretrained)
     if labels not in ("masks", "auto"):
         raise ValueError(f"labels must be 'masks' or 'auto', got {labels!r}")
     if built is not None and config.model is None:

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 __all__ = ["Plan", "POOL_LADDER", "particle_diameters", "choose_model", "default_time_limit",
-           "plan_training"]
+           "plan_training", "pretrained_key"]
 
 #: per-replica batch of 256² patches on a CPU and on a GPU (scaled for other patch sizes)
 _BATCH_256 = {"cpu": 8, "gpu": 16}
@@ -101,6 +101,7 @@ class Plan:
     receptive_field_px: int | None = None
     step_seconds: float | None = None
     validation_seconds: float | None = None
+    pretrained: str | None = None
     notes: list = field(default_factory=list)
 
     def fill_epochs(self, step_seconds: float, validation_seconds: float, remaining_s: float, *,
@@ -130,7 +131,8 @@ class Plan:
         d = self.particle_diameter_px
         model = ", ".join(f"{k}={v}" for k, v in self.model.items() if k not in ("name", "num_classes"))
         lines = [f"plan: {self.model.get('name')}({model})"
-                 + (f", receptive field {self.receptive_field_px} px" if self.receptive_field_px else ""),
+                 + (f", receptive field {self.receptive_field_px} px" if self.receptive_field_px else "")
+                 + (f", starting from the TEM pre-trained weights {self.pretrained}" if self.pretrained else ""),
                  f"      particles: median {d.get('median', float('nan')):.0f} px, 90th percentile "
                  f"{d.get('p90', float('nan')):.0f} px across ({d.get('count', 0)} in the training masks)",
                  f"      {self.patch_size}² px random patches, batch {self.batch_size}, "
@@ -195,4 +197,26 @@ def plan_training(config, train_images, train_masks, *, num_classes: int, device
         time_limit = default_time_limit(device)
     return Plan(model=spec, patch_size=patch, batch_size=batch, steps_per_epoch=steps,
                 epochs=config.epochs, time_limit_s=time_limit, device=device,
-                particle_diameter_px=stats, receptive_field_px=int(rf), notes=notes)
+                particle_diameter_px=stats, receptive_field_px=int(rf),
+                pretrained=pretrained_key(config.pretrained, spec), notes=notes)
+
+
+def pretrained_key(pretrained: str | None, spec) -> str | None:
+    """The shipped weight file to start ``spec`` from, for ``fit``'s ``pretrained`` option.
+
+    Raises
+    ------
+    ValueError
+        ``pretrained="tem"`` for a model without shipped weights.
+    """
+    from ..models.tem_weights import available_keys, weights_key
+
+    key = weights_key(spec)
+    if pretrained is None or (pretrained == "auto" and key not in available_keys()):
+        return None
+    if key not in available_keys():
+        name = spec.get("name") if isinstance(spec, dict) else spec
+        raise ValueError(f"pretrained='tem': there are no pre-trained TEM weights for {name} "
+                         f"({key or 'not a residual UNet with 1 channel'}); shipped: "
+                         f"{', '.join(available_keys()) or 'none'}. Use pretrained=None (--pretrained none).")
+    return key

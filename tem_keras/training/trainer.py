@@ -54,6 +54,12 @@ def split_images(dataset, config: TrainingConfig, dataset_dir: Path) -> dict:
     split = {k: list(chosen.get(k, [])) for k in ("train", "val", "test")}
     if not split["train"]:
         raise TEMInputError("the split leaves no image for training", dataset_dir)
+    if dataset.split and not split["val"] and len(split["train"]) > 1 and config.split[1] > 0:
+        # a fixed split without validation images (e.g. train/ and test/ folders): carve them
+        # out of the training images in the proportion of config.split
+        share = config.split[1] / (config.split[0] + config.split[1])
+        carved = split_samples(split["train"], (1 - share, share, 0.0), seed=config.seed)
+        split["train"], split["val"] = carved["train"], carved["val"]
     if not split["val"]:
         raise TEMInputError("the split leaves no validation image; checkpoints are chosen on one "
                             "(give split=(train, val, test) with val > 0 or more images)", dataset_dir)
@@ -122,6 +128,7 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     from ..losses import get_loss, inverse_frequency_weights
     from ..models.receptive_field import downsampling_factor
     from ..models.registry import build_model
+    from ..models.tem_weights import load_tem_weights
     from . import callbacks as cb
     from .heldout import HeldOut, choose_threshold, test_metrics
     from .plan import Plan, plan_training
@@ -173,6 +180,8 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     try:
         with strategy.scope():
             net = built if built is not None else build_model(dict(plan.model))
+            if plan.pretrained:  # a resumed run's backup, restored later, overrides them
+                load_tem_weights(net, plan.pretrained)
             net.compile(optimizer=_optimizer(trained), loss=get_loss(trained.loss, class_weights),
                         metrics=default_metrics())
             if is_multi_worker(strategy):
@@ -296,6 +305,10 @@ def plan_for_built(built, config, train, num_classes, device, replicas):
 
     factor = downsampling_factor(built)
     plan.model = {"name": built.name, "custom": True}
+    if config.pretrained == "tem":
+        raise ValueError(f"pretrained='tem' applies to the planned residual UNets, not to a built model "
+                         f"({built.name}); load weights into it before fit, or use pretrained=None")
+    plan.pretrained = None
     plan.receptive_field_px = int(receptive_field(built))
     plan.patch_size = clamp_patch_size(config.patch_size or plan.patch_size, [i.shape for i in train[0]], factor)
     return plan

@@ -1,0 +1,103 @@
+"""Pre-training of the planned residual UNets on synthetic micrographs (the ``pretrained="tem"`` weights).
+
+``python -m tem_keras.training.pretrain OUT_DIR`` writes a corpus of synthetic bright-field,
+HAADF-STEM and HRTEM micrographs whose generator parameters are drawn at random over wide ranges
+(particle sizes, coverage, contrast, dose, blur, illumination, support texture, pixel size), trains
+each residual UNet of :data:`~tem_keras.training.plan.POOL_LADDER`'s depths on it with
+:func:`~tem_keras.fit`'s default recipe, and stores the weights with
+:func:`~tem_keras.models.tem_weights.save_tem_weights`. The corpus seeds are disjoint from those of
+the tests and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["CORPUS_SEED", "make_corpus", "pretrain"]
+
+#: root seed of the pre-training corpus (image i uses a child of it)
+CORPUS_SEED = 20261201
+
+
+def _draw(rng: np.random.Generator, mode: str) -> dict:
+    """Generator parameters of one corpus image, drawn over ranges seen in TEM practice."""
+    u = rng.uniform
+    common = dict(touching_fraction=u(0.0, 0.3), ellipticity=u(0.0, 0.4), irregularity=u(0.0, 0.08),
+                  low_contrast_fraction=u(0.0, 0.2), blur_sigma_px=u(0.4, 1.5),
+                  illumination_gradient=u(0.0, 0.3), coverage=u(0.04, 0.3))
+    if mode == "hrtem":
+        mean = u(1.5, 5.0)
+        return dict(common, particle_diameter_nm=(mean, mean * u(0.1, 0.3)), pixel_size_nm=u(0.03, 0.06),
+                    contrast=u(0.05, 0.15), dose=float(np.exp(u(np.log(100), np.log(2000)))))
+    mean_px = float(np.exp(u(np.log(5), np.log(90))))  # particle diameter in pixels
+    pixel = u(0.2, 1.0)
+    contrast = u(0.2, 0.7) if mode == "bright-field" else u(0.5, 3.0)
+    return dict(common, particle_diameter_nm=(mean_px * pixel, mean_px * pixel * u(0.1, 0.35)),
+                pixel_size_nm=pixel, contrast=contrast, background_texture=u(0.02, 0.1),
+                dose=float(np.exp(u(np.log(20), np.log(500)))))
+
+
+def make_corpus(out_dir, n_images: int = 150, size: int = 384, seed: int = CORPUS_SEED) -> Path:
+    """Write the pre-training corpus in the standard layout (modes in turn: BF, HAADF, HRTEM)."""
+    from ..data.synthetic import make_image
+    from ..data.synthetic.datasets import child_rng
+    from ..io import write_image, write_mask
+
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    (out_dir / "masks").mkdir(parents=True, exist_ok=True)
+    records = {}
+    for i in range(n_images):
+        rng = child_rng(seed, i)
+        mode = ("bright-field", "haadf", "hrtem")[i % 3]
+        sample = make_image(size, mode, seed=rng, **_draw(rng, mode))
+        stem = f"corpus_{i:04d}"
+        write_image(out_dir / "images" / f"{stem}.tif", sample.image, sample.pixel_size_nm, overwrite=True)
+        write_mask(out_dir / "masks" / f"{stem}.png", sample.mask, overwrite=True)
+        records[stem] = sample.params
+    meta = {"name": "tem-pretraining-corpus", "classes": {"0": "background", "1": "particle"},
+            "seed": seed, "n_images": n_images, "size": size, "images": records}
+    (out_dir / "dataset.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return out_dir
+
+
+def pretrain(corpus, spec: dict, out_file, *, time_limit="10min", run_dir=None, seed: int = 0) -> Path:
+    """Train ``spec`` on ``corpus`` with ``fit``'s defaults and save its weights to ``out_file``."""
+    from ..models.tem_weights import save_tem_weights
+    from .fitting import fit
+
+    run = fit(corpus, model=dict(spec), time_limit=time_limit, run_dir=run_dir, seed=seed, pretrained=None)
+    record = {"corpus": "tem_keras.training.pretrain.make_corpus", "corpus_seed": CORPUS_SEED,
+              "spec": spec, "steps": int(run.config["plan"]["epochs"] * run.config["plan"]["steps_per_epoch"]),
+              "patch_size": run.config["plan"]["patch_size"], "time_limit": time_limit,
+              "test_dice": run.metrics.get("dice"), "tem_keras_version": run.config["versions"].get("tem_keras")}
+    return save_tem_weights(run.model, out_file, record)
+
+
+def main(argv=None) -> None:
+    from ..models.tem_weights import WEIGHTS_DIR, weights_key
+    from .plan import POOL_LADDER
+
+    parser = argparse.ArgumentParser(prog="python -m tem_keras.training.pretrain", description=__doc__.split("\n")[0])
+    parser.add_argument("work", type=Path, help="folder for the corpus and the runs")
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="folder of the weight files")
+    parser.add_argument("--images", type=int, default=150)
+    parser.add_argument("--time-limit", default="10min", help="training budget per model")
+    parser.add_argument("--blocks", type=int, nargs="+", default=sorted({len(p) for p in POOL_LADDER}))
+    args = parser.parse_args(argv)
+    corpus = args.work / "corpus"
+    if not (corpus / "dataset.json").is_file():
+        make_corpus(corpus, n_images=args.images)
+    for n in args.blocks:
+        spec = {"name": "residual_unet", "n_blocks": n, "base_filters": 16, "pool_sizes": [2] * n}
+        out = pretrain(corpus, spec, args.out / f"{weights_key(spec)}.npz", time_limit=args.time_limit,
+                       run_dir=args.work / f"run_{n}b")
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
+
+
+if __name__ == "__main__":
+    main()
