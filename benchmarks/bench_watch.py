@@ -1,11 +1,12 @@
 """Latency of live segmentation (``tem_keras.watch``): micrograph complete on disk → mask written.
 
 A writer thread plays the microscope: every ``--period`` seconds it writes one ``--size``² synthetic
-bright-field micrograph (ImageJ TIFF with pixel size, float32) into a folder, in 4 pieces over
-0.2 s. ``tem_keras.watch`` runs in the main thread on that folder with ``--settle`` and
+bright-field micrograph (ImageJ TIFF with pixel size, float32, made beforehand) into a folder, in
+4 pieces over 0.2 s. ``tem_keras.watch`` runs in the main thread on that folder with ``--settle`` and
 ``--interval`` and stops after ``--frames`` files. From the ledger (``watch_done.jsonl``) it
 reports per frame: ``latency_s`` (the final version of the file first seen → its mask written,
-which includes the settle time), ``read_s``, ``predict_s`` and ``write_s``; median and maximum,
+which includes the settle time), ``read_s``, ``predict_s``, ``write_s`` and ``measure_s`` (the
+particle table, after the mask; a frame waits for the previous one's); median and maximum,
 with the 1-minute load average before and after (numbers taken under load are not comparable).
 Results go to ``benchmarks/results/watch.json``.
 
@@ -49,16 +50,24 @@ def trained_model(seconds: float) -> Path:
     return run
 
 
-def microscope(folder: Path, scratch: Path, frames: int, size: int, period: float) -> None:
-    """Write ``frames`` micrographs into ``folder``, one every ``period`` s, each in 4 pieces."""
+def micrographs(scratch: Path, frames: int, size: int) -> list[bytes]:
+    """The TIFF files the microscope will write, made beforehand (synthesis is slower than a
+    camera and would compete with the watch for the cores)."""
     from tem_keras.data.synthetic import make_image
     from tem_keras.io import write_image
 
+    files = []
     for i in range(frames):
-        start = time.monotonic()
         image = make_image(size, seed=i, dose=200)
-        data = write_image(scratch / "frame.tif", image.image, image.pixel_size_nm,
-                           overwrite=True).read_bytes()
+        files.append(write_image(scratch / f"frame{i}.tif", image.image, image.pixel_size_nm,
+                                 overwrite=True).read_bytes())
+    return files
+
+
+def microscope(folder: Path, files: list[bytes], period: float) -> None:
+    """Write ``files`` into ``folder``, one every ``period`` s, each in 4 pieces over 0.2 s."""
+    for i, data in enumerate(files):
+        start = time.monotonic()
         cut = [len(data) * k // 4 for k in range(5)]
         target = folder / f"frame_{i:04d}.tif"
         for k in range(4):
@@ -87,15 +96,15 @@ def main(argv=None) -> dict:
         tmp = Path(tmp)
         folder, out = tmp / "microscope", tmp / "live"
         folder.mkdir()
-        writer = threading.Thread(target=microscope, args=(folder, tmp, args.frames, args.size,
-                                                           args.period), daemon=True)
+        files = micrographs(tmp, args.frames, args.size)
+        writer = threading.Thread(target=microscope, args=(folder, files, args.period), daemon=True)
         load_before = loadavg()
         writer.start()
         report = tem_keras.watch(model, folder, out, settle=args.settle, interval=args.interval,
                                  stop_after=args.frames, timeout=60 + 3 * args.period)
         writer.join()
         entries = [json.loads(line) for line in (out / "watch_done.jsonl").read_text().splitlines()]
-    keys = ("latency_s", "read_s", "predict_s", "write_s")
+    keys = ("latency_s", "read_s", "predict_s", "write_s", "measure_s")
     result = {
         "size": args.size, "frames": len(entries), "period_s": args.period, "settle_s": args.settle,
         "interval_s": args.interval, "model": str(model),
@@ -109,7 +118,7 @@ def main(argv=None) -> dict:
     print(f"{args.size}² frames, settle {args.settle} s, interval {args.interval} s: latency median "
           f"{result['median']['latency_s']:.2f} s, max {result['max']['latency_s']:.2f} s "
           f"(median read {result['median']['read_s']:.2f}, predict {result['median']['predict_s']:.2f}, "
-          f"write {result['median']['write_s']:.3f} s); load {load_before[0]:.1f} → {loadavg()[0]:.1f}")
+          f"write {result['median']['write_s']:.3f} s; then particles {result['median']['measure_s']:.2f} s); load {load_before[0]:.1f} → {loadavg()[0]:.1f}")
     return result
 
 

@@ -110,8 +110,9 @@ def test_ledger_and_table_drop_what_a_crash_left_unfinished(tmp_path):
     table = tmp_path / TABLE_NAME
     table.write_text("image,frame,area_px\na,-1,12.0\nc,-1,30.0\na,-1,14.0\nc,-1,3")
     particles = ParticleTable(table)
-    sizes = particles.open({"a"}, size_columns=("area_px", "missing"))
+    particles.lock()
     try:
+        sizes = particles.keep_only({"a"}, size_columns=("area_px", "missing"))
         assert table.read_text() == "image,frame,area_px\na,-1,12.0\na,-1,14.0\n"
         np.testing.assert_array_equal(sizes["area_px"], [12.0, 14.0])
         assert np.isnan(sizes["missing"]).all()
@@ -188,13 +189,15 @@ def test_watch_segments_files_written_in_pieces_once_and_completely(tiny_run, ti
     assert sorted(e["file"] for e in lines) == sorted(contents)   # each file exactly once
     assert all(e["status"] == "done" and e["size"] == len(contents[e["file"]]) for e in lines)
     table = pd.read_csv(out / TABLE_NAME, float_precision="round_trip")
+    n_rows = 0
     for name in contents:
         masks, rows = _expected(tiny_run, folder / name)
         for stem, mask in masks.items():
             np.testing.assert_array_equal(_mask(out, stem), mask)
         found = table[table["image"].isin(list(masks))].reset_index(drop=True)
         pd.testing.assert_frame_equal(found, rows, check_dtype=False)
-    assert len(table) == sum(len(_expected(tiny_run, folder / n)[1]) for n in contents)
+        n_rows += len(rows)
+    assert len(table) == n_rows   # no row twice
     assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.glob(".*partial*")) and not (out / ".watch_partial").exists()
 
@@ -275,3 +278,8 @@ def test_watch_refuses_a_foreign_output_folder_and_the_watched_folder(tiny_run, 
     assert main(["watch", str(tiny_run.path), str(tmp_path / "missing"), "-o", str(foreign)]) == 2
     assert "is not a folder" in capsys.readouterr().err
     assert (foreign / "notes.txt").read_text() == "mine"
+    busy = tmp_path / "busy"   # another live process holds the output folder's lock
+    busy.mkdir()
+    (busy / f".{TABLE_NAME}.lock").write_text(str(os.getpid()))
+    assert main(["watch", str(tiny_run.path), str(folder), "-o", str(busy), "--once"]) == 2
+    assert "another tem-keras process" in capsys.readouterr().err

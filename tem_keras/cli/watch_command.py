@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from .console import as_input_errors
@@ -41,6 +42,8 @@ def add_watch_command(sub) -> None:
                    help="exit after this many seconds without a new or changing file")
     add_prediction_options(p)
     p.add_argument("--min-area", type=int, default=10, help="smallest particle in px")
+    p.add_argument("--no-split", action="store_true",
+                   help="do not split touching particles (about twice as fast to measure)")
     p.add_argument("--pixel-size-nm", type=float, default=None, help="for files without calibration")
     p.add_argument("--mask-format", choices=("png", "tif"), default="png")
     p.add_argument("--summary-every", type=float, default=5.0,
@@ -56,14 +59,19 @@ def run_watch(args) -> int:
     """``tem-keras watch``: returns the exit status (0, or 130 after Ctrl-C)."""
     from ..live import watch
 
-    report = watch(args.model, args.folder, args.out, pattern=args.pattern, interval=args.interval,
-                   settle=args.settle, give_up=args.give_up, once=args.once,
-                   stop_after=args.stop_after, timeout=args.timeout, threshold=args.threshold,
-                   tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
-                   mixed_precision=args.mixed_precision, tta=args.tta,
-                   pixel_size_nm=args.pixel_size_nm, min_area=args.min_area, mask_format=args.mask_format,
-                   summary_every=args.summary_every, overwrite=args.overwrite,
-                   verbose=not args.quiet)
+    try:
+        report = watch(args.model, args.folder, args.out, pattern=args.pattern,
+                       interval=args.interval, settle=args.settle, give_up=args.give_up, once=args.once,
+                       stop_after=args.stop_after, timeout=args.timeout, threshold=args.threshold,
+                       tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
+                       mixed_precision=args.mixed_precision, tta=args.tta,
+                       pixel_size_nm=args.pixel_size_nm, min_area=args.min_area,
+                       split_touching=not args.no_split, mask_format=args.mask_format,
+                       summary_every=args.summary_every, overwrite=args.overwrite,
+                       verbose=not args.quiet)
+    except KeyboardInterrupt:  # before the folder was watched (loading the model)
+        print("tem-keras watch: stopped before the folder was watched", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if args.quiet:
         print(report)
     return EXIT_INTERRUPTED if report.interrupted else 0

@@ -68,7 +68,7 @@ def save_prediction(prediction, out_dir, *, mask_format: str = "png",
     return written
 
 
-def particle_rows(prediction, *, min_area: int = 10):
+def particle_rows(prediction, *, min_area: int = 10, split_touching: bool = True):
     """The particles of a :class:`~tem_keras.inference.Prediction` as rows of a particle table:
     ``image`` (:attr:`~tem_keras.inference.Prediction.name`) and ``frame`` (-1 for a single
     image) first, then :func:`tem_keras.particles.measure_particles`' columns (with
@@ -81,7 +81,7 @@ def particle_rows(prediction, *, min_area: int = 10):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MissingPixelSizeWarning)
         table = measure_particles(prediction.mask, prediction.pixel_size_nm, image=prediction.image,
-                                  min_area=min_area)
+                                  min_area=min_area, split_touching=split_touching)
     table.insert(0, "image", prediction.name)
     table.insert(1, "frame", -1 if prediction.frame is None else prediction.frame)
     return table

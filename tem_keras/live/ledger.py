@@ -111,11 +111,8 @@ class ParticleTable:
         self.path = Path(path)
         self._partial = None
 
-    def open(self, keep: set[str], *, size_columns=()) -> dict[str, np.ndarray]:
-        """Take the lock and keep only the rows whose ``image`` is in ``keep`` (rows of files the
-        ledger does not list as done, and a last line cut short, are removed).
-
-        Returns the values of ``size_columns`` in the rows kept (NaN where empty).
+    def lock(self) -> None:
+        """Take the table's lock (:func:`tem_keras.outputs.claim_output`; its folder is made).
 
         Raises
         ------
@@ -125,6 +122,13 @@ class ParticleTable:
         from ..outputs import claim_output
 
         self._partial = claim_output(self.path, overwrite=True)
+
+    def keep_only(self, keep: set[str], *, size_columns=()) -> dict[str, np.ndarray]:
+        """Keep only the rows whose ``image`` is in ``keep`` (rows of files the ledger does not
+        list as done, and a last line cut short, are removed); needs the lock.
+
+        Returns the values of ``size_columns`` in the rows kept (NaN where empty).
+        """
         return self._rewrite(lambda image: image in keep, size_columns)
 
     def append(self, table) -> None:
@@ -138,7 +142,7 @@ class ParticleTable:
         _append_durably(self.path, buffer.getvalue())
 
     def remove(self, names: set[str]) -> None:
-        """Remove the rows of images ``names`` (a file segmented again)."""
+        """Remove the rows of images ``names`` (a file segmented again); needs the lock."""
         if names:
             self._rewrite(lambda image: image not in names, ())
 
@@ -151,6 +155,8 @@ class ParticleTable:
             self._partial = None
 
     def _rewrite(self, keep, size_columns) -> dict[str, np.ndarray]:
+        if self._partial is None:
+            raise RuntimeError(f"{self.path}: lock() the table before rewriting it")
         values = {c: [] for c in size_columns}
         if not self.path.exists():
             return {c: np.zeros(0) for c in size_columns}

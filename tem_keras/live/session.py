@@ -141,7 +141,7 @@ class _Stopper:
 
 
 def _check_options(interval, settle, give_up, stop_after, timeout, summary_every, min_area,
-                   mask_format, predict_options):
+                   split_touching, mask_format, predict_options):
     from ..validation import (check_bool, check_choice, check_int, check_number,
                               check_predict_arguments)
 
@@ -155,30 +155,28 @@ def _check_options(interval, settle, give_up, stop_after, timeout, summary_every
     check_number("timeout", timeout, 0, optional=True)
     check_number("summary_every", summary_every, 0)
     check_int("min_area", min_area, 0)
+    check_bool("split_touching", split_touching)
     check_choice("mask_format", mask_format, ("png", "tif"))
 
 
-def _prepare_output(out: Path, folder: Path, overwrite: bool) -> None:
-    """Refuse a folder that is not a watch's (unless ``overwrite``); with ``overwrite`` start over."""
+def _check_output(out: Path, folder: Path, overwrite: bool) -> None:
+    """Refuse the watched folder, and a non-empty folder that is not a watch's (unless ``overwrite``)."""
     if out.resolve() == folder.resolve():
         raise TEMInputError("the output folder must not be the watched folder (masks would be "
                             "taken for new micrographs); give another -o folder", out)
     ours = (out / LEDGER_NAME).exists()
-    if out.is_dir() and any(out.iterdir()) and not ours and not overwrite:
+    if (out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()) and not ours
+            and not overwrite):
         raise FileExistsError(f"{out}: is not empty and holds no watch ledger ({LEDGER_NAME}): "
                               "choose a new output folder, or pass --overwrite to write into it")
-    if overwrite:
-        for name in (LEDGER_NAME, TABLE_NAME, SUMMARY_NAME):
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def watch(model, folder, out, *, pattern=None, interval: float = 0.5, settle: float = 0.5,
           give_up: float = 10.0, once: bool = False, stop_after: int | None = None,
           timeout: float | None = None, threshold=None, tile_size: int | None = None,
           overlap="auto", batch_size: int = 4, mixed_precision: str = "float32", tta: bool = False,
-          pixel_size_nm: float | None = None, min_area: int = 10, mask_format: str = "png",
-          summary_every: float = 5.0, overwrite: bool = False,
+          pixel_size_nm: float | None = None, min_area: int = 10, split_touching: bool = True,
+          mask_format: str = "png", summary_every: float = 5.0, overwrite: bool = False,
           stop: threading.Event | None = None, verbose: bool = True) -> WatchReport:
     """Segment each new micrograph of ``folder`` as it is written; masks, particles and a
     summary figure go to ``out`` (see the module docstring for the steps).
@@ -209,8 +207,9 @@ def watch(model, folder, out, *, pattern=None, interval: float = 0.5, settle: fl
         Stop after this many seconds without a new or changing file.
     threshold, tile_size, overlap, batch_size, mixed_precision, tta, pixel_size_nm
         As :func:`tem_keras.predict`.
-    min_area : int
-        Smallest particle in pixels (:func:`tem_keras.measure_particles`).
+    min_area, split_touching
+        Smallest particle in pixels, and whether touching particles are split
+        (:func:`tem_keras.measure_particles`; splitting takes about half of its time).
     mask_format : {"png", "tif"}
     summary_every : float
         Smallest number of seconds between two drawings of ``summary.png``.
@@ -239,24 +238,29 @@ def watch(model, folder, out, *, pattern=None, interval: float = 0.5, settle: fl
     options = dict(threshold=threshold, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
                    mixed_precision=mixed_precision, tta=tta, pixel_size_nm=pixel_size_nm)
     _check_options(interval, settle, give_up, stop_after, timeout, summary_every, min_area,
-                   mask_format, options)
+                   split_touching, mask_format, options)
     folder, out = Path(folder), Path(out)
     watcher = FolderWatcher(folder, [pattern] if isinstance(pattern, str) else pattern,
                             settle=settle, give_up=give_up, exclude=out)
-    _prepare_output(out, folder, overwrite)
-    bundle = load(model)
-    from ..inference.masks import check_threshold
-
-    check_threshold(bundle.threshold if threshold is None else threshold)
-    _warm_up(bundle, mixed_precision)
-    ledger = Ledger(out / LEDGER_NAME)
+    _check_output(out, folder, overwrite)
     table = ParticleTable(out / TABLE_NAME)
-    sizes = table.open(ledger.outputs(), size_columns=SIZE_COLUMNS)
+    table.lock()  # before anything in ``out`` is touched: a second process is refused here
     report = WatchReport(out)
     try:
+        if overwrite:  # start over
+            for name in (LEDGER_NAME, TABLE_NAME, SUMMARY_NAME):
+                (out / name).unlink(missing_ok=True)
+        bundle = load(model)
+        from ..inference.masks import check_threshold
+
+        check_threshold(bundle.threshold if threshold is None else threshold)
+        _warm_up(bundle, mixed_precision)
+        ledger = Ledger(out / LEDGER_NAME)
+        sizes = table.keep_only(ledger.outputs(), size_columns=SIZE_COLUMNS)
         summary = LiveSummary(out / SUMMARY_NAME, every=summary_every)
         summary.restore(ledger.done(), sizes)
-        segmenter = _Segmenter(bundle, options, out, ledger, table, summary, min_area, mask_format)
+        segmenter = _Segmenter(bundle, options, out, ledger, table, summary,
+                               dict(min_area=min_area, split_touching=split_touching), mask_format)
         if verbose:
             done = len(ledger.done())
             print(f"watching {folder} (Ctrl-C stops); masks, {TABLE_NAME} and {SUMMARY_NAME} in "
@@ -328,10 +332,10 @@ def _loop(watcher, segmenter, stopper, report, *, interval, once, stop_after, ti
 class _Segmenter:
     """Segments one complete file and commits its outputs (masks, table rows, ledger line)."""
 
-    def __init__(self, bundle, options, out, ledger, table, summary, min_area, mask_format):
+    def __init__(self, bundle, options, out, ledger, table, summary, measure_options, mask_format):
         self.bundle, self.options, self.out = bundle, options, out
         self.ledger, self.table, self.summary = ledger, table, summary
-        self.min_area, self.mask_format = min_area, mask_format
+        self.measure_options, self.mask_format = measure_options, mask_format
         self.owners = {name: e["file"] for e in ledger.done() for name in e.get("outputs", ())}
         self.noted = False
 
@@ -368,7 +372,7 @@ class _Segmenter:
             for path in written.values():
                 os.replace(path, self.out / Path(path).name)
         written_at = time.monotonic()
-        tables = [particle_rows(r, min_area=self.min_area) for r in results]
+        tables = [particle_rows(r, **self.measure_options) for r in results]
         if not self.noted and any(r.pixel_size_nm is None for r in results):
             from ..particles import PIXEL_SIZE_HELP
 
@@ -383,6 +387,7 @@ class _Segmenter:
         import pandas as pd
 
         self.table.append(pd.concat(tables, ignore_index=True))
+        measured = time.monotonic()
         acquired = event.state.mtime_ns / 1e9
         stats = [self.summary.add(t, acquired) for t in tables]
         latency = written_at - event.detected
@@ -392,7 +397,7 @@ class _Segmenter:
             "frames": [[n, c, None if np.isnan(m) else round(m, 6)] for n, (c, m) in zip(names, stats)],
             "size_column": self.summary.column, "latency_s": round(latency, 4),
             "read_s": round(event.read_s, 4), "predict_s": round(predicted - started, 4),
-            "write_s": round(written_at - predicted, 4),
+            "write_s": round(written_at - predicted, 4), "measure_s": round(measured - written_at, 4),
             "finished": datetime.now().isoformat(timespec="seconds")})
         for name in names:
             self.owners[name] = event.key
