@@ -86,6 +86,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--period", type=float, default=3.0)
     parser.add_argument("--settle", type=float, default=0.5)
     parser.add_argument("--interval", type=float, default=0.5)
+    parser.add_argument("--no-split", action="store_true", help="do not split touching particles")
     parser.add_argument("--out", type=Path, default=RESULTS / "watch.json")
     args = parser.parse_args(argv)
 
@@ -101,13 +102,14 @@ def main(argv=None) -> dict:
         load_before = loadavg()
         writer.start()
         report = tem_keras.watch(model, folder, out, settle=args.settle, interval=args.interval,
-                                 stop_after=args.frames, timeout=60 + 3 * args.period)
+                                 stop_after=args.frames, timeout=60 + 3 * args.period,
+                                 split_touching=not args.no_split)
         writer.join()
         entries = [json.loads(line) for line in (out / "watch_done.jsonl").read_text().splitlines()]
     keys = ("latency_s", "read_s", "predict_s", "write_s", "measure_s")
     result = {
         "size": args.size, "frames": len(entries), "period_s": args.period, "settle_s": args.settle,
-        "interval_s": args.interval, "model": str(model),
+        "interval_s": args.interval, "split_touching": not args.no_split, "model": str(model),
         "median": {k: round(statistics.median(e[k] for e in entries), 4) for k in keys},
         "max": {k: round(max(e[k] for e in entries), 4) for k in keys},
         "per_frame": [{k: e[k] for k in ("file", *keys)} for e in entries],
