@@ -117,10 +117,11 @@ def main(argv=None) -> dict:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
+    median = result["median"]
     print(f"{args.size}² frames, settle {args.settle} s, interval {args.interval} s: latency median "
-          f"{result['median']['latency_s']:.2f} s, max {result['max']['latency_s']:.2f} s "
-          f"(median read {result['median']['read_s']:.2f}, predict {result['median']['predict_s']:.2f}, "
-          f"write {result['median']['write_s']:.3f} s; then particles {result['median']['measure_s']:.2f} s); load {load_before[0]:.1f} → {loadavg()[0]:.1f}")
+          f"{median['latency_s']:.2f} s, max {result['max']['latency_s']:.2f} s (median read "
+          f"{median['read_s']:.2f}, predict {median['predict_s']:.2f}, write {median['write_s']:.3f} s; "
+          f"then particles {median['measure_s']:.2f} s); load {load_before[0]:.1f} → {loadavg()[0]:.1f}")
     return result
 
 

@@ -50,7 +50,7 @@ def test_a_file_is_taken_once_its_size_and_time_settled_and_it_reads_whole(tmp_p
     target.write_bytes(data[: len(data) // 3])  # the writer pauses longer than settle
     assert _poll(watcher) == []                  # first seen
     time.sleep(0.25)
-    assert _poll(watcher) == []                  # settled, but unreadable: tried again later, not reported
+    assert _poll(watcher) == []                  # settled but unreadable: tried later, not reported
     assert watcher.pending() == 1
     with open(target, "ab") as handle:           # the rest arrives
         handle.write(data[len(data) // 3:])

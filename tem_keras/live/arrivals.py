@@ -124,7 +124,12 @@ class FolderWatcher:
                                 self.folder)
         self.patterns = None if patterns is None else [str(p) for p in patterns]
         self.settle, self.give_up = float(settle), float(give_up)
-        self.exclude = None if exclude is None else Path(exclude).resolve()
+        self._excluded = None  # the excluded folder's path parts, relative to ``folder``
+        if exclude is not None:
+            try:
+                self._excluded = Path(exclude).resolve().relative_to(self.folder.resolve()).parts
+            except ValueError:
+                pass  # outside the folder: none of its files can match
         self._seen: dict[str, _Seen] = {}
         self.last_change = time.monotonic()
 
@@ -140,8 +145,9 @@ class FolderWatcher:
             found = {p for pattern in self.patterns for p in self.folder.glob(pattern)
                      if p.is_file() and not p.name.startswith(".")}
             found = sorted(found, key=natural_key)
-        if self.exclude is not None:
-            found = [p for p in found if self.exclude not in p.resolve().parents]
+        if self._excluded:
+            n = len(self._excluded)
+            found = [p for p in found if p.relative_to(self.folder).parts[:n] != self._excluded]
         return found
 
     def key(self, path: Path) -> str:
@@ -150,7 +156,8 @@ class FolderWatcher:
 
     # ---- the rule -----------------------------------------------------------------------
 
-    def poll(self, finished: Mapping[str, FileState] | None = None) -> Iterator[Complete | Unreadable]:
+    def poll(self, finished: Mapping[str, FileState] | None = None
+             ) -> Iterator[Complete | Unreadable]:
         """Look at the folder once; yield the files that became complete (read) or unreadable.
 
         Parameters

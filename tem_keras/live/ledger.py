@@ -31,6 +31,7 @@ __all__ = ["Ledger", "ParticleTable", "LEDGER_NAME", "TABLE_NAME"]
 
 LEDGER_NAME = "watch_done.jsonl"
 TABLE_NAME = "particles.csv"
+_KEYS = {"file", "size", "mtime_ns", "status"}  # in every ledger line
 
 
 def _append_durably(path: Path, text: str) -> None:
@@ -66,13 +67,14 @@ class Ledger:
                 if not line.endswith(b"\n"):
                     raise ValueError("cut short")
                 entry = json.loads(line)
-                if not isinstance(entry, dict) or not {"file", "size", "mtime_ns", "status"} <= set(entry):
+                if not isinstance(entry, dict) or not _KEYS <= set(entry):
                     raise ValueError("not a ledger entry")
             except ValueError as error:
                 if good + len(line) == len(raw):  # the last line: an append cut short
                     break
                 raise TEMInputError(f"line {number} is corrupt ({error}); delete the line (its "
-                                    "file is then segmented again) or the whole ledger", self.path) from None
+                                    "file is then segmented again) or the whole ledger",
+                                    self.path) from None
             self._record(entry)
             good += len(line)
         if good < len(raw):

@@ -8,18 +8,19 @@ One watch, step by step:
 2. The folder is polled every ``interval`` seconds; a file is taken when it is complete
    (:mod:`.arrivals`: size and time unchanged for ``settle`` seconds, then read whole by the
    reader of its format).
-3. Its frames are segmented by :func:`tem_keras.predict_stack`; the masks are written as
-   ``tem-keras predict`` writes them (``<name>_mask.png``; each written under a temporary name
-   and renamed, so a mask file is always whole), the particles appended to ``particles.csv``
-   and the file recorded in the ledger (:mod:`.ledger`); one line with the latency (from the
-   moment the final version of the file was seen to its last mask written) is printed.
+3. Its frames (all in memory, as read) are segmented by :func:`tem_keras.predict_stack`; the
+   masks are written as ``tem-keras predict`` writes them (``<name>_mask.png``; each written under
+   a temporary name and renamed, so a mask file is always whole), the particles appended to
+   ``particles.csv`` and the file recorded in the ledger (:mod:`.ledger`); one line with the
+   latency (from the moment the final version of the file was seen to its last mask written) is
+   printed.
 4. ``summary.png`` is redrawn every few seconds (:mod:`.summary`).
 
 Stopping and restarting: the first Ctrl-C (SIGINT) lets the current file finish and stops; a
 second one abandons it (nothing about it is committed, it is done again at the next start). A
 restart with the same output folder continues: files in the ledger with the same size and time
 are not done again; a file modified after it was done is segmented again and its masks and
-particle rows replaced.
+particle rows replaced (if it can no longer be read, they are removed).
 """
 
 from __future__ import annotations
@@ -145,7 +146,8 @@ def _check_options(interval, settle, give_up, stop_after, timeout, summary_every
     from ..validation import (check_bool, check_choice, check_int, check_number,
                               check_predict_arguments)
 
-    check_predict_arguments(**{k: v for k, v in predict_options.items() if k not in ("threshold", "tta")})
+    check_predict_arguments(**{k: v for k, v in predict_options.items()
+                               if k not in ("threshold", "tta")})
     check_bool("tta", predict_options["tta"])
 
     check_number("interval", interval, 0, low_open=True)
@@ -316,7 +318,8 @@ def _loop(watcher, segmenter, stopper, report, *, interval, once, stop_after, ti
                 report.stopped = "stop_after"
             elif once and watcher.pending(ledger.states) == 0:
                 report.stopped = "once"
-            elif timeout is not None and time.monotonic() - max(last_activity, watcher.last_change) >= timeout:
+            elif (timeout is not None
+                  and time.monotonic() - max(last_activity, watcher.last_change) >= timeout):
                 report.stopped = "timeout"
             if report.stopped:
                 break
@@ -340,7 +343,10 @@ class _Segmenter:
         self.noted = False
 
     def skip(self, event, message: str, report) -> None:
+        """Report ``event``'s file and record it as skipped; outputs of an earlier version of it
+        are removed (they no longer describe the file)."""
         print(f"tem-keras watch: {message}", file=sys.stderr, flush=True)
+        self._drop_earlier_outputs(event.key, keep=())
         self.ledger.append({"file": event.key, "size": event.state.size,
                             "mtime_ns": event.state.mtime_ns, "status": "skipped",
                             "error": message})
@@ -378,12 +384,7 @@ class _Segmenter:
 
             print(f"tem-keras watch: note: {event.key}: {PIXEL_SIZE_HELP}", file=sys.stderr, flush=True)
             self.noted = True
-        previous = self.ledger.entries.get(event.key)
-        if previous is not None and previous["status"] == "done":  # modified after it was done
-            old = set(previous.get("outputs", ())) - set(names)
-            for name in old:
-                (self.out / f"{name}_mask.{self.mask_format}").unlink(missing_ok=True)
-            self.table.remove(set(previous.get("outputs", ())))
+        self._drop_earlier_outputs(event.key, keep=names)
         import pandas as pd
 
         self.table.append(pd.concat(tables, ignore_index=True))
@@ -399,8 +400,7 @@ class _Segmenter:
             "read_s": round(event.read_s, 4), "predict_s": round(predicted - started, 4),
             "write_s": round(written_at - predicted, 4), "measure_s": round(measured - written_at, 4),
             "finished": datetime.now().isoformat(timespec="seconds")})
-        for name in names:
-            self.owners[name] = event.key
+        self.owners.update(dict.fromkeys(names, event.key))
         count = sum(c for c, _ in stats)
         report.files += 1
         report.frames += len(results)
@@ -411,3 +411,15 @@ class _Segmenter:
             size = f", mean diameter {np.mean(means):.3g} {self.summary.units}" if means else ""
             print(f"{datetime.now():%H:%M:%S} {event.key}: {len(results)} frame(s), {count} "
                   f"particles{size}; latency {latency:.2f} s", flush=True)
+
+    def _drop_earlier_outputs(self, key: str, keep) -> None:
+        """A file done before and modified since: remove its particle rows, and its masks not in
+        ``keep`` (those are about to be replaced)."""
+        previous = self.ledger.entries.get(key)
+        if previous is None or previous["status"] != "done":
+            return
+        old = set(previous.get("outputs", ()))
+        for name in old - set(keep):
+            (self.out / f"{name}_mask.{self.mask_format}").unlink(missing_ok=True)
+            self.owners.pop(name, None)
+        self.table.remove(old)
