@@ -112,7 +112,7 @@ class LiveSummary:
         unit = "min" if minutes else "s"
         ax_count.plot(t, self.counts, ".-", ms=4, lw=0.8)
         ax_count.set(xlabel=f"time since the first file ({unit})", ylabel="particles per frame",
-                     title=f"{len(self.counts)} frames, {sum(self.counts)} particles")
+                     title=f"{len(self.counts)} frame(s), {sum(self.counts)} particles")
         ax_mean.plot(t, self.means, ".-", ms=4, lw=0.8, color="C1")
         ax_mean.set(xlabel=f"time since the first file ({unit})",
                     ylabel=f"mean diameter ({self.units})", title="mean equivalent-disk diameter")
@@ -124,7 +124,7 @@ class LiveSummary:
             recent = np.concatenate(latest)
             ax_sizes.hist(recent, bins=np.histogram_bin_edges(every, "auto"), density=True,
                           histtype="step", color="C0", lw=1.5,
-                          label=f"last {min(self.recent, len(self.sizes))} frames (n = {recent.size})")
+                          label=f"last {min(self.recent, len(self.sizes))} frame(s) (n = {recent.size})")
             ax_sizes.legend(fontsize=8)
         ax_sizes.set_title("size distribution")
         for ax in (ax_count, ax_mean):
