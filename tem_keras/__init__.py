@@ -35,6 +35,7 @@ _API = {
     "predict_image": "tem_keras.inference",
     "evaluate": "tem_keras.inference",
     "Prediction": "tem_keras.inference",
+    "watch": "tem_keras.live",
     "export": "tem_keras.export",
     "measure_particles": "tem_keras.particles",
     "count_particles": "tem_keras.particles",

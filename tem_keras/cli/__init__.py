@@ -6,8 +6,9 @@ options. Bad input ends with a one-line error naming the file (exit status 2), n
 This module holds the parser and :func:`main`; the commands live by family in
 :mod:`.data_commands` (synth, info, check, measure, label), :mod:`.training_commands` (fit, sweep,
 demo, and the fit/sweep options generated from the configuration table),
-:mod:`.prediction_commands` (predict, evaluate) and :mod:`.model_commands` (models, export,
-explain); :mod:`.console` reports errors.
+:mod:`.prediction_commands` (predict, evaluate), :mod:`.watch_command` (watch: live
+segmentation) and :mod:`.model_commands` (models, export, explain); :mod:`.console` reports
+errors.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .prediction_commands import (add_prediction_options, parse_shard, run_evalu
                                   run_predict)
 from .training_commands import (add_training_options, check_model_options, model_options,
                                 run_demo_command, run_fit, run_sweep)
+from .watch_command import add_watch_command
 
 __all__ = ["build_parser", "main", "model_options"]
 
@@ -113,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run_evaluate)
 
+    add_watch_command(sub)
+
     p = sub.add_parser("measure", help="measure particles in mask files (sizes in nm)")
     p.add_argument("masks", nargs="+", type=Path, help="mask files or folders")
     p.add_argument("--pixel-size-nm", type=float, default=None)
@@ -188,7 +192,7 @@ def choose_cpu_kernels(args) -> None:
 
     if not onednn_choice_open():
         return
-    if args.command in ("predict", "evaluate", "explain"):
+    if args.command in ("predict", "evaluate", "explain", "watch"):
         size = saved_weight_bytes(args.model)
     elif args.command == "fit" and args.model is None:  # planned residual UNets: at most 32 MiB
         size = 0
@@ -202,13 +206,15 @@ def choose_cpu_kernels(args) -> None:
 
 
 #: sub-commands that start TensorFlow
-_TENSORFLOW_COMMANDS = ("fit", "sweep", "predict", "evaluate", "export", "explain", "demo", "models")
+_TENSORFLOW_COMMANDS = ("fit", "sweep", "predict", "evaluate", "watch", "export", "explain", "demo",
+                        "models")
 _GLOBAL_FLAGS = {"--verbose": "show TensorFlow's start-up log lines",
                  "--debug": "show the Python traceback of an error (implies --verbose)"}
 
 
 def main(argv=None) -> int:
-    """Run ``tem-keras``; returns the exit status (0, 2 for bad input or usage, 1 otherwise)."""
+    """Run ``tem-keras``; returns the exit status (0, 2 for bad input or usage, 130 when Ctrl-C
+    stopped ``watch``, 1 otherwise)."""
     from .._env import import_tensorflow_quietly, quiet_console
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -222,14 +228,14 @@ def main(argv=None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.model_options = extra
     quiet_console(verbose)
-    if args.command in ("predict", "evaluate", "explain", "demo", "fit"):
+    if args.command in ("predict", "evaluate", "watch", "explain", "demo", "fit"):
         choose_cpu_kernels(args)
     if args.command in _TENSORFLOW_COMMANDS:
         import_tensorflow_quietly(verbose)
     if args.command == "fit":
         check_model_options(parser, args)
     try:
-        args.func(args)
+        status = args.func(args)  # watch returns 130 after Ctrl-C; the others return None
     except (TEMInputError, FileExistsError, FileNotFoundError, ValueError, TypeError) as err:
         if debug:
             raise
@@ -240,4 +246,4 @@ def main(argv=None) -> int:
             message = f"{type(err).__name__}: {message} (run with --debug for the traceback)"
         print(f"tem-keras {args.command}: error: {message}", file=sys.stderr)
         return 2 if ours else 1
-    return 0
+    return status if isinstance(status, int) else 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import warnings
 from pathlib import Path
 
 from ..errors import TEMInputError
@@ -60,13 +59,11 @@ def run_predict(args) -> None:
     """``tem-keras predict``: masks (and optionally probabilities, overlays, particles.csv)."""
     import csv
 
-    from ..inference import predict_stack, save_prediction
+    from ..inference import particle_rows, predict_stack, save_prediction
 
     out = Path(args.out)
     csv_path = None
     if args.particles:
-        from ..particles import MissingPixelSizeWarning, measure_particles
-
         suffix = "" if args.shard is None else "_shard{}of{}".format(*args.shard.split("/"))
         csv_path = out / f"particles{suffix}.csv"
         if csv_path.exists() and not args.overwrite:
@@ -89,12 +86,7 @@ def run_predict(args) -> None:
             if csv_path is not None:
                 if result.pixel_size_nm is None and not noted:
                     noted = note_pixel_size(result.name)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", MissingPixelSizeWarning)
-                    table = measure_particles(result.mask, result.pixel_size_nm, image=result.image,
-                                              min_area=args.min_area)
-                table.insert(0, "image", result.name)
-                table.insert(1, "frame", -1 if result.frame is None else result.frame)
+                table = particle_rows(result, min_area=args.min_area)
                 if writer is None:
                     handle = open(lock, "w", newline="")  # rows go to the claimed file
                     writer = csv.writer(handle)

@@ -20,7 +20,7 @@ One home per concept:
 - :mod:`~tem_keras.inference.sources` — inputs as sources of frames, read ahead in a thread;
 - :mod:`~tem_keras.inference.masks` — thresholds and labels from probabilities;
 - :mod:`~tem_keras.inference.evaluate` — scores on a labelled set, best threshold;
-- :mod:`~tem_keras.inference.output` — overlays, files, threshold curves.
+- :mod:`~tem_keras.inference.output` — overlays, files, particle rows, threshold curves.
 
 References
 ----------
@@ -42,7 +42,7 @@ from ..distribute import PerformanceHint
 from .compiled import FREEZE_MAX_WEIGHT_BYTES, traced_call
 from .evaluate import evaluate
 from .masks import foreground_probability, labels_from_probabilities
-from .output import overlay, plot_threshold_curve, save_prediction
+from .output import overlay, particle_rows, plot_threshold_curve, save_prediction
 from .precision import resolve_precision, with_precision
 from .predict import Prediction, predict, predict_image, predict_stack
 from .predictor import (
@@ -66,6 +66,7 @@ from .tiling import (
 __all__ = ["Prediction", "PerformanceHint", "Predictor", "predict", "predict_stack", "predict_image",
            "evaluate", "load_model", "labels_from_probabilities", "foreground_probability",
            "shard_range", "tile_layout", "TileLayout", "pad_to_multiple", "save_prediction", "overlay",
+           "particle_rows",
            "plot_threshold_curve", "input_sources", "select_frames", "resolve_precision",
            "with_precision", "traced_call", "MAX_WHOLE_PIXELS", "DEFAULT_TILE_SIZE", "MAX_MARGIN",
            "DEFAULT_MEMORY_BYTES", "WORKSPACE_FACTOR", "MIN_AUTO_TILE", "MAX_AUTO_TILE",

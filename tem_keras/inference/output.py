@@ -1,4 +1,5 @@
-"""What is made from a prediction for people to look at: overlays, files, threshold curves."""
+"""What is made from a prediction for people to look at: overlays, files, particle rows, threshold
+curves."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["overlay", "save_prediction", "plot_threshold_curve"]
+__all__ = ["overlay", "save_prediction", "particle_rows", "plot_threshold_curve"]
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, *, alpha: float = 0.4) -> np.ndarray:
@@ -65,6 +66,25 @@ def save_prediction(prediction, out_dir, *, mask_format: str = "png",
         imsave(path, overlay(prediction.image, prediction.mask), check_contrast=False)
         written["overlay"] = path
     return written
+
+
+def particle_rows(prediction, *, min_area: int = 10, split_touching: bool = True):
+    """The particles of a :class:`~tem_keras.inference.Prediction` as rows of a particle table:
+    ``image`` (:attr:`~tem_keras.inference.Prediction.name`) and ``frame`` (-1 for a single
+    image) first, then :func:`tem_keras.particles.measure_particles`' columns (with
+    ``mean_intensity`` when the prediction kept its image). The missing-pixel-size warning is
+    left to the caller (the ``*_nm`` columns are NaN then)."""
+    import warnings
+
+    from ..particles import MissingPixelSizeWarning, measure_particles
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MissingPixelSizeWarning)
+        table = measure_particles(prediction.mask, prediction.pixel_size_nm, image=prediction.image,
+                                  min_area=min_area, split_touching=split_touching)
+    table.insert(0, "image", prediction.name)
+    table.insert(1, "frame", -1 if prediction.frame is None else prediction.frame)
+    return table
 
 
 def plot_threshold_curve(curve, path, *, best: float | None = None):
