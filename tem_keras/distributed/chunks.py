@@ -84,8 +84,13 @@ class ModelCache:
                 if model_checksum(path) != checksum:
                     raise TEMInputError("the model's files changed after the job started: its "
                                         "masks would mix two models; start the job again", path)
+                import os
+
+                from .._env import import_tensorflow_quietly
                 from ..artifacts import load
 
+                # a worker imports TensorFlow here: without its start-up lines unless asked for
+                import_tensorflow_quietly(os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("0", "1"))
                 self._models[key] = load(path)
                 self.loads += 1
             return self._models[key]
