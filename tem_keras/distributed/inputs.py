@@ -187,7 +187,9 @@ def model_folder(model) -> str:
     TEMInputError
         A path that does not exist.
     """
-    path = getattr(model, "path", model)
+    from ..artifacts import ModelBundle
+
+    path = getattr(model, "path", None) if isinstance(model, ModelBundle) else model
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"a store or cluster prediction takes the model as a path (run folder, export "
                         f"folder or .keras file), which each worker loads once; got "

@@ -282,11 +282,11 @@ class PredictionStore:
 
     def particles(self):
         """The particle tables of all finished chunks as one DataFrame (sorted by frame)."""
-        return self._read_parquet("particles")
+        return self._read_parquet("particles", ["index", "label"])
 
     def tracks(self):
         """The tracks written by the job (``track=True``) as a DataFrame."""
-        return self._read_parquet("tracks")
+        return self._read_parquet("tracks", ["particle", "frame"])
 
     def write_tracks(self, tracks) -> Path:
         """Write ``tracks/tracks.parquet`` (replacing an earlier one of this job)."""
@@ -294,7 +294,7 @@ class PredictionStore:
         _write_atomically(path, lambda tmp: tracks.to_parquet(tmp, index=False))
         return path
 
-    def _read_parquet(self, name: str):
+    def _read_parquet(self, name: str, order: list):
         import pandas as pd
 
         require("pyarrow")
@@ -302,8 +302,7 @@ class PredictionStore:
         if not any(folder.glob("*.parquet")):
             return pd.DataFrame()
         table = pd.read_parquet(folder)
-        keys = [c for c in ("index", "label") if c in table] or [c for c in ("particle", "frame") if c in table]
-        return table.sort_values(keys, kind="stable").reset_index(drop=True) if keys else table
+        return table.sort_values(order, kind="stable").reset_index(drop=True)
 
     def __repr__(self) -> str:
         info = self.read_info()
