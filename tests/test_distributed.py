@@ -221,7 +221,8 @@ def test_cluster_job_survives_a_killed_worker(client, tiny_run, video, tta_refer
     killed = {}
 
     def kill_a_busy_worker():
-        wait_for(lambda: (out / "done").is_dir() and len(store.done_chunks()) >= 2)
+        # halfway: the restarted worker (importing TensorFlow again) is not needed to finish
+        wait_for(lambda: (out / "done").is_dir() and len(store.done_chunks()) >= 10)
         pids = client.run(os.getpid)
         busy = {}
 

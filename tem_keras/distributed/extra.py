@@ -11,7 +11,7 @@ __all__ = ["INSTALL_HINT", "require"]
 INSTALL_HINT = 'pip install "tem_keras[cluster]"  (dask[distributed], zarr, pyarrow)'
 
 #: import name -> the distribution that provides it
-_PROVIDERS = {"dask": "dask", "distributed": "dask[distributed]", "zarr": "zarr>=3",
+_PROVIDERS = {"dask": "dask", "distributed": "dask[distributed]", "zarr": "zarr",
               "pyarrow": "pyarrow", "dask.array": "dask"}
 
 

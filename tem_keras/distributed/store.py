@@ -1,7 +1,8 @@
 """The Zarr store a prediction job writes: masks, probabilities, thresholds, particle tables,
 provenance, and one marker per finished chunk of frames (what makes a job resumable).
 
-Layout of ``OUT.zarr`` (Zarr format 2, readable by zarr-python 2 and 3, napari and xarray)::
+Layout of ``OUT.zarr`` (Zarr format 2, written and read by zarr-python 2.18 and 3, napari and
+xarray)::
 
     OUT.zarr/
       .zattrs            tem_keras: kind, job, provenance (model, version, threshold, times),
@@ -41,6 +42,19 @@ __all__ = ["PredictionStore", "STORE_KIND"]
 
 #: the ``kind`` attribute that marks a folder as written by tem_keras
 STORE_KIND = "tem_keras prediction store"
+
+
+def _open_group(zarr, path: Path, mode: str):
+    """A Zarr group in format 2 (zarr-python 3 writes format 3 unless told; 2 knows only 2)."""
+    if int(zarr.__version__.split(".")[0]) >= 3:
+        return zarr.open_group(str(path), mode=mode, zarr_format=2)
+    return zarr.open_group(str(path), mode=mode)
+
+
+def _new_array(group, name: str, **kwargs):
+    """``create_array`` (zarr-python 3) or ``create_dataset`` (2)."""
+    create = getattr(group, "create_array", None) or group.create_dataset
+    return create(name, **kwargs)
 
 
 def _now() -> str:
@@ -132,17 +146,17 @@ class PredictionStore:
     def _create(self, job: dict, provenance: dict, pixel) -> None:
         zarr = require("zarr")
         n, (h, w), k = job["n_frames"], job["frame_shape"], job["chunk_frames"]
-        root = zarr.open_group(str(self.path), mode="w", zarr_format=2)
-        masks = root.create_array("masks", shape=(n, h, w), chunks=(1, h, w), dtype="uint8",
+        root = _open_group(zarr, self.path, "w")
+        masks = _new_array(root, "masks", shape=(n, h, w), chunks=(1, h, w), dtype="uint8",
                                   fill_value=0)
         masks.attrs.update({"_ARRAY_DIMENSIONS": ["frame", "y", "x"], "pixel_size_nm": pixel,
                             "description": "labels: 0 background, 1.. classes (1 = particle)"})
-        thresholds = root.create_array("thresholds", shape=(n,), chunks=(k,), dtype="float32",
+        thresholds = _new_array(root, "thresholds", shape=(n,), chunks=(k,), dtype="float32",
                                        fill_value=np.nan)
         thresholds.attrs.update({"_ARRAY_DIMENSIONS": ["frame"],
                                  "description": "threshold on the particle probability (NaN: argmax)"})
         if job.get("probabilities"):
-            p = root.create_array("probabilities", shape=(n, h, w), chunks=(1, h, w),
+            p = _new_array(root, "probabilities", shape=(n, h, w), chunks=(1, h, w),
                                   dtype="float32", fill_value=0.0)
             p.attrs.update({"_ARRAY_DIMENSIONS": ["frame", "y", "x"], "pixel_size_nm": pixel,
                             "description": "particle probability (1 - background for several classes)"})
@@ -180,7 +194,7 @@ class PredictionStore:
     def update_info(self, **values) -> None:
         """Set ``tem_keras`` attributes (the job's client only, never a worker)."""
         zarr = require("zarr")
-        root = zarr.open_group(str(self.path), mode="r+", zarr_format=2)
+        root = _open_group(zarr, self.path, "r+")
         root.attrs["tem_keras"] = dict(self.info, **_plain(values))
 
     # ---------------------------------------------------------------------- chunks of frames
