@@ -119,6 +119,8 @@ def tracks_of(particles, n_frames: int, *, max_distance: float = 10.0, memory: i
 
     from ..particles import track_particles
 
+    if "centroid_y_px" not in particles:  # no table at all
+        return pd.DataFrame(columns=["frame", "particle"])
     columns = [c for c in particles.columns if c not in ("index", "image", "frame")]
     groups = dict(tuple(particles.groupby("index", sort=True))) if len(particles) else {}
     empty = pd.DataFrame({c: pd.Series(dtype=particles[c].dtype) for c in columns})
@@ -196,7 +198,7 @@ max_pixels, max_memory_gb, pixel_size_nm, tta
     """
     from .. import __version__
     from ..outputs import lock_output, unlock_output
-    from ..validation import check_predict_arguments, check_predict_input
+    from ..validation import check_int, check_predict_arguments, check_predict_input
 
     require("zarr", *(("pyarrow",) if particles or track else ()),
             *(("distributed",) if client is not None else ()))
@@ -207,8 +209,9 @@ max_pixels, max_memory_gb, pixel_size_nm, tta
                             mixed_precision=mixed_precision, max_pixels=max_pixels,
                             max_memory_gb=max_memory_gb, pixel_size_nm=pixel_size_nm,
                             return_probabilities=probabilities, progress=progress)
-    if chunk_frames is not None and (not isinstance(chunk_frames, int) or chunk_frames < 1):
-        raise ValueError(f"chunk_frames must be an integer >= 1, got {chunk_frames!r}")
+    check_int("chunk_frames", chunk_frames, 1, optional=True)
+    check_int("retries", retries, 0)
+    check_int("min_area", min_area, 0)
     particles = bool(particles or track)
     path = model_folder(model)
     checksum = model_checksum(path)

@@ -202,9 +202,11 @@ def model_folder(model) -> str:
 
 def model_checksum(path) -> str:
     """SHA-256 of the files that decide a model's predictions (:data:`MODEL_FILES` of a run or
-    export folder, or the ``.keras`` file)."""
+    export folder and a SavedModel's variables, or the ``.keras`` file)."""
     path = Path(path)
     files = [path] if path.is_file() else [path / n for n in MODEL_FILES if (path / n).is_file()]
+    if path.is_dir():
+        files += sorted(p for p in (path / "saved_model" / "variables").glob("*") if p.is_file())
     digest = hashlib.sha256()
     for file in files:
         digest.update(file.name.encode())

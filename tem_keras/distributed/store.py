@@ -93,6 +93,7 @@ class PredictionStore:
 
     def __init__(self, path):
         self.path = Path(path).absolute()
+        self._info = None  # the attributes, read once (the client alone changes them)
 
     # ---------------------------------------------------------------------- opening, creating
     @classmethod
@@ -185,17 +186,19 @@ class PredictionStore:
     @property
     def info(self) -> dict:
         """The ``tem_keras`` attributes (job, provenance, pixel size, geometry)."""
-        info = self.read_info()
-        if info is None:
+        if self._info is None:
+            self._info = self.read_info()
+        if self._info is None:
             raise TEMInputError("is not a tem_keras prediction store (no tem_keras attributes)",
                                 self.path)
-        return info
+        return self._info
 
     def update_info(self, **values) -> None:
         """Set ``tem_keras`` attributes (the job's client only, never a worker)."""
         zarr = require("zarr")
         root = _open_group(zarr, self.path, "r+")
-        root.attrs["tem_keras"] = dict(self.info, **_plain(values))
+        root.attrs["tem_keras"] = dict(self.read_info() or {}, **_plain(values))
+        self._info = None
 
     # ---------------------------------------------------------------------- chunks of frames
     @property
