@@ -150,6 +150,40 @@ def test_command_line_writes_a_store_and_refuses_folder_options(tiny_run, tmp_pa
     assert main(args[:3] + out_folder + ["--track"]) == 2 and "--track" in capsys.readouterr().err
 
 
+def test_store_reads_dask_arrays_and_lazy_signals(tiny_run, tmp_path):
+    """A Dask array, RosettaSciIO's lazy signal dictionary and a lazy HyperSpy signal give the
+    masks of the same frames read from the file, and the signals' calibration."""
+    import tifffile
+
+    da = pytest.importorskip("dask.array")
+    from tem_keras.data.synthetic import make_stack
+
+    frames, _, _ = make_stack(6, 64, seed=4)
+    path = tmp_path / "video.tif"
+    tifffile.imwrite(path, frames, imagej=True, resolution=(5.0, 5.0), metadata={"unit": "nm"})
+    reference = masks_of(predict_stack(tiny_run.path, path))
+    lazy = da.from_array(frames, chunks=(4, 64, 64))
+    report = predict_stack(tiny_run.path, lazy, out=tmp_path / "d.zarr", chunk_frames=3)
+    np.testing.assert_array_equal(report.masks[:], reference)
+    assert report.store.info["job"]["input"]["dask_name"] == lazy.name
+
+    from rsciio.tiff import file_reader
+
+    signal = file_reader(str(path), lazy=True)[0]
+    assert hasattr(signal["data"], "dask")
+    report = predict_stack(tiny_run.path, signal, out=tmp_path / "r.zarr", chunk_frames=4)
+    np.testing.assert_array_equal(report.masks[:], reference)
+    assert report.store.info["pixel_size_nm"] is None  # RosettaSciIO reads no unit in ImageJ TIFFs
+
+    hs = pytest.importorskip("hyperspy.api")
+    s = hs.signals.Signal2D(frames).as_lazy()
+    for axis in s.axes_manager.signal_axes:
+        axis.scale, axis.units = 2.0, "Å"
+    report = predict_stack(tiny_run.path, s, out=tmp_path / "h.zarr", chunk_frames=4)
+    np.testing.assert_array_equal(report.masks[:], reference)
+    assert report.store.info["pixel_size_nm"] == pytest.approx(0.2)
+
+
 # -------------------------------------------------------------------------- on a LocalCluster
 @pytest.fixture(scope="module")
 def client():
@@ -281,40 +315,6 @@ def test_cluster_job_interrupted_then_rerun_computes_only_missing_chunks(client,
     assert sorted(report.computed) == sorted(set(range(20)) - set(before))
     assert {c: store.marker(c).stat().st_mtime_ns for c in before} == before  # not rewritten
     np.testing.assert_array_equal(report.masks[:], tta_reference)
-
-
-def test_store_reads_dask_arrays_and_lazy_signals(tiny_run, tmp_path):
-    """A Dask array, RosettaSciIO's lazy signal dictionary and a lazy HyperSpy signal give the
-    masks of the same frames read from the file, and the signals' calibration."""
-    import tifffile
-
-    da = pytest.importorskip("dask.array")
-    from tem_keras.data.synthetic import make_stack
-
-    frames, _, _ = make_stack(6, 64, seed=4)
-    path = tmp_path / "video.tif"
-    tifffile.imwrite(path, frames, imagej=True, resolution=(5.0, 5.0), metadata={"unit": "nm"})
-    reference = masks_of(predict_stack(tiny_run.path, path))
-    lazy = da.from_array(frames, chunks=(4, 64, 64))
-    report = predict_stack(tiny_run.path, lazy, out=tmp_path / "d.zarr", chunk_frames=3)
-    np.testing.assert_array_equal(report.masks[:], reference)
-    assert report.store.info["job"]["input"]["dask_name"] == lazy.name
-
-    from rsciio.tiff import file_reader
-
-    signal = file_reader(str(path), lazy=True)[0]
-    assert hasattr(signal["data"], "dask")
-    report = predict_stack(tiny_run.path, signal, out=tmp_path / "r.zarr", chunk_frames=4)
-    np.testing.assert_array_equal(report.masks[:], reference)
-    assert report.store.info["pixel_size_nm"] is None  # RosettaSciIO reads no unit in ImageJ TIFFs
-
-    hs = pytest.importorskip("hyperspy.api")
-    s = hs.signals.Signal2D(frames).as_lazy()
-    for axis in s.axes_manager.signal_axes:
-        axis.scale, axis.units = 2.0, "Å"
-    report = predict_stack(tiny_run.path, s, out=tmp_path / "h.zarr", chunk_frames=4)
-    np.testing.assert_array_equal(report.masks[:], reference)
-    assert report.store.info["pixel_size_nm"] == pytest.approx(0.2)
 
 
 @pytest.mark.slow

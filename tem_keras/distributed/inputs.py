@@ -58,8 +58,12 @@ class JobInput:
     array: object = None
 
     def block(self, frames: range) -> np.ndarray:
-        """Frames ``frames`` of an array input, in memory (computed here for a Dask array)."""
-        return np.asarray(self.array[frames.start:frames.stop])
+        """Frames ``frames`` of an array input, in memory (a Dask array's are computed in this
+        process, even when a distributed client is the default scheduler)."""
+        part = self.array[frames.start:frames.stop]
+        if _is_dask(part):
+            part = part.compute(scheduler="threads")
+        return np.asarray(part)
 
     def dask_blocks(self, chunk_frames: int) -> list:
         """One ``dask.delayed`` block of ``chunk_frames`` frames per chunk (array inputs)."""
