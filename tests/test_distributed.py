@@ -247,6 +247,21 @@ def test_cluster_store_equals_single_process(client, tiny_run, video, tmp_path):
 
 
 @pytest.mark.slow
+def test_command_line_on_a_running_scheduler(client, tiny_run, video, tmp_path, capsys):
+    from tem_keras.cli import main
+    from tem_keras.distributed import PredictionStore
+
+    np.save(tmp_path / "v.npy", video[:8])
+    args = ["predict", str(tiny_run.path), str(tmp_path / "v.npy"), "-o", str(tmp_path / "v.zarr"),
+            "--scheduler", client.scheduler.address, "--chunk-frames", "2", "--quiet"]
+    assert main(args) == 0
+    assert "on 2 Dask worker(s) (4 chunk(s) computed, 0 already done)" in capsys.readouterr().out
+    np.testing.assert_array_equal(PredictionStore(tmp_path / "v.zarr").masks[:],
+                                  masks_of(predict_stack(tiny_run.path, video[:8])))
+    assert client.status == "running"  # the command closed its own client, not the cluster
+
+
+@pytest.mark.slow
 def test_cluster_job_survives_a_killed_worker(client, tiny_run, video, tta_reference, tmp_path):
     out = tmp_path / "k.zarr"
     from tem_keras.distributed import PredictionStore

@@ -158,9 +158,9 @@ def run_predict_store(args) -> None:
               "command finishes the rest", file=sys.stderr)
         raise SystemExit(130) from None
     finally:
-        where = "this process"
+        where = "in this process"
         if client is not None:
-            where = f"{len(client.scheduler_info().get('workers', {}))} Dask worker(s)"
+            where = f"on {len(client.scheduler_info().get('workers', {}))} Dask worker(s)"
             cluster = client.cluster if args.scheduler.startswith("local:") else None
             client.close()
             if cluster is not None:
@@ -172,7 +172,7 @@ def run_predict_store(args) -> None:
     info = report.store.info
     particles = (f"; {len(report.particles())} particles in {report.store.path / 'particles'}"
                  if args.particles or args.track else "")
-    print(f"wrote {info['n_frames']} frame(s) to {report.store.path} in {report.seconds:.1f} s on {where} "
+    print(f"wrote {info['n_frames']} frame(s) to {report.store.path} in {report.seconds:.1f} s {where} "
           f"({len(report.computed)} chunk(s) computed, {len(report.skipped)} already done){particles}")
 
 
