@@ -4,7 +4,8 @@
 processes writing to one output folder would each replace the other's table; instead the first
 takes a lock file beside it (created atomically, holding its process id) and writes to a
 partial file that replaces the table only at the end. A second process finding a live lock is
-refused with a message; a lock left by a killed process is taken over.
+refused with a message; a lock left by a killed process is taken over. The Zarr stores of
+:mod:`tem_keras.distributed` take the same lock (:func:`lock_output`) while a job writes them.
 """
 
 from __future__ import annotations
@@ -12,21 +13,27 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["alive", "claim_output", "release_output"]
+__all__ = ["alive", "claim_output", "release_output", "lock_output", "unlock_output"]
 
 
 def _lock_of(path: Path) -> Path:
     return path.parent / f".{path.name}.lock"
 
 
-def claim_output(path, *, overwrite: bool) -> Path:
-    """Lock ``path`` for this process; returns the partial file to write (``os.replace`` it onto
-    ``path`` when complete, then call :func:`release_output`).
+#: what a second process is told to do when ``particles.csv`` is locked
+_CSV_ADVICE = ("give each process its own --out folder, or use --shard i/n (each shard writes "
+               "particles_shard<i>of<n>.csv)")
+
+
+def lock_output(path, *, advice: str = _CSV_ADVICE) -> Path:
+    """Take the lock of ``path`` for this process: ``.<name>.lock`` beside it, created
+    atomically, holding the process id. A lock left by a process that no longer exists is taken
+    over. Returns the lock file; :func:`unlock_output` removes it.
 
     Raises
     ------
     FileExistsError
-        Another live process holds the lock, or ``path`` exists and not ``overwrite``.
+        Another live process holds the lock; the message ends with ``advice``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,11 +51,35 @@ def claim_output(path, *, overwrite: bool) -> Path:
                 continue
             raise FileExistsError(
                 f"{path}: another tem-keras process (pid {pid}) is writing it now (lock {lock.name}); "
-                "give each process its own --out folder, or use --shard i/n (each shard writes "
-                "particles_shard<i>of<n>.csv)") from None
+                f"{advice}") from None
         with os.fdopen(fd, "w") as handle:
             handle.write(str(os.getpid()))
         break
+    return lock
+
+
+def unlock_output(path) -> None:
+    """Remove the lock of ``path`` if this process holds it."""
+    lock = _lock_of(Path(path))
+    try:
+        mine = lock.read_text().strip() == str(os.getpid())
+    except OSError:
+        mine = False
+    if mine:
+        lock.unlink(missing_ok=True)
+
+
+def claim_output(path, *, overwrite: bool) -> Path:
+    """Lock ``path`` for this process; returns the partial file to write (``os.replace`` it onto
+    ``path`` when complete, then call :func:`release_output`).
+
+    Raises
+    ------
+    FileExistsError
+        Another live process holds the lock, or ``path`` exists and not ``overwrite``.
+    """
+    path = Path(path)
+    lock = lock_output(path)
     if path.exists() and not overwrite:  # written by a process that has finished
         lock.unlink(missing_ok=True)
         raise FileExistsError(f"{path}: already exists; pass --overwrite to replace it")
@@ -59,13 +90,7 @@ def release_output(path) -> None:
     """Remove this process's partial file and lock of ``path`` (after success or failure)."""
     path = Path(path)
     (path.parent / f".{path.name}.{os.getpid()}.partial").unlink(missing_ok=True)
-    lock = _lock_of(path)
-    try:
-        mine = lock.read_text().strip() == str(os.getpid())
-    except OSError:
-        mine = False
-    if mine:
-        lock.unlink(missing_ok=True)
+    unlock_output(path)
 
 
 def alive(pid: int) -> bool:

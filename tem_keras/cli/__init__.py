@@ -85,16 +85,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="segment images, stacks or videos with a trained model")
     p.add_argument("model", help="run folder, export folder or .keras file")
     p.add_argument("inputs", nargs="+", type=Path, help="image files, stacks, folders or patterns")
-    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument("-o", "--out", type=Path, required=True,
+                   help="output folder, or OUT.zarr: one Zarr store of all masks (resumable)")
     add_prediction_options(p)
-    p.add_argument("--probabilities", action="store_true", help="also write float32 probability TIFFs")
+    p.add_argument("--probabilities", action="store_true", help="also write float32 probability TIFFs "
+                   "(in a .zarr store: the particle probability)")
     p.add_argument("--overlay", action="store_true", help="also write overlay PNGs")
     p.add_argument("--particles", action="store_true", help="measure particles into particles.csv")
     p.add_argument("--min-area", type=int, default=10, help="smallest particle in px (--particles)")
     p.add_argument("--pixel-size-nm", type=float, default=None, help="for files without calibration")
     p.add_argument("--shard", type=parse_shard, default=None,
                    help="predict only the i-th of n contiguous frame ranges (0-based), e.g. 0/4")
-    p.add_argument("--mask-format", choices=("png", "tif"), default="png")
+    p.add_argument("--mask-format", choices=("png", "tif"), default=None, help="png (default) or tif")
+    p.add_argument("--scheduler", default=None, metavar="local:N | tcp://HOST:PORT",
+                   help="predict into OUT.zarr on a Dask cluster: N worker processes here, or a "
+                   "running scheduler (needs the cluster extra)")
+    p.add_argument("--chunk-frames", type=int, default=None,
+                   help="frames per task of a .zarr job (default: about 32 Mpx)")
+    p.add_argument("--track", action="store_true",
+                   help="link particles across frames into OUT.zarr/tracks (implies --particles)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_predict)
@@ -230,8 +239,8 @@ def main(argv=None) -> int:
     quiet_console(verbose)
     if args.command in ("predict", "evaluate", "watch", "explain", "demo", "fit"):
         choose_cpu_kernels(args)
-    if args.command in _TENSORFLOW_COMMANDS:
-        import_tensorflow_quietly(verbose)
+    if args.command in _TENSORFLOW_COMMANDS and not getattr(args, "scheduler", None):
+        import_tensorflow_quietly(verbose)  # a Dask client needs no TensorFlow: its workers do
     if args.command == "fit":
         check_model_options(parser, args)
     try:

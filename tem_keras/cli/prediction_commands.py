@@ -61,8 +61,12 @@ def run_predict(args) -> None:
 
     from ..inference import particle_rows, predict_stack, save_prediction
 
+    if args.scheduler or Path(args.out).suffix.lower() == ".zarr":
+        return run_predict_store(args)
     out = Path(args.out)
     csv_path = None
+    if args.track:
+        raise ValueError("--track links particles across the frames of a .zarr store: give -o OUT.zarr")
     if args.particles:
         suffix = "" if args.shard is None else "_shard{}of{}".format(*args.shard.split("/"))
         csv_path = out / f"particles{suffix}.csv"
@@ -80,7 +84,8 @@ def run_predict(args) -> None:
                 mixed_precision=args.mixed_precision, pixel_size_nm=args.pixel_size_nm,
                 return_probabilities=args.probabilities, return_image=args.overlay or args.particles,
                 progress=not args.quiet, tta=args.tta):
-            save_prediction(result, out, mask_format=args.mask_format, probabilities=args.probabilities,
+            save_prediction(result, out, mask_format=args.mask_format or "png",
+                            probabilities=args.probabilities,
                             overlay_png=args.overlay, overwrite=args.overwrite)
             n_images += 1
             if csv_path is not None:
@@ -104,6 +109,63 @@ def run_predict(args) -> None:
             release_output(csv_path)
     print(f"wrote {n_images} mask(s) to {out}"
           + (f"; {n_particles} particles in {csv_path}" if csv_path is not None else ""))
+
+
+def run_predict_store(args) -> None:
+    """``tem-keras predict ... -o OUT.zarr [--scheduler local:N | tcp://HOST:PORT]``: all masks in
+    one resumable Zarr store, on a Dask cluster or in this process
+    (:func:`tem_keras.distributed.predict_to_store`)."""
+    import sys
+
+    try:
+        from ..distributed.cluster import connect, predict_to_store
+        from ..distributed.extra import require
+
+        require("zarr", "pyarrow", *(("distributed",) if args.scheduler else ()))
+    except ImportError as error:  # the cluster extra is missing: one line, naming it
+        raise TEMInputError(str(error)) from None
+    if Path(args.out).suffix.lower() != ".zarr":
+        raise ValueError(f"--scheduler writes one Zarr store: give -o OUT.zarr (got {args.out})")
+    for flag, given in (("--overlay", args.overlay), ("--shard", args.shard),
+                        ("--mask-format", args.mask_format)):
+        if given:
+            raise ValueError(f"{flag} is for folders of mask files; a .zarr store holds all masks "
+                             "(and the cluster splits the frames itself)")
+    client = connect(args.scheduler) if args.scheduler else None
+    try:
+        report = predict_to_store(
+            args.model, [str(p) for p in args.inputs], args.out, client=client,
+            chunk_frames=args.chunk_frames, particles=args.particles, min_area=args.min_area,
+            track=args.track, overwrite=args.overwrite, progress=not args.quiet,
+            threshold=args.threshold, probabilities=args.probabilities, tile_size=args.tile_size,
+            overlap=args.overlap, batch_size=args.batch_size, mixed_precision=args.mixed_precision,
+            pixel_size_nm=args.pixel_size_nm, tta=args.tta)
+    except KeyboardInterrupt:
+        from ..distributed.store import PredictionStore
+
+        store = PredictionStore(args.out)
+        done = len(store.done_chunks()) if store.read_info() else 0
+        total = store.n_chunks if store.read_info() else "?"
+        print(f"tem-keras predict: interrupted; {done} of {total} chunks are in {args.out}: the same "
+              "command finishes the rest", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        where = "in this process"
+        if client is not None:
+            where = f"on {len(client.scheduler_info().get('workers', {}))} Dask worker(s)"
+            cluster = client.cluster if args.scheduler.startswith("local:") else None
+            client.close()
+            if cluster is not None:
+                import logging
+
+                # workers holding TensorFlow take a few seconds to exit; the nanny's note is noise
+                logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
+                cluster.close()
+    info = report.store.info
+    particles = (f"; {len(report.particles())} particles in {report.store.path / 'particles'}"
+                 if args.particles or args.track else "")
+    print(f"wrote {info['n_frames']} frame(s) to {report.store.path} in {report.seconds:.1f} s {where} "
+          f"({len(report.computed)} chunk(s) computed, {len(report.skipped)} already done){particles}")
 
 
 @as_input_errors

@@ -10,7 +10,9 @@ the i-th of n contiguous shards so that many processes or machines can share one
 One home per concept:
 
 - :mod:`~tem_keras.inference.predict` — :func:`predict`, :func:`predict_stack`,
-  :func:`predict_image`, :class:`Prediction` (how an image is predicted, step by step);
+  :func:`predict_image` (how an image is predicted, step by step);
+- :mod:`~tem_keras.inference.stream` — :class:`Prediction` and the frame-by-frame generator that
+  :func:`predict_stack` and the Dask workers of :mod:`tem_keras.distributed` share;
 - :mod:`~tem_keras.inference.predictor` — :class:`Predictor`, one per model: the network
   rewritten for inference, its mixed-precision copies, the traced call, the geometry, the memory
   budget, and the engine that batches tiles of consecutive frames;

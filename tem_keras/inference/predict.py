@@ -30,72 +30,17 @@ O. Ronneberger, P. Fischer, T. Brox, "U-Net", MICCAI 2015 — overlap-tile strat
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from ..artifacts import load
 from ..errors import TEMInputError
-from .augment import dihedral_frames, mean_of_dihedral
-from .masks import check_threshold, labels_from_probabilities
-from .predictor import Predictor
+from .masks import check_threshold
 from .sources import input_sources, select_frames
+from .stream import Prediction, stream_predictions
 from ..validation import check_predict_arguments, check_predict_input
 
 __all__ = ["Prediction", "predict", "predict_stack", "predict_image"]
-
-
-@dataclass(repr=False)
-class Prediction:
-    """The segmentation of one image or frame.
-
-    Attributes
-    ----------
-    mask : ndarray ``[H, W]`` uint8
-        Labels: 0 background, 1..K-1 classes (1 = particle for binary models).
-    probabilities : ndarray ``[H, W, C]`` float32 or None
-        Class probabilities; only when asked for (``return_probabilities=True``).
-    threshold : float or None
-        Threshold applied to the particle probability (None: argmax of a multi-class model).
-    pixel_size_nm : float or None
-        From the file (or the ``pixel_size_nm`` argument).
-    source : str or None
-        The file the image came from.
-    frame : int or None
-        Frame index inside ``source`` when it holds several frames.
-    index : int
-        Position in the whole input (all files and frames, before sharding).
-    metadata : dict
-        The micrograph's metadata.
-    image : ndarray ``[H, W]`` float32 or None
-        The micrograph as read (before preprocessing); only with ``return_image=True``.
-    """
-
-    mask: np.ndarray
-    probabilities: np.ndarray | None = None
-    threshold: float | None = None
-    pixel_size_nm: float | None = None
-    source: str | None = None
-    frame: int | None = None
-    index: int = 0
-    metadata: dict = field(default_factory=dict)
-    image: np.ndarray | None = None
-
-    @property
-    def name(self) -> str:
-        """A file-name stem for outputs: ``<stem>`` or ``<stem>_f<frame>``."""
-        if not self.source:
-            return f"image{self.index:05d}" if self.frame is None else f"frame{self.frame:05d}"
-        stem = Path(self.source).stem
-        return stem if self.frame is None else f"{stem}_f{self.frame:05d}"
-
-    def __repr__(self) -> str:
-        h, w = self.mask.shape
-        fraction = float(np.count_nonzero(self.mask)) / max(self.mask.size, 1)
-        return (f"Prediction({self.name!r}, {h}×{w}, particle fraction {fraction:.3f}, "
-                f"threshold={self.threshold}, probabilities={'yes' if self.probabilities is not None else 'no'})")
 
 
 def predict_stack(model_or_path, x, *, frames=None, tile_size: int | None = None, overlap="auto",
@@ -103,13 +48,38 @@ def predict_stack(model_or_path, x, *, frames=None, tile_size: int | None = None
                   preprocessing=None, mixed_precision: str = "float32",
                   max_pixels: int | None = None, max_memory_gb: float | None = None,
                   pixel_size_nm: float | None = None, progress: bool = False,
-                  return_image: bool = False, tta: bool = False) -> Iterator[Prediction]:
-    """Predict frame by frame: a generator of :class:`Prediction`, one frame in memory at a time.
+                  return_image: bool = False, tta: bool = False, client=None, out=None,
+                  **store_options):
+    """Predict frame by frame: an iterator of :class:`Prediction`, one frame in memory at a time.
 
     Frames are read and preprocessed two frames ahead of the model in a background thread; tiles
     of consecutive frames share batches. Parameters as :func:`predict`; ``frames`` picks a shard
     (``"i/n"``), a slice or a list of frame indices across all inputs (see :func:`shard_range`).
+
+    With ``out="masks.zarr"`` (and optionally a Dask ``client``) the frames are written to a
+    Zarr store instead, in chunks of frames computed on the cluster's workers (or in this
+    process without a client), and a summary is returned: see
+    :func:`tem_keras.distributed.predict_to_store` for ``out``, ``client`` and
+    ``**store_options`` (``chunk_frames``, ``particles``, ``track``, ``overwrite``, ...). Needs the
+    ``cluster`` extra (``pip install "tem_keras[cluster]"``).
     """
+    if client is not None or out is not None:
+        from ..distributed.cluster import predict_to_store
+
+        if frames is not None:
+            raise ValueError("frames= splits a job by hand; with out= (and client=) the whole input "
+                             "is written to the store in chunks: leave frames=None")
+        if return_image:
+            raise ValueError("return_image=True has no place in a Zarr store: leave it False")
+        return predict_to_store(model_or_path, x, out, client=client, tile_size=tile_size,
+                                overlap=overlap, batch_size=batch_size, threshold=threshold,
+                                probabilities=return_probabilities, preprocessing=preprocessing,
+                                mixed_precision=mixed_precision, max_pixels=max_pixels,
+                                max_memory_gb=max_memory_gb, pixel_size_nm=pixel_size_nm,
+                                progress=progress, tta=tta, **store_options)
+    if store_options:
+        raise TypeError(f"predict_stack() got unexpected keyword argument(s) {sorted(store_options)} "
+                        "(they are options of a Zarr store: give out='masks.zarr')")
     check_predict_input(x)
     check_predict_arguments(tile_size=tile_size, overlap=overlap, batch_size=batch_size,
                             mixed_precision=mixed_precision, max_pixels=max_pixels,
@@ -124,28 +94,12 @@ def predict_stack(model_or_path, x, *, frames=None, tile_size: int | None = None
         preprocessing = bundle.preprocessing or Preprocessing()
     sources, _ = input_sources(x)
     selected = list(select_frames(sources, frames))
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(selected), unit="frame", desc="predict")
-    try:
-        stream = Predictor.of(bundle.model).stream_probabilities(
-            dihedral_frames(selected) if tta else iter(selected), preprocessing=preprocessing,
-            tile_size=tile_size, overlap=overlap, batch_size=batch_size, max_pixels=max_pixels,
-            mixed_precision=mixed_precision, max_memory_gb=max_memory_gb,
-            prefetch=2 if len(selected) > 1 or tta else 0)
-        for g, source, frame, mg, probabilities in (mean_of_dihedral(stream) if tta else stream):
-            mask, used = labels_from_probabilities(probabilities, threshold)
-            if bar is not None:
-                bar.update(1)
-            yield Prediction(mask, probabilities if return_probabilities else None, used,
-                             mg.pixel_size_nm if mg.pixel_size_nm is not None else pixel_size_nm,
-                             source.name or mg.path, frame if source.multi else None, g,
-                             dict(mg.metadata), mg.data if return_image else None)
-    finally:
-        if bar is not None:
-            bar.close()
+    return stream_predictions(bundle, selected, threshold=threshold, preprocessing=preprocessing,
+                              tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+                              mixed_precision=mixed_precision, max_pixels=max_pixels,
+                              max_memory_gb=max_memory_gb, pixel_size_nm=pixel_size_nm,
+                              return_probabilities=return_probabilities, return_image=return_image,
+                              tta=tta, progress=progress)
 
 
 def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", batch_size: int = 4,

@@ -1,0 +1,122 @@
+"""One frame after another: :class:`Prediction`, the result for one frame, and
+:func:`stream_predictions`, the generator behind :func:`~tem_keras.inference.predict_stack`.
+
+It is shared by the single-process :func:`~tem_keras.inference.predict_stack` and the Dask
+workers of :mod:`tem_keras.distributed`, so that a frame's mask is computed by the same code
+either way (masks from a cluster equal those of one process exactly).
+
+References
+----------
+J. P. Horwath, D. N. Zakharov, R. Mégret, E. A. Stach, npj Comput. Mater. 6, 108 (2020) — Otsu
+thresholds of the softmax map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .augment import dihedral_frames, mean_of_dihedral
+from .masks import labels_from_probabilities
+from .predictor import Predictor
+
+__all__ = ["Prediction", "stream_predictions"]
+
+
+@dataclass(repr=False)
+class Prediction:
+    """The segmentation of one image or frame.
+
+    Attributes
+    ----------
+    mask : ndarray ``[H, W]`` uint8
+        Labels: 0 background, 1..K-1 classes (1 = particle for binary models).
+    probabilities : ndarray ``[H, W, C]`` float32 or None
+        Class probabilities; only when asked for (``return_probabilities=True``).
+    threshold : float or None
+        Threshold applied to the particle probability (None: argmax of a multi-class model).
+    pixel_size_nm : float or None
+        From the file (or the ``pixel_size_nm`` argument).
+    source : str or None
+        The file the image came from.
+    frame : int or None
+        Frame index inside ``source`` when it holds several frames.
+    index : int
+        Position in the whole input (all files and frames, before sharding).
+    metadata : dict
+        The micrograph's metadata.
+    image : ndarray ``[H, W]`` float32 or None
+        The micrograph as read (before preprocessing); only with ``return_image=True``.
+    """
+
+    mask: np.ndarray
+    probabilities: np.ndarray | None = None
+    threshold: float | None = None
+    pixel_size_nm: float | None = None
+    source: str | None = None
+    frame: int | None = None
+    index: int = 0
+    metadata: dict = field(default_factory=dict)
+    image: np.ndarray | None = None
+
+    @property
+    def name(self) -> str:
+        """A file-name stem for outputs: ``<stem>`` or ``<stem>_f<frame>``."""
+        if not self.source:
+            return f"image{self.index:05d}" if self.frame is None else f"frame{self.frame:05d}"
+        stem = Path(self.source).stem
+        return stem if self.frame is None else f"{stem}_f{self.frame:05d}"
+
+    def __repr__(self) -> str:
+        h, w = self.mask.shape
+        fraction = float(np.count_nonzero(self.mask)) / max(self.mask.size, 1)
+        return (f"Prediction({self.name!r}, {h}×{w}, particle fraction {fraction:.3f}, "
+                f"threshold={self.threshold}, probabilities={'yes' if self.probabilities is not None else 'no'})")
+
+
+def stream_predictions(bundle, selected: list, *, threshold, preprocessing, tile_size=None,
+                       overlap="auto", batch_size: int = 4, mixed_precision: str = "float32",
+                       max_pixels=None, max_memory_gb=None, pixel_size_nm=None,
+                       return_probabilities: bool = False, return_image: bool = False,
+                       tta: bool = False, progress: bool = False) -> Iterator[Prediction]:
+    """:class:`Prediction` of each selected frame, in order, one frame in memory at a time.
+
+    Parameters
+    ----------
+    bundle : ModelBundle
+        From :func:`tem_keras.artifacts.load`.
+    selected : list of (int, Source, int)
+        From :func:`~tem_keras.inference.sources.select_frames`.
+    threshold : None, float or "otsu"
+        Already checked (:func:`~tem_keras.inference.masks.check_threshold`).
+    preprocessing : Preprocessing
+        Applied to each whole frame, as in training.
+    tile_size, overlap, batch_size, mixed_precision, max_pixels, max_memory_gb, pixel_size_nm, \
+return_probabilities, return_image, tta, progress
+        As :func:`tem_keras.predict` (already checked).
+    """
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(selected), unit="frame", desc="predict")
+    try:
+        stream = Predictor.of(bundle.model).stream_probabilities(
+            dihedral_frames(selected) if tta else iter(selected), preprocessing=preprocessing,
+            tile_size=tile_size, overlap=overlap, batch_size=batch_size, max_pixels=max_pixels,
+            mixed_precision=mixed_precision, max_memory_gb=max_memory_gb,
+            prefetch=2 if len(selected) > 1 or tta else 0)
+        for g, source, frame, mg, probabilities in (mean_of_dihedral(stream) if tta else stream):
+            mask, used = labels_from_probabilities(probabilities, threshold)
+            if bar is not None:
+                bar.update(1)
+            yield Prediction(mask, probabilities if return_probabilities else None, used,
+                             mg.pixel_size_nm if mg.pixel_size_nm is not None else pixel_size_nm,
+                             source.name or mg.path, frame if source.multi else None, g,
+                             dict(mg.metadata), mg.data if return_image else None)
+    finally:
+        if bar is not None:
+            bar.close()
