@@ -21,7 +21,7 @@ from ..errors import TEMInputError
 from .console import raised_by_tem_keras
 from .data_commands import run_check, run_info, run_label, run_measure, run_synth
 from .model_commands import run_explain, run_export, run_models
-from .prediction_commands import (add_prediction_options, parse_shard, run_evaluate,
+from .prediction_commands import (add_prediction_options, onnx_predicts, parse_shard, run_evaluate,
                                   run_predict)
 from .training_commands import (add_training_options, check_model_options, model_options,
                                 run_demo_command, run_fit, run_sweep)
@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", type=parse_shard, default=None,
                    help="predict only the i-th of n contiguous frame ranges (0-based), e.g. 0/4")
     p.add_argument("--mask-format", choices=("png", "tif"), default="png")
+    p.add_argument("--engine", choices=("auto", "onnx", "tensorflow"), default="auto",
+                   help="auto: an export's model.onnx through onnxruntime, without starting "
+                   "TensorFlow, when no TensorFlow-only option is given (images to tile go to "
+                   "TensorFlow); onnx: every image whole through model.onnx")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_predict)
@@ -222,9 +226,10 @@ def main(argv=None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.model_options = extra
     quiet_console(verbose)
-    if args.command in ("predict", "evaluate", "explain", "demo", "fit"):
+    light = args.command == "predict" and onnx_predicts(args)  # model.onnx, no TensorFlow
+    if args.command in ("predict", "evaluate", "explain", "demo", "fit") and not light:
         choose_cpu_kernels(args)
-    if args.command in _TENSORFLOW_COMMANDS:
+    if args.command in _TENSORFLOW_COMMANDS and not light:
         import_tensorflow_quietly(verbose)
     if args.command == "fit":
         check_model_options(parser, args)

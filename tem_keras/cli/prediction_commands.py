@@ -55,6 +55,18 @@ def add_prediction_options(p) -> None:
                    help="test-time augmentation: mean of the 8 rotations/mirror images (8× the time)")
 
 
+def onnx_predicts(args) -> bool:
+    """Whether ``tem-keras predict`` runs the export's ``model.onnx`` (then TensorFlow is not
+    started; :func:`tem_keras.inference.onnx_engine.onnx_folder` decides, before any import)."""
+    from ..inference.onnx_engine import onnx_folder
+
+    try:
+        return onnx_folder(args.model, args.engine, tile_size=args.tile_size, tta=args.tta,
+                           mixed_precision=args.mixed_precision) is not None
+    except (TEMInputError, ValueError):
+        return False  # run_predict reports it
+
+
 @as_input_errors
 def run_predict(args) -> None:
     """``tem-keras predict``: masks (and optionally probabilities, overlays, particles.csv)."""
@@ -82,7 +94,7 @@ def run_predict(args) -> None:
                 tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
                 mixed_precision=args.mixed_precision, pixel_size_nm=args.pixel_size_nm,
                 return_probabilities=args.probabilities, return_image=args.overlay or args.particles,
-                progress=not args.quiet, tta=args.tta):
+                progress=not args.quiet, tta=args.tta, engine=args.engine):
             save_prediction(result, out, mask_format=args.mask_format, probabilities=args.probabilities,
                             overlay_png=args.overlay, overwrite=args.overwrite)
             n_images += 1

@@ -7,10 +7,12 @@
                           -> class probabilities [N, H, W, C]; preprocessing inside the graph
       model.keras         the Keras model (loads in safe mode: no Lambda layers, no code)
       model.onnx          the same graph as saved_model/ (optional extra: tf2onnx + onnxruntime)
+      predict.py          with model.onnx: a copy of tem_keras.runtime, which segments images
+                          with onnxruntime and NumPy only (``python predict.py IMAGES -o OUT``)
       bioimageio/         bioimage.io model package (rdf.yaml, zipped SavedModel, test tensors,
                           cover, README.md)
       tem_keras.json      classes, pixel size, normalisation, threshold, receptive field,
-                          metrics, versions, files written
+                          activation bytes per pixel, metrics, versions, files written
       README.md           the model card
 
 :func:`load` (:func:`tem_keras.artifacts.load`) opens an export folder (or a run folder) and
