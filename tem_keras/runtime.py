@@ -166,6 +166,9 @@ class OnnxModel:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = int(threads)
+        # no busy-waiting between operators: on a shared machine spinning threads take the cores
+        # from the ones with work (measured 1.5 vs 2.5 s per 1024² image at a load of 6 on 2 cores)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         path = self.folder / meta["files"]["onnx"]
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -11,7 +11,7 @@ result on every image of a batch ``[N, H, W]`` (``tests/test_preprocess_tf.py`` 
    image minus its median (medians of the pixels as ``np.median``, the mean of the two middle
    values for even counts, found by an unsorted ``top_k`` of half the pixels rather than a
    sort); hot pixels are replaced by the mean of their non-hot 8 neighbours (sums in float64 as
-   scipy does);
+   NumPy does, gathered at the hot pixels only);
 2. per-image standardisation (:func:`standardize_tf`; ``"standard"``: mean and standard deviation
    in float64, then float32 arithmetic as NumPy; ``"percentile"``: linear-interpolated
    percentiles in float64);
@@ -71,13 +71,23 @@ def pad_to_multiple_tf(images, multiple: int):
     return tf.gather(tf.gather(images, rows, axis=1), cols, axis=2)
 
 
+def _pad1(x):
+    """``[N, H, W]`` padded by one pixel on every side with its border pixels: scipy's ``reflect``
+    (TensorFlow's ``SYMMETRIC``) for a 1-pixel pad, by concatenation (a symmetric ``tf.pad``
+    becomes a pad and two compressions in ONNX)."""
+    import tensorflow as tf
+
+    x = tf.concat([x[:, :1], x, x[:, -1:]], axis=1)
+    return tf.concat([x[:, :, :1], x, x[:, :, -1:]], axis=2)
+
+
 def _shifts(x):
     """The 9 shifted copies of ``[N, H, W]`` holding the 3×3 neighbours of every pixel, row by
-    row (the centre is the 5th); border: scipy's ``reflect`` = TensorFlow's ``SYMMETRIC``."""
+    row (the centre is the 5th); border as :func:`_pad1`."""
     import tensorflow as tf
 
     h, w = tf.shape(x)[1], tf.shape(x)[2]
-    p = tf.pad(x, [[0, 0], [1, 1], [1, 1]], mode="SYMMETRIC")
+    p = _pad1(x)
     return [p[:, i:i + h, j:j + w] for i in range(3) for j in range(3)]
 
 
@@ -97,12 +107,29 @@ def _median3(x):
     return p[4]
 
 
-def _neighbour_sum64(x):
-    """Sum of the 8 neighbours of every pixel in float64 (as scipy's ``convolve``), as float32."""
+#: the 8 neighbours ``(dy, dx)`` in the order :func:`tem_keras.data.preprocess.remove_outliers`
+#: sums them
+_NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+
+
+def _fill_outliers(x, med, hot):
+    """``x`` with each ``hot`` pixel replaced by the mean of its non-hot neighbours (sums in
+    float64, neighbour by neighbour, as NumPy), or by ``med`` when all 8 are hot; only the hot
+    pixels are gathered and scattered back, so the cost follows their number."""
     import tensorflow as tf
 
-    shifts = _shifts(tf.cast(x, tf.float64))
-    return tf.cast(tf.add_n(shifts[:4] + shifts[5:]), tf.float32)
+    where = tf.where(hot)  # [K, 3]: image, row, column
+    values, good = _pad1(x), _pad1(tf.cast(tf.logical_not(hot), tf.float32))
+    sums = tf.zeros(tf.shape(where)[:1], tf.float64)
+    counts = tf.zeros(tf.shape(where)[:1], tf.float64)
+    for dy, dx in _NEIGHBOURS:
+        at = where + tf.constant([0, 1 + dy, 1 + dx], tf.int64)
+        g = tf.gather_nd(good, at)
+        sums += tf.cast(g * tf.gather_nd(values, at), tf.float64)
+        counts += tf.cast(g, tf.float64)
+    sums, counts = tf.cast(sums, tf.float32), tf.cast(counts, tf.float32)
+    fill = tf.where(counts > 0, sums / tf.maximum(counts, 1.0), tf.gather_nd(med, where))
+    return tf.tensor_scatter_nd_update(x, where, fill)
 
 
 def _median_flat(x):
@@ -130,12 +157,7 @@ def remove_outliers_tf(x, n_sigma: float = 6.0):
     mad = _median_flat(tf.abs(excess - centre))
     threshold = tf.where(mad > 0, tf.constant(n_sigma * 1.4826, tf.float32) * mad,
                          tf.constant(np.inf, tf.float32))
-    hot = excess > threshold[:, None, None]
-    good = tf.cast(tf.logical_not(hot), tf.float32)
-    sums = _neighbour_sum64(x * good)
-    counts = _neighbour_sum64(good)
-    fill = tf.where(counts > 0, sums / tf.maximum(counts, 1.0), med)
-    return tf.where(hot, fill, x)
+    return _fill_outliers(x, med, excess > threshold[:, None, None])
 
 
 def _percentile(x, q: float):
