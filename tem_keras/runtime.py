@@ -47,7 +47,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["OnnxModel", "ExportInputError", "labels_from_probabilities", "foreground_probability",
-           "read_frames", "write_mask", "write_probabilities", "main", "IMAGE_SUFFIXES"]
+           "read_frames", "read_metadata", "write_mask", "write_probabilities", "parse_threshold",
+           "main", "IMAGE_SUFFIXES"]
 
 #: files :func:`read_frames` reads (TIFF through tifffile, bitmaps through Pillow, NumPy arrays)
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy")
@@ -309,11 +310,13 @@ def write_probabilities(path, probabilities: np.ndarray, *, overwrite: bool = Fa
 # Command line
 # ---------------------------------------------------------------------------------------------
 
-def _threshold(text: str) -> float:
+def parse_threshold(text: str, also: str = "") -> float:
+    """A probability threshold in [0, 1] (argparse type); ``also`` names other accepted words in
+    the message (``tem-keras predict`` adds ``'otsu'``)."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1]{also}, got {text!r}") from None
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"threshold must be in [0, 1], got {text}")
     return value
@@ -330,7 +333,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", type=Path, default=default, required=default is None,
                         help="export folder (default: the folder of this script)"
                         if default else "export folder (tem_keras.json + model.onnx)")
-    parser.add_argument("--threshold", type=_threshold, default=None,
+    parser.add_argument("--threshold", type=parse_threshold, default=None,
                         help="particle probability threshold in [0, 1] (default: the exported one)")
     parser.add_argument("--mask-format", choices=("png", "tif"), default="png")
     parser.add_argument("--probabilities", action="store_true", help="also write float32 probability TIFFs")

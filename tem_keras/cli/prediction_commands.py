@@ -7,6 +7,7 @@ import os
 import warnings
 from pathlib import Path
 
+from .. import runtime
 from ..errors import TEMInputError
 from ..outputs import claim_output, release_output
 from .console import as_input_errors, note_pixel_size
@@ -27,13 +28,7 @@ def parse_threshold(text: str):
     """A probability threshold in [0, 1] or ``otsu`` (argparse type)."""
     if text.lower() == "otsu":
         return "otsu"
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'otsu', got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"threshold must be in [0, 1], got {text}")
-    return value
+    return runtime.parse_threshold(text, " or 'otsu'")
 
 
 def parse_overlap(text: str):
