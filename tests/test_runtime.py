@@ -149,21 +149,28 @@ def test_predict_py_errors_name_the_file(tiny_export, tmp_path):
 
 
 def test_cli_predict_on_an_export_does_not_start_tensorflow(tiny_export, bundle, images, tmp_path):
-    """tem-keras predict EXPORT ... with tensorflow and keras refused: masks, particles.csv."""
+    """tem-keras predict EXPORT ... and tem_keras.predict("EXPORT", ...) with tensorflow and keras
+    refused: masks, particles.csv."""
     folder, frames = images
     out = tmp_path / "cli"
     _run_blocked(("tensorflow", "keras"), f"""
+        import numpy as np
+        import tem_keras
         from tem_keras.cli import main
         assert main(["predict", {str(tiny_export)!r}, {str(folder / 'stack.tif')!r},
                      {str(folder / 'plain.npy')!r}, "-o", {str(out)!r}, "--particles",
                      "--quiet"]) == 0
+        result = tem_keras.predict({str(tiny_export)!r}, {str(folder / 'bitmap.png')!r})
+        np.save("bitmap_mask.npy", result.mask)
     """, tmp_path)
     from PIL import Image
 
-    names = [n for n in frames if n != "bitmap"]
+    names = list(frames)
     masks, _ = _tensorflow(bundle, [frames[n] for n in names])
     for name, mask in zip(names, masks):
-        assert np.array_equal(np.asarray(Image.open(out / f"{name}_mask.png")), mask), name
+        got = np.load(tmp_path / "bitmap_mask.npy") if name == "bitmap" else \
+            np.asarray(Image.open(out / f"{name}_mask.png"))
+        assert np.array_equal(got, mask), name
     assert (out / "particles.csv").is_file()
 
 
