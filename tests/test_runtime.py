@@ -162,6 +162,10 @@ def test_cli_predict_on_an_export_does_not_start_tensorflow(tiny_export, bundle,
                      "--quiet"]) == 0
         result = tem_keras.predict({str(tiny_export)!r}, {str(folder / 'bitmap.png')!r})
         np.save("bitmap_mask.npy", result.mask)
+        from tem_keras.inference.onnx_engine import MAX_ONNX_FRAMES, onnx_folder
+        assert str(onnx_folder({str(tiny_export)!r})) == {str(tiny_export)!r}
+        assert onnx_folder({str(tiny_export)!r}, n_frames=MAX_ONNX_FRAMES + 1) is None  # a long stack
+        assert onnx_folder({str(tiny_export)!r}, tta=True) is None
     """, tmp_path)
     from PIL import Image
 

@@ -53,12 +53,17 @@ def add_prediction_options(p) -> None:
 def onnx_predicts(args) -> bool:
     """Whether ``tem-keras predict`` runs the export's ``model.onnx`` (then TensorFlow is not
     started; :func:`tem_keras.inference.onnx_engine.onnx_folder` decides, before any import)."""
+    from ..inference import input_sources, select_frames
     from ..inference.onnx_engine import onnx_folder
 
+    options = dict(tile_size=args.tile_size, tta=args.tta, mixed_precision=args.mixed_precision)
     try:
-        return onnx_folder(args.model, args.engine, tile_size=args.tile_size, tta=args.tta,
-                           mixed_precision=args.mixed_precision) is not None
-    except (TEMInputError, ValueError):
+        if onnx_folder(args.model, args.engine, **options) is None:
+            return False
+        sources, _ = input_sources([str(p) for p in args.inputs])  # headers only
+        n_frames = sum(1 for _ in select_frames(sources, args.shard))
+        return onnx_folder(args.model, args.engine, n_frames=n_frames, **options) is not None
+    except (TEMInputError, ValueError, TypeError, OSError):
         return False  # run_predict reports it
 
 

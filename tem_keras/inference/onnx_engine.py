@@ -8,11 +8,18 @@ Which engine runs (``engine=`` of :func:`~tem_keras.inference.predict_stack`)
 ``"auto"`` (default): ONNX when the model is given as the path of an export folder that holds
 ``model.onnx`` and ``activation_bytes_per_pixel``, onnxruntime is installed, nothing asks for
 what only the Keras model does (``tta``, a ``mixed_precision`` other than float32, a
-``tile_size``, another ``preprocessing``) **and TensorFlow is not imported yet** in the process.
-Starting TensorFlow and loading the Keras model take 8–10 s on 2 cores, which is what a script
-segmenting a few images pays; once TensorFlow runs, its traced call of the rewritten network is
-faster per image than onnxruntime on the converted graph (``benchmarks/bench_runtime.py``), so
-``auto`` keeps it.
+``tile_size``, another ``preprocessing``), **TensorFlow is not imported yet** in the process and
+there are at most :data:`MAX_ONNX_FRAMES` frames.
+
+Why: starting TensorFlow, loading the Keras model and tracing its call take 8–16 s on 2 cores,
+which is what a script or command segmenting a few images pays (one 1024² image from a fresh
+process: 2.3 s with ``predict.py``, 18.7 s through TensorFlow, residual UNet, loaded machine;
+``benchmarks/bench_runtime.py``). Per image, once both run, TensorFlow is 2–3× faster (0.22 vs
+0.68 s for that image and model): it runs the NumPy preprocessing (OpenCV's median) and a frozen
+oneDNN graph of the rewritten network, while onnxruntime runs the preprocessing as graph
+operations and tf2onnx's conversion, with layout transposes around the decoders' shape
+conditions. So a process where TensorFlow already runs keeps it, and a long stack repays its
+start-up after a dozen 1024² frames.
 
 With ``"auto"``, an image that :func:`tem_keras.predict` would cut into tiles (its activations
 exceed the memory budget, or ``max_pixels``) goes to the TensorFlow engine, loaded on first need:
@@ -34,10 +41,13 @@ from .predictor import pixels_per_call, tile_options
 from .sources import read_ahead
 from .tiling import round_up, tile_layout
 
-__all__ = ["ENGINES", "OnnxEngine", "choose_engine", "onnx_folder"]
+__all__ = ["ENGINES", "MAX_ONNX_FRAMES", "OnnxEngine", "choose_engine", "onnx_folder"]
 
 #: the values of ``engine=``
 ENGINES = ("auto", "onnx", "tensorflow")
+#: ``"auto"`` runs ``model.onnx`` for at most this many frames (beyond, TensorFlow's start-up is
+#: repaid by its faster call: about 8 s against 0.5 s per 1024² frame)
+MAX_ONNX_FRAMES = 16
 
 
 def _onnx_unavailable() -> str | None:
@@ -65,9 +75,10 @@ def _export_folder(model_or_path) -> tuple[Path | None, dict]:
 
 
 def onnx_folder(model_or_path, engine: str = "auto", *, tile_size=None, tta=False,
-                mixed_precision="float32", preprocessing=None) -> Path | None:
+                mixed_precision="float32", preprocessing=None, n_frames: int | None = None) -> Path | None:
     """The export folder whose ``model.onnx`` :func:`~tem_keras.inference.predict_stack` runs, or
     None for the TensorFlow engine (the rule is in the module docstring); opens no model.
+    ``n_frames``: how many frames will be predicted (None: not known yet, not counted).
 
     Raises
     ------
@@ -96,7 +107,7 @@ def onnx_folder(model_or_path, engine: str = "auto", *, tile_size=None, tta=Fals
             raise TEMInputError(f"engine='onnx' needs an export folder holding model.onnx, got a "
                                 f"{type(model_or_path).__name__}")
         return Path(folder)
-    if asked or "tensorflow" in sys.modules:
+    if asked or "tensorflow" in sys.modules or (n_frames or 0) > MAX_ONNX_FRAMES:
         return None
     folder, meta = _export_folder(model_or_path)
     if folder is None or not meta.get("activation_bytes_per_pixel") or _onnx_unavailable():

@@ -40,7 +40,7 @@ from ..artifacts import load
 from ..errors import TEMInputError
 from .augment import dihedral_frames, mean_of_dihedral
 from .masks import check_threshold, labels_from_probabilities
-from .onnx_engine import choose_engine
+from .onnx_engine import choose_engine, onnx_folder
 from .predictor import Predictor
 from .sources import input_sources, select_frames
 from ..validation import check_predict_arguments, check_predict_input
@@ -118,16 +118,17 @@ def predict_stack(model_or_path, x, *, frames=None, tile_size: int | None = None
                             max_memory_gb=max_memory_gb, pixel_size_nm=pixel_size_nm,
                             return_probabilities=return_probabilities, return_image=return_image,
                             progress=progress)
-    onnx = choose_engine(model_or_path, engine, tile_size=tile_size, tta=tta,
-                         mixed_precision=mixed_precision, preprocessing=preprocessing)
+    options = dict(tile_size=tile_size, tta=tta, mixed_precision=mixed_precision, preprocessing=preprocessing)
+    onnx_folder(model_or_path, engine, **options)  # an impossible engine choice fails before any reading
+    sources, _ = input_sources(x)
+    selected = list(select_frames(sources, frames))
+    onnx = choose_engine(model_or_path, engine, n_frames=len(selected), **options)
     bundle = onnx if onnx is not None else load(model_or_path)
     threshold = check_threshold(bundle.threshold if threshold is None else threshold)
     if preprocessing is None and onnx is None:
         from ..data.preprocess import Preprocessing
 
         preprocessing = bundle.preprocessing or Preprocessing()
-    sources, _ = input_sources(x)
-    selected = list(select_frames(sources, frames))
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -222,7 +223,8 @@ def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", b
         Test-time augmentation: the mean of the probabilities of the 8 rotations and mirror
         images (:mod:`tem_keras.inference.augment`); 8 times the time.
     engine : {"auto", "onnx", "tensorflow"}
-        What runs the model (:mod:`tem_keras.inference.onnx_engine`). ``"auto"``: an export
+        What runs the model (:mod:`tem_keras.inference.onnx_engine`). ``"auto"``: for a few
+        images (at most :data:`~tem_keras.inference.onnx_engine.MAX_ONNX_FRAMES`), an export
         folder's ``model.onnx`` through onnxruntime while TensorFlow is not imported in the
         process (no TensorFlow start-up for a script that segments a few images), images it would
         tile through TensorFlow; otherwise TensorFlow. ``"onnx"``: every image whole through
