@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-format", choices=("png", "tif"), default="png")
     p.add_argument("--engine", choices=("auto", "onnx", "tensorflow"), default="auto",
                    help="auto: an export's model.onnx through onnxruntime, without starting "
-                   "TensorFlow, when no TensorFlow-only option is given (images to tile go to "
-                   "TensorFlow); onnx: every image whole through model.onnx")
+                   "TensorFlow, for at most 16 frames and no TensorFlow-only option (images to "
+                   "tile go to TensorFlow); onnx: every image whole through model.onnx")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_predict)
