@@ -30,6 +30,7 @@ twin of the NumPy one, :mod:`tem_keras.data.preprocess_tf`).
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import warnings
@@ -154,7 +155,8 @@ class OnnxEngine:
         self.pixel_size_nm = meta.get("pixel_size_nm")
         self.activation_bytes = meta.get("activation_bytes_per_pixel") or None
         receptive = meta.get("receptive_field_px")
-        self.receptive_field = int(receptive) if isinstance(receptive, (int, float)) else None
+        finite = isinstance(receptive, (int, float)) and math.isfinite(receptive)
+        self.receptive_field = int(receptive) if finite else None
         self._fallback, self._bundle = fallback, None
 
     def bundle(self):
@@ -168,7 +170,8 @@ class OnnxEngine:
         return self._bundle
 
     def whole(self, shape, *, max_pixels=None, max_memory_gb=None) -> bool:
-        """Whether the TensorFlow engine would predict an image of ``shape`` whole."""
+        """Whether the TensorFlow engine would predict an image of ``shape`` whole (always True
+        without a fallback: then every image is predicted whole)."""
         if self._fallback is None:
             return True
         d = self.model.downsampling
