@@ -13,13 +13,13 @@ there are at most :data:`MAX_ONNX_FRAMES` frames.
 
 Why: starting TensorFlow, loading the Keras model and tracing its call take 8–16 s on 2 cores,
 which is what a script or command segmenting a few images pays (one 1024² image from a fresh
-process: 2.3 s with ``predict.py``, 18.7 s through TensorFlow, residual UNet, loaded machine;
-``benchmarks/bench_runtime.py``). Per image, once both run, TensorFlow is 2–3× faster (0.22 vs
-0.68 s for that image and model): it runs the NumPy preprocessing (OpenCV's median) and a frozen
-oneDNN graph of the rewritten network, while onnxruntime runs the preprocessing as graph
-operations and tf2onnx's conversion, with layout transposes around the decoders' shape
-conditions. So a process where TensorFlow already runs keeps it, and a long stack repays its
-start-up after a dozen 1024² frames.
+process: 2.3 s with ``predict.py``, 19.8 s through TensorFlow, residual UNet, loaded machine;
+``benchmarks/bench_runtime.py``). Per image, once both run, TensorFlow is 1.4–4× faster (0.27 vs
+1.08 s for that image and model, 1.5 vs 2.0 s for Horwath's UNet): it runs the NumPy
+preprocessing (OpenCV's median) and a frozen oneDNN graph of the rewritten network, while
+onnxruntime runs the preprocessing as graph operations and tf2onnx's conversion, with layout
+transposes around the decoders' shape conditions. So a process where TensorFlow already runs
+keeps it, and a long stack repays its start-up after a dozen 1024² frames.
 
 With ``"auto"``, an image that :func:`tem_keras.predict` would cut into tiles (its activations
 exceed the memory budget, or ``max_pixels``) goes to the TensorFlow engine, loaded on first need:
