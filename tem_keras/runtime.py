@@ -46,9 +46,19 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["OnnxModel", "ExportInputError", "labels_from_probabilities", "foreground_probability",
-           "read_frames", "read_metadata", "write_mask", "write_probabilities", "parse_threshold",
-           "main", "IMAGE_SUFFIXES"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ExportInputError",
+    "OnnxModel",
+    "foreground_probability",
+    "labels_from_probabilities",
+    "main",
+    "parse_threshold",
+    "read_frames",
+    "read_metadata",
+    "write_mask",
+    "write_probabilities",
+]
 
 #: files :func:`read_frames` reads (TIFF through tifffile, bitmaps through Pillow, NumPy arrays)
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy")

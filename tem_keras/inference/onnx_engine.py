@@ -116,7 +116,7 @@ def onnx_folder(model_or_path, engine: str = "auto", *, tile_size=None, tta=Fals
     return folder
 
 
-def choose_engine(model_or_path, engine: str = "auto", **options) -> "OnnxEngine | None":
+def choose_engine(model_or_path, engine: str = "auto", **options) -> OnnxEngine | None:
     """The :class:`OnnxEngine` for :func:`onnx_folder`'s folder (None: TensorFlow); with
     ``"auto"`` it hands images to tile to the TensorFlow engine of ``model_or_path``."""
     folder = onnx_folder(model_or_path, engine, **options)

@@ -19,9 +19,15 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import TEMInputError
-from .core import Micrograph, MicrographStack, array_source, axis_calibration, square_pixel_size
+from .core import (
+    Micrograph,
+    MicrographStack,
+    array_source,
+    axis_calibration,
+    square_pixel_size,
+)
 
-__all__ = ["is_signal", "signal_stack", "masks_to_signal"]
+__all__ = ["is_signal", "masks_to_signal", "signal_stack"]
 
 
 def is_signal(x) -> bool:
