@@ -45,3 +45,32 @@ def test_graph_preprocessing_object_equals_numpy():
     for preprocessing in (Preprocessing(), Preprocessing(remove_outliers=False, normalization="percentile")):
         got = preprocess_tf(tf.constant(x[None, ..., None]), preprocessing).numpy()[0, ..., 0]
         np.testing.assert_allclose(got, preprocessing(x), atol=1e-5)
+
+
+def test_median_network_selects_the_median():
+    import itertools
+
+    from tem_keras.data.preprocess_tf import MEDIAN9_NETWORK
+
+    def median9(values):
+        p = list(values)
+        for i, j in MEDIAN9_NETWORK:
+            p[i], p[j] = min(p[i], p[j]), max(p[i], p[j])
+        return p[4]
+
+    # a network that sorts every 0/1 input right is right on every input (the 0-1 principle)
+    for values in itertools.product((0, 1), repeat=9):
+        assert median9(values) == sorted(values)[4], values
+
+
+def test_graph_medians_with_ties_and_odd_even_sizes():
+    import tensorflow as tf
+
+    from tem_keras.data.preprocess import remove_outliers
+    from tem_keras.data.preprocess_tf import remove_outliers_tf
+
+    rng = np.random.default_rng(2)
+    for h, w in [(1, 1), (1, 2), (2, 3), (7, 7), (16, 21)]:  # odd and even pixel counts
+        x = rng.poisson(3.0, size=(h, w)).astype(np.float32)  # counts: many equal values
+        x[0, 0] += 40
+        assert np.array_equal(remove_outliers_tf(tf.constant(x[None])).numpy()[0], remove_outliers(x)), (h, w)

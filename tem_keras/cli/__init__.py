@@ -22,7 +22,7 @@ from ..errors import TEMInputError
 from .console import raised_by_tem_keras
 from .data_commands import run_check, run_info, run_label, run_measure, run_synth
 from .model_commands import run_explain, run_export, run_models
-from .prediction_commands import (add_prediction_options, parse_shard, run_evaluate,
+from .prediction_commands import (add_prediction_options, onnx_predicts, parse_shard, run_evaluate,
                                   run_predict)
 from .training_commands import (add_training_options, check_model_options, model_options,
                                 run_demo_command, run_fit, run_sweep)
@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames per task of a .zarr job (default: about 32 Mpx)")
     p.add_argument("--track", action="store_true",
                    help="link particles across frames into OUT.zarr/tracks (implies --particles)")
+    p.add_argument("--engine", choices=("auto", "onnx", "tensorflow"), default="auto",
+                   help="auto: an export's model.onnx through onnxruntime, without starting "
+                   "TensorFlow, for at most 16 frames and no TensorFlow-only option (images to "
+                   "tile go to TensorFlow); onnx: every image whole through model.onnx")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_predict)
@@ -237,9 +241,10 @@ def main(argv=None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.model_options = extra
     quiet_console(verbose)
-    if args.command in ("predict", "evaluate", "watch", "explain", "demo", "fit"):
+    light = args.command == "predict" and onnx_predicts(args)  # model.onnx, no TensorFlow
+    if args.command in ("predict", "evaluate", "watch", "explain", "demo", "fit") and not light:
         choose_cpu_kernels(args)
-    if args.command in _TENSORFLOW_COMMANDS and not getattr(args, "scheduler", None):
+    if args.command in _TENSORFLOW_COMMANDS and not light and not getattr(args, "scheduler", None):
         import_tensorflow_quietly(verbose)  # a Dask client needs no TensorFlow: its workers do
     if args.command == "fit":
         check_model_options(parser, args)

@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from .. import runtime
 from ..errors import TEMInputError
 from ..outputs import claim_output, release_output
 from .console import as_input_errors, note_pixel_size
@@ -26,13 +27,7 @@ def parse_threshold(text: str):
     """A probability threshold in [0, 1] or ``otsu`` (argparse type)."""
     if text.lower() == "otsu":
         return "otsu"
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'otsu', got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"threshold must be in [0, 1], got {text}")
-    return value
+    return runtime.parse_threshold(text, " or 'otsu'")
 
 
 def parse_overlap(text: str):
@@ -52,6 +47,23 @@ def add_prediction_options(p) -> None:
     p.add_argument("--mixed-precision", default="float32", choices=("float32", "bfloat16", "float16", "auto"))
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: mean of the 8 rotations/mirror images (8× the time)")
+
+
+def onnx_predicts(args) -> bool:
+    """Whether ``tem-keras predict`` runs the export's ``model.onnx`` (then TensorFlow is not
+    started; :func:`tem_keras.inference.onnx_engine.onnx_folder` decides, before any import)."""
+    from ..inference import input_sources, select_frames
+    from ..inference.onnx_engine import onnx_folder
+
+    options = dict(tile_size=args.tile_size, tta=args.tta, mixed_precision=args.mixed_precision)
+    try:
+        if onnx_folder(args.model, args.engine, **options) is None:
+            return False
+        sources, _ = input_sources([str(p) for p in args.inputs])  # headers only
+        n_frames = sum(1 for _ in select_frames(sources, args.shard))
+        return onnx_folder(args.model, args.engine, n_frames=n_frames, **options) is not None
+    except (TEMInputError, ValueError, TypeError, OSError):
+        return False  # run_predict reports it
 
 
 @as_input_errors
@@ -83,7 +95,7 @@ def run_predict(args) -> None:
                 tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
                 mixed_precision=args.mixed_precision, pixel_size_nm=args.pixel_size_nm,
                 return_probabilities=args.probabilities, return_image=args.overlay or args.particles,
-                progress=not args.quiet, tta=args.tta):
+                progress=not args.quiet, tta=args.tta, engine=args.engine):
             save_prediction(result, out, mask_format=args.mask_format or "png",
                             probabilities=args.probabilities,
                             overlay_png=args.overlay, overwrite=args.overwrite)

@@ -7,10 +7,12 @@
                           -> class probabilities [N, H, W, C]; preprocessing inside the graph
       model.keras         the Keras model (loads in safe mode: no Lambda layers, no code)
       model.onnx          the same graph as saved_model/ (optional extra: tf2onnx + onnxruntime)
+      predict.py          with model.onnx: a copy of tem_keras.runtime, which segments images
+                          with onnxruntime and NumPy only (``python predict.py IMAGES -o OUT``)
       bioimageio/         bioimage.io model package (rdf.yaml, zipped SavedModel, test tensors,
                           cover, README.md)
       tem_keras.json      classes, pixel size, normalisation, threshold, receptive field,
-                          metrics, versions, files written
+                          activation bytes per pixel, metrics, versions, files written
       README.md           the model card
 
 :func:`load` (:func:`tem_keras.artifacts.load`) opens an export folder (or a run folder) and
@@ -26,10 +28,10 @@ the NumPy :mod:`tem_keras.data.preprocess`)
 
 1. outlier removal when the run used it (:func:`tem_keras.data.preprocess.remove_outliers`,
    Horwath et al. 2020): the 3×3 median (scipy's ``reflect`` border, i.e. ``SYMMETRIC``
-   padding) is the 5th largest of the 9 neighbours (``tf.math.top_k``); the threshold is
-   ``outlier_sigma × 1.4826 × MAD`` of the image minus its median (medians over the sorted
-   pixels, the mean of the two middle values for even counts, as ``np.median``); hot pixels
-   are replaced by the mean of their non-hot 8 neighbours (sums in float64 as scipy does);
+   padding) is the 5th of the 9 neighbours (a min/max selection network); the threshold is
+   ``outlier_sigma × 1.4826 × MAD`` of the image minus its median (medians as ``np.median``,
+   the mean of the two middle values for even counts); hot pixels are replaced by the mean of
+   their non-hot 8 neighbours (sums in float64 as scipy does);
 2. per-image standardisation (``"standard"``: mean and standard deviation in float64, then
    float32 arithmetic as NumPy; ``"percentile"``: linear-interpolated percentiles in float64);
 3. padding at the bottom and right to a multiple of the model's down-sampling factor, reflect

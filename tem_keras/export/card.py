@@ -56,12 +56,22 @@ def _metrics_block(metrics: dict) -> str:
 
 
 _ONNX_BLOCK = """\
-ONNX (onnxruntime):
+Without TensorFlow (`predict.py`: onnxruntime and NumPy only, a copy of `tem_keras.runtime`):
+
+```
+pip install onnxruntime numpy tifffile pillow
+python predict.py image.tif more_images/ -o masks/       # masks/<stem>_mask.png
+python predict.py image.tif -o masks/ --threshold 0.4 --probabilities
+```
+
+Each image is predicted whole; the masks are those of `tem-keras predict` at the same threshold
+(which tiles only images beyond its memory budget). `tem-keras predict` itself runs `model.onnx`
+without starting TensorFlow when it can. Or from Python:
 
 ```python
 import onnxruntime as ort
 session = ort.InferenceSession("model.onnx")
-probabilities = session.run(None, {session.get_inputs()[0].name: images})[0]
+probabilities = session.run(None, {session.get_inputs()[0].name: images})[0]   # images [N, H, W, 1], raw
 ```
 
 """

@@ -19,7 +19,9 @@ import numpy as np
 from ..artifacts import ExportedModel, Run, SavedModelNetwork, load
 from ..data.preprocess import pad_to_multiple
 from ..distribute import float32_model
+from .. import runtime
 from ..errors import TEMInputError
+from ..inference.predictor import Predictor
 from ..validation import check_bool, check_number, check_pixel_size
 from . import onnx_file
 from .bioimageio import write_bioimageio
@@ -239,6 +241,9 @@ def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
                 written["onnx"] = "model.onnx"
                 say(f"wrote {out_dir / 'model.onnx'} (max |difference| to the Keras model "
                     f"{checks['onnx_max_abs_difference']:.2g}, onnxruntime)")
+                shutil.copyfile(runtime.__file__, out_dir / "predict.py")  # the light runtime, verbatim
+                written["runtime"] = "predict.py"
+                say(f"wrote {out_dir / 'predict.py'} (runs model.onnx with onnxruntime and NumPy only)")
 
     meta = {
         "export_format": EXPORT_FORMAT,
@@ -257,6 +262,8 @@ def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
         "output": {"shape": [None, None, None, num_classes], "dtype": "float32",
                    "description": "class probabilities (softmax)"},
         "downsampling": d,
+        # float32 activations per input pixel: sets which images tem_keras predicts whole
+        "activation_bytes_per_pixel": Predictor.of(model).activation_bytes("float32"),
         "receptive_field_px": info["receptive_field_px"],
         "receptive_field_nm": info["receptive_field_nm"],
         "parameters": info["parameters"],

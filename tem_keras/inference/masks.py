@@ -8,7 +8,9 @@ and then gets the most probable foreground class.
 
 :func:`labels_from_probabilities_tf` is the graph twin of :func:`labels_from_probabilities` used
 in exported models (the ``serve_mask`` signature); whoever changes one must change the other
-(``tests/test_export.py`` checks that they agree).
+(``tests/test_export.py`` checks that they agree). The NumPy rule for a number or None lives in
+:mod:`tem_keras.runtime` (with :func:`foreground_probability`), which the standalone ``predict.py``
+of export folders is a copy of.
 
 References
 ----------
@@ -21,22 +23,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import runtime
+from ..runtime import foreground_probability
+
 __all__ = ["foreground_probability", "check_threshold", "labels_from_probabilities",
            "labels_from_probabilities_tf"]
-
-
-def foreground_probability(probabilities: np.ndarray) -> np.ndarray:
-    """The particle probability ``[...]`` of class probabilities ``[..., C]``.
-
-    The only channel of a 1-channel sigmoid output, ``p[..., 1]`` for two classes, and
-    ``1 - p(background)`` for more.
-    """
-    c = probabilities.shape[-1]
-    if c == 1:
-        return probabilities[..., 0]
-    if c == 2:
-        return probabilities[..., 1]
-    return 1.0 - probabilities[..., 0]
 
 
 def check_threshold(threshold):
@@ -70,22 +61,18 @@ def labels_from_probabilities(probabilities: np.ndarray, threshold=None) -> tupl
         None: 0.5 for binary models (the argmax), plain argmax for ``C > 2``. A number: the
         particle probability (``1 - p(background)`` for ``C > 2``) must reach it. ``"otsu"``:
         Otsu's threshold of that probability map (Horwath et al. 2020).
+
+    Notes
+    -----
+    The rule for a number or None is :func:`tem_keras.runtime.labels_from_probabilities`, the one
+    the standalone ``predict.py`` of export folders runs.
     """
     threshold = check_threshold(threshold)
-    c = probabilities.shape[-1]
-    if threshold is None and c > 2:
-        return probabilities.argmax(-1).astype(np.uint8), None
-    fg = foreground_probability(probabilities)
     if threshold == "otsu":
         from ..metrics import otsu_threshold
 
-        threshold = float(otsu_threshold(fg))
-    elif threshold is None:
-        threshold = 0.5
-    mask = fg >= threshold
-    if c > 2:
-        return np.where(mask, 1 + probabilities[..., 1:].argmax(-1), 0).astype(np.uint8), threshold
-    return mask.astype(np.uint8), threshold
+        threshold = float(otsu_threshold(foreground_probability(probabilities)))
+    return runtime.labels_from_probabilities(probabilities, threshold)
 
 
 def labels_from_probabilities_tf(probabilities, threshold: float | None):

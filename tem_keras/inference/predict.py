@@ -36,6 +36,7 @@ import numpy as np
 from ..artifacts import load
 from ..errors import TEMInputError
 from .masks import check_threshold
+from .onnx_engine import choose_engine, onnx_folder
 from .sources import input_sources, select_frames
 from .stream import Prediction, stream_predictions
 from ..validation import check_predict_arguments, check_predict_input
@@ -48,8 +49,8 @@ def predict_stack(model_or_path, x, *, frames=None, tile_size: int | None = None
                   preprocessing=None, mixed_precision: str = "float32",
                   max_pixels: int | None = None, max_memory_gb: float | None = None,
                   pixel_size_nm: float | None = None, progress: bool = False,
-                  return_image: bool = False, tta: bool = False, client=None, out=None,
-                  **store_options):
+                  return_image: bool = False, tta: bool = False, engine: str = "auto", client=None,
+                  out=None, **store_options):
     """Predict frame by frame: an iterator of :class:`Prediction`, one frame in memory at a time.
 
     Frames are read and preprocessed two frames ahead of the model in a background thread; tiles
@@ -71,6 +72,9 @@ def predict_stack(model_or_path, x, *, frames=None, tile_size: int | None = None
                              "is written to the store in chunks: leave frames=None")
         if return_image:
             raise ValueError("return_image=True has no place in a Zarr store: leave it False")
+        if engine == "onnx":
+            raise ValueError("engine='onnx' runs in this process; a Zarr store job runs the model "
+                             "with TensorFlow on its workers: leave engine='auto'")
         return predict_to_store(model_or_path, x, out, client=client, tile_size=tile_size,
                                 overlap=overlap, batch_size=batch_size, threshold=threshold,
                                 probabilities=return_probabilities, preprocessing=preprocessing,
@@ -86,27 +90,31 @@ def predict_stack(model_or_path, x, *, frames=None, tile_size: int | None = None
                             max_memory_gb=max_memory_gb, pixel_size_nm=pixel_size_nm,
                             return_probabilities=return_probabilities, return_image=return_image,
                             progress=progress)
-    bundle = load(model_or_path)
+    options = dict(tile_size=tile_size, tta=tta, mixed_precision=mixed_precision, preprocessing=preprocessing)
+    onnx_folder(model_or_path, engine, **options)  # an impossible engine choice fails before any reading
+    sources, _ = input_sources(x)
+    selected = list(select_frames(sources, frames))
+    onnx = choose_engine(model_or_path, engine, n_frames=len(selected), **options)
+    bundle = onnx if onnx is not None else load(model_or_path)
     threshold = check_threshold(bundle.threshold if threshold is None else threshold)
-    if preprocessing is None:
+    if preprocessing is None and onnx is None:
         from ..data.preprocess import Preprocessing
 
         preprocessing = bundle.preprocessing or Preprocessing()
-    sources, _ = input_sources(x)
-    selected = list(select_frames(sources, frames))
     return stream_predictions(bundle, selected, threshold=threshold, preprocessing=preprocessing,
                               tile_size=tile_size, overlap=overlap, batch_size=batch_size,
                               mixed_precision=mixed_precision, max_pixels=max_pixels,
                               max_memory_gb=max_memory_gb, pixel_size_nm=pixel_size_nm,
                               return_probabilities=return_probabilities, return_image=return_image,
-                              tta=tta, progress=progress)
+                              tta=tta, progress=progress, onnx=onnx)
 
 
 def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", batch_size: int = 4,
             threshold=None, return_probabilities: bool = False, frames=None, preprocessing=None,
             mixed_precision: str = "float32", max_pixels: int | None = None,
             max_memory_gb: float | None = None, pixel_size_nm: float | None = None,
-            progress: bool = False, return_image: bool = False, tta: bool = False):
+            progress: bool = False, return_image: bool = False, tta: bool = False,
+            engine: str = "auto", as_signal: bool = False):
     """Segment micrographs of any size with a trained model.
 
     Parameters
@@ -116,9 +124,11 @@ def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", b
         ``.keras`` file (anything :func:`tem_keras.artifacts.load` opens). A run's preprocessing
         (and threshold from ``thresholds.json``) is used; for a bare model the default
         :class:`~tem_keras.data.preprocess.Preprocessing`.
-    x : ndarray, Micrograph, path, list of paths, folder, glob pattern or MicrographStack
+    x : ndarray, Micrograph, path, list of paths, folder, glob pattern, MicrographStack or HyperSpy signal
         ``[H, W]`` array or one single-frame file: one image. ``[T, H, W]`` array, a multi-frame
         file (dm3/dm4/ser/emd/tif/mrc/npy/h5 stack, video), a folder, a pattern or a list: many.
+        A HyperSpy ``Signal2D`` (lazy or not): one image, or one per navigation position; the
+        pixel size comes from its signal axes (:mod:`tem_keras.io.hyperspy`).
     tile_size : int, optional
         Tile side (a multiple of the model's down-sampling factor; rounded up). Default: whole
         images when they fit ``max_memory_gb`` (and ``max_pixels``), otherwise the fewest tiles
@@ -163,12 +173,24 @@ def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", b
     tta : bool
         Test-time augmentation: the mean of the probabilities of the 8 rotations and mirror
         images (:mod:`tem_keras.inference.augment`); 8 times the time.
+    engine : {"auto", "onnx", "tensorflow"}
+        What runs the model (:mod:`tem_keras.inference.onnx_engine`). ``"auto"``: for a few
+        images (at most :data:`~tem_keras.inference.onnx_engine.MAX_ONNX_FRAMES`), an export
+        folder's ``model.onnx`` through onnxruntime while TensorFlow is not imported in the
+        process (no TensorFlow start-up for a script that segments a few images), images it would
+        tile through TensorFlow; otherwise TensorFlow. ``"onnx"``: every image whole through
+        ``model.onnx``.
+    as_signal : bool
+        Return the masks as one HyperSpy ``Signal2D`` with the axes and calibration of ``x``,
+        which must be a HyperSpy signal (threshold and model under ``metadata.Segmentation``).
+        A plain return value is kept by default so that the type does not depend on the input.
 
     Returns
     -------
-    Prediction or list of Prediction
-        One :class:`Prediction` for one image; a list (input order) for many. Use
-        :func:`predict_stack` to stream long stacks without keeping all results.
+    Prediction, list of Prediction or hyperspy.signals.Signal2D
+        One :class:`Prediction` for one image; a list (input order) for many; the masks as a
+        signal with ``as_signal=True``. Use :func:`predict_stack` to stream long stacks without
+        keeping all results.
 
     Raises
     ------
@@ -182,13 +204,27 @@ def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", b
     ((4096, 4096), 0.43)
     """
     check_predict_input(x)  # the arguments are checked by predict_stack before the model is loaded
+    if as_signal:
+        from ..io.hyperspy import is_signal
+
+        if not is_signal(x) or frames is not None:
+            raise TypeError("as_signal=True returns the masks of a whole HyperSpy signal: give a "
+                            f"signal and no frames (got {type(x).__name__}"
+                            f"{', frames' if frames is not None else ''})")
     _, single = input_sources(x) if frames is None else (None, False)
     results = list(predict_stack(model_or_path, x, frames=frames, tile_size=tile_size, overlap=overlap,
                                  batch_size=batch_size, threshold=threshold,
                                  return_probabilities=return_probabilities, preprocessing=preprocessing,
                                  mixed_precision=mixed_precision, max_pixels=max_pixels,
                                  max_memory_gb=max_memory_gb, pixel_size_nm=pixel_size_nm, progress=progress,
-                                 return_image=return_image, tta=tta))
+                                 return_image=return_image, tta=tta, engine=engine))
+    if as_signal:
+        from ..io.hyperspy import masks_to_signal
+
+        model = getattr(model_or_path, "path", model_or_path)
+        return masks_to_signal(np.stack([r.mask for r in results]), x, metadata={
+            "threshold": results[0].threshold if results else None,
+            "model": str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__})
     return results[0] if single else results
 
 

@@ -30,7 +30,8 @@ from .precision import resolve_precision, weight_bytes, with_precision
 from .sources import read_ahead
 from .tiling import DEFAULT_TILE_SIZE, MAX_WHOLE_PIXELS, pad_to_multiple, tile_layout
 
-__all__ = ["Predictor", "DEFAULT_MEMORY_BYTES", "WORKSPACE_FACTOR", "MIN_AUTO_TILE", "MAX_AUTO_TILE"]
+__all__ = ["Predictor", "pixels_per_call", "tile_options", "DEFAULT_MEMORY_BYTES", "WORKSPACE_FACTOR",
+           "MIN_AUTO_TILE", "MAX_AUTO_TILE"]
 
 #: activation memory of one model call, when ``max_memory_gb`` is None: min(1.5 GiB, RAM / 4).
 #: With TensorFlow's runtime (~0.9 GB) a 4096² image then peaks below 3 GB (Horwath UNet with
@@ -62,6 +63,43 @@ def model_geometry(model) -> tuple[int, int | None]:
     except Exception:  # noqa: BLE001
         rf = None
     return d, rf
+
+
+def pixels_per_call(activation_bytes_per_pixel: float, max_memory_gb: float | None = None) -> float:
+    """Input pixels one model call may take within the activation memory budget (inf: unknown).
+
+    Parameters
+    ----------
+    activation_bytes_per_pixel : float
+        Of the network (:meth:`Predictor.activation_bytes`; stored in an export's
+        ``tem_keras.json``); 0 or less: unknown.
+    max_memory_gb : float, optional
+        The budget; default min(:data:`DEFAULT_MEMORY_BYTES`, a quarter of the RAM). The
+        activations are counted :data:`WORKSPACE_FACTOR` times.
+    """
+    if max_memory_gb is None:
+        try:
+            ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            ram = 4 * DEFAULT_MEMORY_BYTES
+        budget = min(DEFAULT_MEMORY_BYTES, ram / 4)
+    else:
+        if not float(max_memory_gb) > 0:
+            raise ValueError(f"max_memory_gb must be > 0, got {max_memory_gb!r}")
+        budget = float(max_memory_gb) * 1024**3
+    per_pixel = float(activation_bytes_per_pixel or 0)
+    return budget / (WORKSPACE_FACTOR * per_pixel) if per_pixel > 0 else math.inf
+
+
+def tile_options(downsampling: int, per_call: float, *, tile_size, overlap, max_pixels) -> dict:
+    """Keyword arguments of :func:`~tem_keras.inference.tiling.tile_layout` for a call budget of
+    ``per_call`` pixels: whole images when they fit it, else the largest tiles that do."""
+    d = downsampling
+    limit = per_call if max_pixels is None else min(int(max_pixels), per_call)
+    return dict(tile_size=tile_size, overlap=overlap,
+                max_pixels=MAX_WHOLE_PIXELS if math.isinf(limit) else int(limit),
+                default_tile=DEFAULT_TILE_SIZE if math.isinf(per_call) else
+                min(MAX_AUTO_TILE, max(MIN_AUTO_TILE, d * int(math.sqrt(per_call) // d))))
 
 
 class Predictor:
@@ -147,46 +185,25 @@ class Predictor:
             self._functions[precision] = traced_call(net)
         return self._functions[precision]
 
-    def pixels_per_call(self, precision: str = "float32", max_memory_gb: float | None = None) -> float:
-        """Input pixels one model call may take within the activation memory budget (inf: unknown).
-
-        Parameters
-        ----------
-        precision : str
-            Activations take 4 bytes a value in float32, 2 otherwise.
-        max_memory_gb : float, optional
-            The budget; default min(:data:`DEFAULT_MEMORY_BYTES`, a quarter of the RAM). The
-            activations are estimated by
-            :func:`tem_keras.models.describe.activation_bytes_per_pixel`, times
-            :data:`WORKSPACE_FACTOR`.
-        """
-        if max_memory_gb is None:
-            try:
-                ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-            except (ValueError, OSError, AttributeError):
-                ram = 4 * DEFAULT_MEMORY_BYTES
-            budget = min(DEFAULT_MEMORY_BYTES, ram / 4)
-        else:
-            if not float(max_memory_gb) > 0:
-                raise ValueError(f"max_memory_gb must be > 0, got {max_memory_gb!r}")
-            budget = float(max_memory_gb) * 1024**3
+    def activation_bytes(self, precision: str = "float32") -> float:
+        """Activation bytes per input pixel of :meth:`network` in ``precision`` (4 bytes a value
+        in float32, 2 otherwise; :func:`tem_keras.models.describe.activation_bytes_per_pixel`)."""
         if precision not in self._activation_bytes:
             from ..models.describe import activation_bytes_per_pixel
 
             self._activation_bytes[precision] = activation_bytes_per_pixel(
                 self._network_for(precision), 4 if precision == "float32" else 2)
-        per_pixel = self._activation_bytes[precision]
-        return budget / (WORKSPACE_FACTOR * per_pixel) if per_pixel > 0 else math.inf
+        return self._activation_bytes[precision]
+
+    def pixels_per_call(self, precision: str = "float32", max_memory_gb: float | None = None) -> float:
+        """Input pixels one model call may take within the activation memory budget (inf: unknown);
+        :func:`pixels_per_call` of :meth:`activation_bytes`."""
+        return pixels_per_call(self.activation_bytes(precision), max_memory_gb)
 
     def tile_options(self, per_call: float, *, tile_size, overlap, max_pixels) -> dict:
-        """Keyword arguments of :func:`~tem_keras.inference.tiling.tile_layout` for a call budget
-        of ``per_call`` pixels: whole images when they fit it, else the largest tiles that do."""
-        d = self.downsampling
-        limit = per_call if max_pixels is None else min(int(max_pixels), per_call)
-        return dict(tile_size=tile_size, overlap=overlap,
-                    max_pixels=MAX_WHOLE_PIXELS if math.isinf(limit) else int(limit),
-                    default_tile=DEFAULT_TILE_SIZE if math.isinf(per_call) else
-                    min(MAX_AUTO_TILE, max(MIN_AUTO_TILE, d * int(math.sqrt(per_call) // d))))
+        """:func:`tile_options` of this model's down-sampling factor."""
+        return tile_options(self.downsampling, per_call, tile_size=tile_size, overlap=overlap,
+                            max_pixels=max_pixels)
 
     # ---- the engine ----------------------------------------------------------------------
 

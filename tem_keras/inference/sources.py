@@ -59,17 +59,23 @@ def input_sources(x) -> tuple[list[Source], bool]:
 
     Parameters
     ----------
-    x : ndarray, Micrograph, MicrographStack, path, folder, glob pattern or list of them
+    x : ndarray, Micrograph, MicrographStack, HyperSpy signal, path, folder, glob pattern or list of them
         As :func:`tem_keras.predict` takes.
 
     Returns
     -------
     sources : list of Source
     single : bool
-        True for one 2-D image (an array, a Micrograph or a single-frame file).
+        True for one 2-D image (an array, a Micrograph, a single-frame file or a ``Signal2D``
+        without navigation axes).
     """
     from ..io import Micrograph, MicrographStack, read_stack
+    from ..io.hyperspy import is_signal, signal_stack
 
+    if is_signal(x):  # before arrays: HyperSpy signals have __array__ too
+        stack = signal_stack(x)
+        single = x.axes_manager.navigation_dimension == 0
+        return [Source(None, len(stack), stack.__getitem__, not single)], single
     if isinstance(x, Micrograph):
         return [Source(x.path, 1, lambda i: x, False)], True
     if isinstance(x, MicrographStack):
@@ -95,7 +101,7 @@ def input_sources(x) -> tuple[list[Source], bool]:
             out.extend(sources)
         return out, False
     raise TypeError(f"cannot predict on {type(x).__name__}: give an array, a path, a list of paths, "
-                    "a folder or a MicrographStack")
+                    "a folder, a MicrographStack or a HyperSpy Signal2D")
 
 
 def _stack_files(pattern) -> list[str]:

@@ -81,7 +81,7 @@ def stream_predictions(bundle, selected: list, *, threshold, preprocessing, tile
                        overlap="auto", batch_size: int = 4, mixed_precision: str = "float32",
                        max_pixels=None, max_memory_gb=None, pixel_size_nm=None,
                        return_probabilities: bool = False, return_image: bool = False,
-                       tta: bool = False, progress: bool = False) -> Iterator[Prediction]:
+                       tta: bool = False, progress: bool = False, onnx=None) -> Iterator[Prediction]:
     """:class:`Prediction` of each selected frame, in order, one frame in memory at a time.
 
     Parameters
@@ -97,6 +97,9 @@ def stream_predictions(bundle, selected: list, *, threshold, preprocessing, tile
     tile_size, overlap, batch_size, mixed_precision, max_pixels, max_memory_gb, pixel_size_nm, \
 return_probabilities, return_image, tta, progress
         As :func:`tem_keras.predict` (already checked).
+    onnx : OnnxEngine, optional
+        Run the export's ``model.onnx`` instead of the Keras model
+        (:func:`~tem_keras.inference.onnx_engine.choose_engine`).
     """
     bar = None
     if progress:
@@ -104,11 +107,16 @@ return_probabilities, return_image, tta, progress
 
         bar = tqdm(total=len(selected), unit="frame", desc="predict")
     try:
-        stream = Predictor.of(bundle.model).stream_probabilities(
-            dihedral_frames(selected) if tta else iter(selected), preprocessing=preprocessing,
-            tile_size=tile_size, overlap=overlap, batch_size=batch_size, max_pixels=max_pixels,
-            mixed_precision=mixed_precision, max_memory_gb=max_memory_gb,
-            prefetch=2 if len(selected) > 1 or tta else 0)
+        prefetch = 2 if len(selected) > 1 or tta else 0
+        if onnx is not None:
+            stream = onnx.stream_probabilities(iter(selected), max_pixels=max_pixels,
+                                               max_memory_gb=max_memory_gb, prefetch=prefetch,
+                                               overlap=overlap, batch_size=batch_size)
+        else:
+            stream = Predictor.of(bundle.model).stream_probabilities(
+                dihedral_frames(selected) if tta else iter(selected), preprocessing=preprocessing,
+                tile_size=tile_size, overlap=overlap, batch_size=batch_size, max_pixels=max_pixels,
+                mixed_precision=mixed_precision, max_memory_gb=max_memory_gb, prefetch=prefetch)
         for g, source, frame, mg, probabilities in (mean_of_dihedral(stream) if tta else stream):
             mask, used = labels_from_probabilities(probabilities, threshold)
             if bar is not None:
