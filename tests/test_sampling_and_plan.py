@@ -203,3 +203,17 @@ def test_held_out_subset_is_reproducible_and_keeps_pairs():
         i = int(stem[1:])
         assert image[0, 0] == i and mask[0, 0] == i % 2
     assert heldout.subset(40) is heldout
+
+
+def test_epoch_budget_fills_the_time_left_at_the_speed_measured_so_far():
+    from tem_keras.training.callbacks import EpochBudget
+
+    budget = EpochBudget(10, 4, deadline=100.0)
+    assert budget.update(1, 10.0, now=10.0) and budget.epochs == 10   # 90 s left at 10 s/epoch
+    assert budget.update(2, 5.0, now=15.0) and budget.epochs == 19    # first epoch (tracing) left out
+    assert budget.total_steps == 19 * 4
+    assert budget.update(3, 20.0, now=35.0) and budget.epochs == 6    # median of 5 and 20 s: slower
+    assert not budget.update(4, 20.0, now=95.0) and budget.epochs == 4  # the next would overrun
+    fixed = EpochBudget(3, 4)  # epochs given by the user: never re-planned
+    assert fixed.update(1, 1.0) and fixed.update(2, 1.0) and not fixed.update(3, 1.0)
+    assert fixed.epochs == 3

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 import time
 
-__all__ = ["warmup_cosine", "make_validation", "make_schedule", "make_checkpoint", "make_time_limit",
-           "make_progress"]
+__all__ = ["warmup_cosine", "EpochBudget", "make_validation", "make_schedule", "make_checkpoint",
+           "make_time_limit", "make_progress"]
 
 
 def warmup_cosine(progress: float, peak: float, warmup_fraction: float = 0.05) -> float:
@@ -21,6 +21,39 @@ def warmup_cosine(progress: float, peak: float, warmup_fraction: float = 0.05) -
     if progress < warmup_fraction:
         return peak * max(progress / warmup_fraction, 0.01)
     return 0.5 * peak * (1.0 + math.cos(math.pi * (progress - warmup_fraction) / (1.0 - warmup_fraction)))
+
+
+class EpochBudget:
+    """The number of epochs of a run, re-planned after every epoch when a time budget sets it.
+
+    The plan's first estimate comes from a step time measured before training, on a machine whose
+    load can change. With a ``deadline`` (``time.monotonic()`` seconds by which training must end),
+    :meth:`update` re-estimates the epochs that still fit from the durations of the epochs run so
+    far (the median of the last three, leaving out the first, which includes tracing), so that a
+    machine faster than measured fills its budget and a slower one ends in time. The learning-rate
+    schedule, the checkpoint rule and the progress line read :attr:`epochs`.
+    """
+
+    def __init__(self, epochs: int, steps_per_epoch: int, deadline: float | None = None,
+                 max_epochs: int = 1000):
+        self.epochs, self.steps_per_epoch = int(epochs), int(steps_per_epoch)
+        self.deadline, self.max_epochs = deadline, int(max_epochs)
+        self.durations: list[float] = []
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def update(self, epochs_done: int, seconds: float, now: float | None = None) -> bool:
+        """Record an epoch of ``seconds``; returns whether training should go on."""
+        self.durations.append(float(seconds))
+        if self.deadline is not None:
+            recent = self.durations[1:][-3:] or self.durations
+            per_epoch = sorted(recent)[len(recent) // 2]
+            left = self.deadline - (time.monotonic() if now is None else now)
+            more = int(max(0.0, left) // max(per_epoch, 1e-6))
+            self.epochs = int(min(self.max_epochs, max(epochs_done, epochs_done + more)))
+        return epochs_done < self.epochs
 
 
 def make_validation(heldout, factor: int):
@@ -40,12 +73,12 @@ def make_validation(heldout, factor: int):
     return WholeImageValidation()
 
 
-def make_schedule(peak: float, total_steps: int, schedule: str, deadline: float | None = None):
+def make_schedule(peak: float, budget: EpochBudget, schedule: str, deadline: float | None = None):
     """Sets the optimiser's learning rate before every step: constant, or :func:`warmup_cosine` of
-    the training progress. Progress is the step count over ``total_steps`` (so a resumed run
-    continues the same curve) or, when the machine turns out slower than planned, the share of the
-    time to ``deadline`` (``time.monotonic()`` seconds) already spent, whichever is further: the
-    decay then still ends when the budget does."""
+    the training progress. Progress is the step count over the budget's total steps (so a resumed
+    run continues the same curve) or the share of the time to ``deadline`` (``time.monotonic()``
+    seconds) already spent, whichever is further: the decay then still ends when the budget
+    does."""
     import keras
 
     class StepSchedule(keras.callbacks.Callback):
@@ -56,7 +89,7 @@ def make_schedule(peak: float, total_steps: int, schedule: str, deadline: float 
             if schedule == "constant":
                 rate = peak
             else:
-                progress = int(self.model.optimizer.iterations.numpy()) / max(1, total_steps)
+                progress = int(self.model.optimizer.iterations.numpy()) / max(1, budget.total_steps)
                 if deadline is not None and deadline > self.start:
                     progress = max(progress, (time.monotonic() - self.start) / (deadline - self.start))
                 rate = warmup_cosine(progress, peak)
@@ -69,10 +102,10 @@ def make_schedule(peak: float, total_steps: int, schedule: str, deadline: float 
     return StepSchedule()
 
 
-def make_checkpoint(path, first_epoch: int = 0):
-    """Saves the model whenever ``val_dice`` beats its best, from epoch ``first_epoch`` (0-based)
-    on: the first epochs, at the peak learning rate, are noisy and a lucky one on a small
-    validation set must not be what ``fit`` returns."""
+def make_checkpoint(path, budget: EpochBudget | None = None):
+    """Saves the model whenever ``val_dice`` beats its best, from the first third of the
+    ``budget``'s epochs on (every epoch without a budget): the first epochs, at the peak learning
+    rate, are noisy and a lucky one on a small validation set must not be what ``fit`` returns."""
     import keras
 
     class BestCheckpoint(keras.callbacks.Callback):
@@ -80,6 +113,7 @@ def make_checkpoint(path, first_epoch: int = 0):
 
         def on_epoch_end(self, epoch, logs=None):
             dice = (logs or {}).get("val_dice", -math.inf)
+            first_epoch = budget.epochs // 3 if budget is not None else 0
             if epoch >= first_epoch and dice > self.best:
                 self.best = dice
                 self.model.save(path)
@@ -87,9 +121,11 @@ def make_checkpoint(path, first_epoch: int = 0):
     return BestCheckpoint()
 
 
-def make_time_limit(deadline: float, epoch_seconds: float | None = None):
+def make_time_limit(deadline: float, budget: EpochBudget | None = None):
     """Stops training after the epoch at which the next one would end past ``deadline``
-    (``time.monotonic()`` seconds); the best checkpoint is kept by ``fit``."""
+    (``time.monotonic()`` seconds); with a ``budget`` whose epochs a time budget sets, after the
+    epoch its re-plan (:meth:`EpochBudget.update`) says is the last. The best checkpoint is kept by
+    ``fit``."""
     import keras
 
     class TimeLimit(keras.callbacks.Callback):
@@ -98,14 +134,15 @@ def make_time_limit(deadline: float, epoch_seconds: float | None = None):
 
         def on_epoch_end(self, epoch, logs=None):
             took = time.monotonic() - self.started
-            if time.monotonic() + took > deadline:
+            go_on = budget.update(epoch + 1, took) if budget is not None else True
+            if not go_on or time.monotonic() + took > deadline:
                 self.model.stop_training = True
                 self.stopped_epoch = epoch
 
     return TimeLimit()
 
 
-def make_progress(epochs: int, deadline: float | None, verbose: int = 1):
+def make_progress(budget: EpochBudget, deadline: float | None, verbose: int = 1):
     """One line per epoch (epoch, loss, validation dice, learning rate, time left) and the Keras
     ``verbose`` to pair it with: Keras's per-step bar only for ``verbose=1`` on a terminal (see
     :func:`tem_keras._env.keras_verbosity`), never in logs or captured output."""
@@ -126,7 +163,7 @@ def make_progress(epochs: int, deadline: float | None, verbose: int = 1):
             left = ""
             if deadline is not None:
                 left = f", {max(0.0, deadline - time.monotonic()) / 60:.1f} min left"
-            print(f"epoch {epoch + 1}/{epochs}: loss {logs.get('loss', float('nan')):.4f}, "
+            print(f"epoch {epoch + 1}/{budget.epochs}: loss {logs.get('loss', float('nan')):.4f}, "
                   f"val dice {dice:.4f}{star}, lr {logs.get('learning_rate', float('nan')):.2e}, "
                   f"{time.monotonic() - self.start:.0f} s{left}", flush=True)
 

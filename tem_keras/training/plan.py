@@ -23,14 +23,15 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-__all__ = ["Plan", "POOL_LADDER", "particle_diameters", "choose_model", "default_time_limit",
+__all__ = ["Plan", "MAX_EPOCHS", "POOL_LADDER", "particle_diameters", "choose_model", "default_time_limit",
            "plan_training", "pretrained_key"]
 
 #: per-replica batch of 256² patches on a CPU and on a GPU (scaled for other patch sizes)
 _BATCH_256 = {"cpu": 8, "gpu": 16}
 #: training budget of ``fit(DIR)`` when neither epochs nor a time limit is given
 _TIME_LIMIT = {"cpu": 540.0, "gpu": 1200.0}
-_MAX_EPOCHS = 1000
+#: upper bound of the epochs of a run
+MAX_EPOCHS = 1000
 
 
 def particle_diameters(masks) -> np.ndarray:
@@ -124,7 +125,7 @@ class Plan:
                 self.notes.append(f"{self.steps_per_epoch} → {shorter} steps per epoch, so that the "
                                   "budget holds enough epochs to choose the best from")
                 self.steps_per_epoch = shorter
-        self.epochs = int(np.clip(fitting(self.steps_per_epoch), 1, _MAX_EPOCHS))
+        self.epochs = int(np.clip(fitting(self.steps_per_epoch), 1, MAX_EPOCHS))
 
     def summary(self) -> str:
         """The plan in a few lines, as printed before training."""

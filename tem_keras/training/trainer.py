@@ -131,7 +131,7 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     from ..models.tem_weights import load_tem_weights
     from . import callbacks as cb
     from .heldout import HeldOut, choose_threshold, test_metrics
-    from .plan import Plan, plan_training
+    from .plan import MAX_EPOCHS, Plan, plan_training
 
     tune_allocator()
     strategy = choose_strategy(devices)  # first: a multi-worker strategy must precede other TF ops
@@ -192,10 +192,12 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     if plan.epochs is None and is_multi_worker(strategy):
         raise ValueError("training on several machines needs epochs=... (--epochs): every worker must "
                          "run the same number of epochs, which a time limit cannot promise")
+    # epochs planned from the time budget are re-planned after every epoch (EpochBudget)
+    adaptive = trained.epochs is None and plan.time_limit_s is not None
     if plan.epochs is None:
         step_s, val_s = _measure(net, sampler, monitored, plan, augmentation, trained.seed, factor, global_batch)
-        reserve = 1.2 * val_s * (len(val) + len(test or [])) / len(monitored) + 5.0  # threshold, test, plots
-        plan.fill_epochs(step_s, val_s, plan.time_limit_s - (time.monotonic() - started) - reserve,
+        plan.validation_seconds = val_s
+        plan.fill_epochs(step_s, val_s, plan.time_limit_s - (time.monotonic() - started) - _reserve(plan, val, test, monitored),
                          fixed_steps=trained.steps_per_epoch is not None)
 
     pixel_sizes = [p for name in read for p in read[name][2].values() if p]
@@ -241,13 +243,16 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
         warnings.warn(hint, PerformanceHint, stacklevel=3)
 
     deadline = started + plan.time_limit_s if plan.time_limit_s else None
-    progress, keras_verbose = cb.make_progress(plan.epochs, deadline, verbose)
+    budget = cb.EpochBudget(plan.epochs, plan.steps_per_epoch, max_epochs=MAX_EPOCHS,
+                            deadline=deadline - _reserve(plan, val, test, monitored) if adaptive else None)
+    progress, keras_verbose = cb.make_progress(budget, deadline, verbose)
+    if adaptive:  # Keras's bar would announce MAX_EPOCHS epochs; the epoch line says how many
+        keras_verbose = 0
     callbacks = [
-        cb.make_schedule(trained.learning_rate, plan.epochs * plan.steps_per_epoch, trained.schedule,
-                         deadline),
+        cb.make_schedule(trained.learning_rate, budget, trained.schedule, deadline),
         cb.make_validation(monitored, factor),
         keras.callbacks.BackupAndRestore(str(out_dir / "backup"), delete_checkpoint=True),
-        cb.make_checkpoint(out_dir / "best.keras", first_epoch=plan.epochs // 3 if trained.schedule == "cosine" else 0),
+        cb.make_checkpoint(out_dir / "best.keras", budget if trained.schedule == "cosine" else None),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=stored is not None),
         keras.callbacks.TensorBoard(str(out_dir / "logs")),
         keras.callbacks.TerminateOnNaN(),
@@ -256,11 +261,11 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_dice", mode="max",
                                                        patience=trained.patience))
     if deadline is not None:
-        callbacks.append(cb.make_time_limit(deadline))
+        callbacks.append(cb.make_time_limit(deadline, budget if adaptive else None))
     if verbose:
         callbacks.append(progress)
     train = random_patch_pipeline(sampler, global_batch, augmentation=augmentation, seed=trained.seed)
-    net.fit(train, epochs=plan.epochs, steps_per_epoch=plan.steps_per_epoch, callbacks=callbacks, shuffle=False,
+    net.fit(train, epochs=MAX_EPOCHS if adaptive else plan.epochs, steps_per_epoch=plan.steps_per_epoch, callbacks=callbacks, shuffle=False,
             verbose=keras_verbose if verbose else 0)
     net.save(out_dir / "last.keras")
     if (out_dir / "best.keras").is_file():
@@ -271,6 +276,9 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     import pandas as pd
 
     history = pd.read_csv(out_dir / "history.csv")
+    if chief:  # the epochs run, next to the plan's first estimate
+        config_json["training"]["epochs_run"] = len(history)
+        (run_dir / "config.json").write_text(json.dumps(config_json, indent=2))
     threshold = choose_threshold(val.predict(net, factor), val.masks)
     metrics = {"threshold": threshold["threshold"]}
     test_probabilities = None
@@ -292,6 +300,12 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     if verbose:
         _report(run, threshold, time.monotonic() - started)
     return run
+
+
+def _reserve(plan, val, test, monitored) -> float:
+    """Seconds kept after training for the threshold, the test images and the plots."""
+    per_image = (plan.validation_seconds or 0.0) / max(1, len(monitored))
+    return 1.2 * per_image * (len(val) + len(test or [])) + 5.0
 
 
 def plan_for_built(built, config, train, num_classes, device, replicas):
