@@ -121,8 +121,8 @@ def label_particles(mask, *, min_area: int = 10, split_touching: bool = True,
         equivalent radius of the connected components (at least 3 px), i.e. tied to the
         expected particle size.
     split_depth : float, optional
-        Minimum depth (pixels of distance transform) of the neck between two particles for them
-        to be split. Default: ``max(1.5, 0.15 * median radius)``.
+        Minimum depth (pixels of distance transform, > 0) of the neck between two particles for
+        them to be split. Default: ``max(1.5, 0.15 * median radius)``.
     exclude_border : bool
         Drop particles touching the image border (their size is unknown).
 
@@ -130,9 +130,18 @@ def label_particles(mask, *, min_area: int = 10, split_touching: bool = True,
     -------
     (H, W) ndarray of int32
         0 = background, particles numbered 1..n in raster order of their first pixel.
+
+    Notes
+    -----
+    The markers are found component by component in compiled passes (:mod:`tem_keras._split`);
+    the labels are identical to those of the whole-image procedure with scikit-image
+    (``peak_local_max(distance, labels=components)``, ``h_maxima``, one ``watershed`` of the
+    whole image), which ``tests/test_particles.py`` keeps as the reference.
     """
     from skimage.measure import label
-    from skimage.segmentation import clear_border
+
+    from ._regions import first_pixels
+    from ._split import watershed_split
 
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim != 2:
@@ -141,10 +150,10 @@ def label_particles(mask, *, min_area: int = 10, split_touching: bool = True,
         raise TEMInputError(f"the mask is empty: shape {mask.shape} has no pixels")
     min_area = check_int("min_area", min_area, 0)
     check_int("min_distance", min_distance, 1, optional=True)
-    check_number("split_depth", split_depth, 0.0, optional=True)
+    check_number("split_depth", split_depth, 0.0, low_open=True, optional=True)
     check_bool("split_touching", split_touching)
     check_bool("exclude_border", exclude_border)
-    components = label(mask, connectivity=2)
+    components = label(mask, connectivity=2).astype(np.int32)
     n_components = int(components.max())
     if n_components == 0:
         return components.astype(np.int32)
@@ -156,63 +165,18 @@ def label_particles(mask, *, min_area: int = 10, split_touching: bool = True,
             min_distance = max(3, int(round(0.5 * median_radius)))
         if split_depth is None:
             split_depth = max(1.5, 0.15 * median_radius)
-        labels = _split_touching(mask, components, int(min_distance), float(split_depth))
+        labels = watershed_split(np.ascontiguousarray(mask), components, n_components,
+                                 int(min_distance), float(split_depth))
+    # drop border particles and small ones; number the others 1..n in raster order of their
+    # first pixel
+    first, area, border = first_pixels(labels, int(labels.max()))
+    keep = (area > 0) & (area >= min_area)
     if exclude_border:
-        labels = clear_border(labels)
-    if min_area > 0:
-        sizes = np.bincount(labels.ravel())
-        small = sizes < min_area
-        small[0] = False
-        labels[small[labels]] = 0
-    # number particles 1..n in raster order of their first pixel
-    values, first = np.unique(labels.ravel(), return_index=True)
-    first, values = first[values > 0], values[values > 0]
-    lut = np.zeros(int(labels.max()) + 1, np.int32)
-    lut[values[np.argsort(first)]] = np.arange(1, values.size + 1, dtype=np.int32)
+        keep &= ~border
+    kept = np.flatnonzero(keep)
+    lut = np.zeros(first.size, np.int32)
+    lut[kept[np.argsort(first[kept])]] = np.arange(1, kept.size + 1, dtype=np.int32)
     return lut[labels]
-
-
-def _split_touching(mask, components, min_distance, split_depth):
-    from scipy import ndimage as ndi
-    from skimage.feature import peak_local_max
-    from skimage.morphology import h_maxima
-    from skimage.segmentation import watershed
-
-    distance = ndi.distance_transform_edt(mask)
-    peaks = peak_local_max(distance, min_distance=min_distance, labels=components,
-                           exclude_border=False)
-    markers = np.zeros(mask.shape, np.int32)
-    next_marker = 1
-    peak_component = components[tuple(peaks.T)] if len(peaks) else np.zeros(0, np.int64)
-    n_peaks = np.bincount(peak_component, minlength=components.max() + 1)
-    boxes = ndi.find_objects(components)
-    for k, box in enumerate(boxes, start=1):
-        if box is None:
-            continue
-        if n_peaks[k] < 2:
-            # nothing to split: one marker at the deepest point of the component
-            centre = ndi.maximum_position(distance[box], components[box], k)
-            markers[tuple(sl.start + c for sl, c in zip(box, centre))] = next_marker
-            next_marker += 1
-            continue
-        # keep one peak per h-maximum region: maxima that rise at least split_depth above
-        # the saddle joining them to a higher one (computed on the component's box only)
-        inside = components[box] == k
-        local = np.where(inside, distance[box], 0.0)
-        deep = h_maxima(local, split_depth).astype(bool) & inside
-        regions, _ = ndi.label(deep, structure=np.ones((3, 3)))
-        offset = np.array([sl.start for sl in box])
-        own = peaks[peak_component == k] - offset
-        region_of_peak = regions[tuple(own.T)]
-        own, region_of_peak = own[region_of_peak > 0], region_of_peak[region_of_peak > 0]
-        _, first = np.unique(region_of_peak, return_index=True)
-        if first.size == 0:
-            centre = ndi.maximum_position(local, inside.astype(np.int32), 1)
-            own, first = np.array([centre]), np.array([0])
-        for y, x in own[first] + offset:
-            markers[y, x] = next_marker
-            next_marker += 1
-    return watershed(-distance, markers, mask=mask, connectivity=2)
 
 
 # --------------------------------------------------------------------------------------------
