@@ -7,11 +7,13 @@ rise at least ``split_depth`` above the saddle to a higher maximum (``h_maxima``
 finds the same markers in compiled passes instead of per-component Python calls:
 
 * the Euclidean distance transform, exactly (Felzenszwalb & Huttenlocher [2]_: the same integer
-  squared distances, hence the same ``float64`` values, as ``scipy.ndimage.distance_transform_edt``);
+  squared distances, hence the same ``float64`` values, as
+  ``scipy.ndimage.distance_transform_edt``);
 * per component, on its bounding box: the peak candidates of ``peak_local_max`` (maximum filter
   of ``2 min_distance + 1`` restricted to the component, its plateau rule, greedy spacing), the
-  h-maxima (reconstruction by dilation [3]_ of ``image - h - resolution`` as ``h_maxima``) and
-  one marker per h-maximum region, or one at the deepest point.
+  h-maxima (reconstruction by dilation [3]_ of ``image - h - resolution`` as ``h_maxima``, by
+  :func:`tem_keras._reconstruction.reconstruct_framed`) and one marker per h-maximum region,
+  or one at the deepest point; all linear in the component's box.
 
 The flooding itself stays one ``skimage.segmentation.watershed`` of the whole image: where two
 markers of a component have the same distance value, its priority queue orders them by the
@@ -33,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ._reconstruction import reconstruct_framed
 from ._regions import bounding_boxes
 
 _FLOAT_MIN = np.finfo(np.float64).min  # peak_local_max's value outside the component
@@ -119,53 +122,54 @@ def _component_peaks(f, inside, m, threshold, peaks):  # pragma: no cover - comp
                               or (y < h - 1 and eroded[y + 1, x])
                               or (x > 0 and eroded[y, x - 1]) or (x < w - 1 and eroded[y, x + 1]))
                     candidate[y, x] = inside[y, x] and not opened
-    # candidates above the threshold in raster order, stably sorted highest first
+    # candidates above the threshold in raster order, then stably sorted highest first
     count = 0
     for y in range(h):
         for x in range(w):
             if candidate[y, x] and f[y, x] > threshold:
-                i = count
-                while i > 0 and f[peaks[i - 1, 0], peaks[i - 1, 1]] < f[y, x]:
-                    peaks[i, 0], peaks[i, 1] = peaks[i - 1, 0], peaks[i - 1, 1]
-                    i -= 1
-                peaks[i, 0], peaks[i, 1] = y, x
+                peaks[count, 0], peaks[count, 1] = y, x
                 count += 1
-    if m <= 1:
-        return count
-    kept = 0  # greedy spacing: drop a peak closer than m (Chebyshev) to a kept one
-    for i in range(count):
-        far = True
-        for j in range(kept):
-            if max(abs(peaks[j, 0] - peaks[i, 0]), abs(peaks[j, 1] - peaks[i, 1])) < m:
-                far = False
-                break
-        if far:
-            peaks[kept, 0], peaks[kept, 1] = peaks[i, 0], peaks[i, 1]
-            kept += 1
-    return kept
+    order = _highest_first(f, peaks, count)
+    blocked = np.zeros((h, w), np.bool_)  # within m - 1 (Chebyshev) of a kept peak
+    kept = np.empty((count, 2), np.int64)
+    n_kept = 0
+    for i in order:
+        y, x = peaks[i, 0], peaks[i, 1]
+        if blocked[y, x]:
+            continue
+        kept[n_kept, 0], kept[n_kept, 1] = y, x
+        n_kept += 1
+        if m > 1:  # greedy spacing: later peaks closer than m are dropped
+            for yy in range(max(0, y - m + 1), min(h, y + m)):
+                for xx in range(max(0, x - m + 1), min(w, x + m)):
+                    blocked[yy, xx] = True
+    for i in range(n_kept):
+        peaks[i, 0], peaks[i, 1] = kept[i, 0], kept[i, 1]
+    return n_kept
 
 
 @njit(nogil=True, cache=True)
-def _reconstruct(seed, mask):  # pragma: no cover - compiled by Numba
-    """Grey reconstruction by dilation of ``seed <= mask`` under ``mask`` (8-connectivity), in
-    place: forward and backward raster scans until nothing changes [3]_."""
-    h, w = seed.shape
-    changed = True
-    while changed:
-        changed = False
-        for i in range(2 * h * w):
-            forward = i < h * w
-            j = i if forward else 2 * h * w - 1 - i
-            y, x = j // w, j % w
-            s = 1 if forward else -1  # neighbours already visited in this scan
-            v = seed[y, x]
-            for yy, xx in ((y - s, x - 1), (y - s, x), (y - s, x + 1), (y, x - s)):
-                if 0 <= yy < h and 0 <= xx < w and seed[yy, xx] > v:
-                    v = seed[yy, xx]
-            v = min(v, mask[y, x])
-            if v != seed[y, x]:
-                seed[y, x] = v
-                changed = True
+def _highest_first(f, peaks, count):  # pragma: no cover - compiled by Numba
+    """Indices of ``peaks[:count]`` by decreasing ``f``, equal values in their order (merge
+    sort)."""
+    order = np.arange(count)
+    other = np.empty(count, np.int64)
+    width = 1
+    while width < count:
+        for low in range(0, count, 2 * width):
+            mid, high = min(low + width, count), min(low + 2 * width, count)
+            i, j = low, mid
+            for k in range(low, high):
+                if j < high and (i >= mid or f[peaks[order[j], 0], peaks[order[j], 1]]
+                                 > f[peaks[order[i], 0], peaks[order[i], 1]]):
+                    other[k] = order[j]
+                    j += 1
+                else:
+                    other[k] = order[i]
+                    i += 1
+        order, other = other, order
+        width *= 2
+    return order
 
 
 @njit(nogil=True, cache=True)
@@ -223,17 +227,30 @@ def _markers(distance, components, boxes, m, threshold, depth, resolution,
         n_peaks = _component_peaks(f, inside, m, threshold, peaks)
         count = 0
         if n_peaks >= 2 and depth <= high - low:
-            # h_maxima: local minus the reconstruction of local - depth - resolution * |local|
-            # is at least depth
-            rec = np.empty((h, w), np.float64)
+            # h_maxima: where local minus the reconstruction under local of
+            # local - depth - resolution * |local| is at least depth; framed images for
+            # reconstruct_framed, the frame at the lowest value
+            fw = w + 2
+            seed = np.empty((h + 2) * fw, np.float64)
+            under = np.empty((h + 2) * fw, np.float64)
+            lowest = np.inf
             for y in range(h):
                 for x in range(w):
-                    rec[y, x] = (local[y, x] - depth) - resolution * abs(local[y, x])
-            _reconstruct(rec, local)
+                    i = (y + 1) * fw + x + 1
+                    seed[i] = (local[y, x] - depth) - resolution * abs(local[y, x])
+                    under[i] = local[y, x]
+                    lowest = min(lowest, seed[i])
+            for i in range(seed.size):
+                y, x = i // fw, i % fw
+                if y == 0 or x == 0 or y == h + 1 or x == w + 1:
+                    seed[i] = under[i] = lowest
+            reconstruct_framed(seed, under, fw, np.empty(seed.size, np.int64),
+                               np.zeros(seed.size, np.bool_))
             deep = np.empty((h, w), np.bool_)
             for y in range(h):
                 for x in range(w):
-                    deep[y, x] = local[y, x] - rec[y, x] >= depth and inside[y, x]
+                    deep[y, x] = (local[y, x] - seed[(y + 1) * fw + x + 1] >= depth
+                                  and inside[y, x])
             regions = _regions(deep)
             claimed = np.zeros(h * w + 1, np.bool_)
             for i in range(n_peaks):

@@ -153,7 +153,7 @@ def label_particles(mask, *, min_area: int = 10, split_touching: bool = True,
     check_number("split_depth", split_depth, 0.0, low_open=True, optional=True)
     check_bool("split_touching", split_touching)
     check_bool("exclude_border", exclude_border)
-    components = label(mask, connectivity=2).astype(np.int32)
+    components = np.ascontiguousarray(label(mask, connectivity=2), dtype=np.int32)
     n_components = int(components.max())
     if n_components == 0:
         return components.astype(np.int32)
