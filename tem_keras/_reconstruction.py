@@ -21,12 +21,13 @@ from numba import njit
 
 
 @njit(nogil=True, cache=True)
-def _reconstruct(marker, mask, width, queue, queued):  # pragma: no cover - compiled by Numba
+def reconstruct_framed(marker, mask, width, queue, queued):  # pragma: no cover - compiled by Numba
     """Reconstruction by dilation of ``marker`` under ``mask``, in place, 8-connectivity.
 
-    Both are flattened images of row length ``width`` with a frame of zeros (in both), so that
-    the eight neighbours of every inner pixel exist and the frame is never raised; ``marker <=
-    mask``. ``queue`` (a ring buffer) and ``queued`` (flags) hold one entry per pixel.
+    Both are flattened images of row length ``width`` with a one-pixel frame holding, in both,
+    one value no larger than any other (zero for unsigned images), so that the eight neighbours
+    of every inner pixel exist and the frame is never raised; ``marker <= mask``. ``queue`` (a
+    ring buffer) and ``queued`` (flags, False) hold one entry per pixel. Callable from Numba.
     """
     n = marker.size
     # forward scan: neighbours above and to the left
@@ -85,5 +86,5 @@ def dilate_from_border(image: np.ndarray) -> np.ndarray:
     marker[1:-1, 1], marker[1:-1, -2] = image[:, 0], image[:, -1]
     n = mask.size
     queue = np.empty(n, np.int32 if n < 2 ** 31 else np.int64)
-    _reconstruct(marker.ravel(), mask.ravel(), width + 2, queue, np.zeros(n, np.bool_))
+    reconstruct_framed(marker.ravel(), mask.ravel(), width + 2, queue, np.zeros(n, np.bool_))
     return marker[1:-1, 1:-1].copy()

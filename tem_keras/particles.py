@@ -12,6 +12,8 @@ References
        47, 2200 (1976) -- log-normal size distributions of nanoparticles.
 .. [3] L. Vincent, P. Soille, "Watersheds in digital spaces", IEEE Transactions on Pattern
        Analysis and Machine Intelligence 13, 583-598 (1991).
+.. [4] S. van der Walt et al., "scikit-image: image processing in Python", PeerJ 2, e453 (2014)
+       -- ``regionprops``, whose definitions the measurements follow.
 """
 
 from __future__ import annotations
@@ -80,9 +82,10 @@ def particle_mask(mask_or_probabilities, *, threshold: float = 0.5, class_index:
     if arr.dtype == bool:
         return arr
     if np.issubdtype(arr.dtype, np.integer):
-        values = np.unique(arr)
-        if class_index == 1 and set(values.tolist()) <= {0, 255} and 255 in values:
-            return arr == 255
+        if class_index == 1 and arr.max() == 255 and arr.min() >= 0:
+            bright = arr == 255
+            if np.count_nonzero(arr) == np.count_nonzero(bright):  # only 0 and 255
+                return bright
         return arr == class_index
     if np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all():
@@ -118,8 +121,8 @@ def label_particles(mask, *, min_area: int = 10, split_touching: bool = True,
         equivalent radius of the connected components (at least 3 px), i.e. tied to the
         expected particle size.
     split_depth : float, optional
-        Minimum depth (pixels of distance transform) of the neck between two particles for them
-        to be split. Default: ``max(1.5, 0.15 * median radius)``.
+        Minimum depth (pixels of distance transform, > 0) of the neck between two particles for
+        them to be split. Default: ``max(1.5, 0.15 * median radius)``.
     exclude_border : bool
         Drop particles touching the image border (their size is unknown).
 
@@ -127,9 +130,18 @@ def label_particles(mask, *, min_area: int = 10, split_touching: bool = True,
     -------
     (H, W) ndarray of int32
         0 = background, particles numbered 1..n in raster order of their first pixel.
+
+    Notes
+    -----
+    The markers are found component by component in compiled passes (:mod:`tem_keras._split`);
+    the labels are identical to those of the whole-image procedure with scikit-image
+    (``peak_local_max(distance, labels=components)``, ``h_maxima``, one ``watershed`` of the
+    whole image), which ``tests/test_particles.py`` keeps as the reference.
     """
     from skimage.measure import label
-    from skimage.segmentation import clear_border
+
+    from ._regions import first_pixels
+    from ._split import watershed_split
 
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim != 2:
@@ -138,10 +150,10 @@ def label_particles(mask, *, min_area: int = 10, split_touching: bool = True,
         raise TEMInputError(f"the mask is empty: shape {mask.shape} has no pixels")
     min_area = check_int("min_area", min_area, 0)
     check_int("min_distance", min_distance, 1, optional=True)
-    check_number("split_depth", split_depth, 0.0, optional=True)
+    check_number("split_depth", split_depth, 0.0, low_open=True, optional=True)
     check_bool("split_touching", split_touching)
     check_bool("exclude_border", exclude_border)
-    components = label(mask, connectivity=2)
+    components = np.ascontiguousarray(label(mask, connectivity=2), dtype=np.int32)
     n_components = int(components.max())
     if n_components == 0:
         return components.astype(np.int32)
@@ -153,63 +165,18 @@ def label_particles(mask, *, min_area: int = 10, split_touching: bool = True,
             min_distance = max(3, int(round(0.5 * median_radius)))
         if split_depth is None:
             split_depth = max(1.5, 0.15 * median_radius)
-        labels = _split_touching(mask, components, int(min_distance), float(split_depth))
+        labels = watershed_split(np.ascontiguousarray(mask), components, n_components,
+                                 int(min_distance), float(split_depth))
+    # drop border particles and small ones; number the others 1..n in raster order of their
+    # first pixel
+    first, area, border = first_pixels(labels, int(labels.max()))
+    keep = (area > 0) & (area >= min_area)
     if exclude_border:
-        labels = clear_border(labels)
-    if min_area > 0:
-        sizes = np.bincount(labels.ravel())
-        small = sizes < min_area
-        small[0] = False
-        labels[small[labels]] = 0
-    # number particles 1..n in raster order of their first pixel
-    values, first = np.unique(labels.ravel(), return_index=True)
-    first, values = first[values > 0], values[values > 0]
-    lut = np.zeros(int(labels.max()) + 1, np.int32)
-    lut[values[np.argsort(first)]] = np.arange(1, values.size + 1, dtype=np.int32)
+        keep &= ~border
+    kept = np.flatnonzero(keep)
+    lut = np.zeros(first.size, np.int32)
+    lut[kept[np.argsort(first[kept])]] = np.arange(1, kept.size + 1, dtype=np.int32)
     return lut[labels]
-
-
-def _split_touching(mask, components, min_distance, split_depth):
-    from scipy import ndimage as ndi
-    from skimage.feature import peak_local_max
-    from skimage.morphology import h_maxima
-    from skimage.segmentation import watershed
-
-    distance = ndi.distance_transform_edt(mask)
-    peaks = peak_local_max(distance, min_distance=min_distance, labels=components,
-                           exclude_border=False)
-    markers = np.zeros(mask.shape, np.int32)
-    next_marker = 1
-    peak_component = components[tuple(peaks.T)] if len(peaks) else np.zeros(0, np.int64)
-    n_peaks = np.bincount(peak_component, minlength=components.max() + 1)
-    boxes = ndi.find_objects(components)
-    for k, box in enumerate(boxes, start=1):
-        if box is None:
-            continue
-        if n_peaks[k] < 2:
-            # nothing to split: one marker at the deepest point of the component
-            centre = ndi.maximum_position(distance[box], components[box], k)
-            markers[tuple(sl.start + c for sl, c in zip(box, centre))] = next_marker
-            next_marker += 1
-            continue
-        # keep one peak per h-maximum region: maxima that rise at least split_depth above
-        # the saddle joining them to a higher one (computed on the component's box only)
-        inside = components[box] == k
-        local = np.where(inside, distance[box], 0.0)
-        deep = h_maxima(local, split_depth).astype(bool) & inside
-        regions, _ = ndi.label(deep, structure=np.ones((3, 3)))
-        offset = np.array([sl.start for sl in box])
-        own = peaks[peak_component == k] - offset
-        region_of_peak = regions[tuple(own.T)]
-        own, region_of_peak = own[region_of_peak > 0], region_of_peak[region_of_peak > 0]
-        _, first = np.unique(region_of_peak, return_index=True)
-        if first.size == 0:
-            centre = ndi.maximum_position(local, inside.astype(np.int32), 1)
-            own, first = np.array([centre]), np.array([0])
-        for y, x in own[first] + offset:
-            markers[y, x] = next_marker
-            next_marker += 1
-    return watershed(-distance, markers, mask=mask, connectivity=2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -278,6 +245,21 @@ def _pixel_size(pixel_size_nm, image):
     return value
 
 
+def _ellipse(central, area):
+    """Major and minor axes and eccentricity of the ellipse with the same second central moments
+    (``mu_20``, ``mu_02``, ``mu_11`` per row), from the inertia tensor as regionprops does."""
+    mu20, mu02, mu11 = central.T
+    both = mu20 + mu02
+    tensor = np.empty((len(area), 2, 2))
+    tensor[:, 0, 0] = (both - mu20) / area
+    tensor[:, 1, 1] = (both - mu02) / area
+    tensor[:, 0, 1] = tensor[:, 1, 0] = -mu11 / area
+    small, large = np.clip(np.linalg.eigvalsh(tensor), 0, None).T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        eccentricity = np.where(large > 0, np.sqrt(1 - small / large), 0.0)
+    return 4 * np.sqrt(large), 4 * np.sqrt(small), eccentricity
+
+
 def measure_particles(mask_or_probabilities, pixel_size_nm: float | None = None, *, image=None,
                       threshold: float = 0.5, min_area: int = 10, split_touching: bool = True,
                       exclude_border: bool = True, class_index: int = 1,
@@ -312,9 +294,19 @@ def measure_particles(mask_or_probabilities, pixel_size_nm: float | None = None,
         ``*_nm2`` columns are always present and NaN when the pixel size is unknown.
     labels : (H, W) ndarray of int32
         Only with ``return_labels``.
+
+    Notes
+    -----
+    The columns are those of ``skimage.measure.regionprops`` [4]_, computed for all particles at
+    once in compiled passes (:mod:`tem_keras._regions`). Labels, areas, centroids, equivalent
+    diameters, perimeters, circularity, solidity and ``touches_border`` are identical to it;
+    the axes (relative 1e-12), ``eccentricity`` (absolute 1e-7: its square root magnifies the
+    rounding of near-round particles) and ``mean_intensity`` (relative 1e-12) agree within the
+    rounding of sums taken in another order (``tests/test_particles.py``).
     """
     import pandas as pd
-    from skimage.measure import regionprops_table
+
+    from ._regions import region_measurements
 
     mask = particle_mask(mask_or_probabilities, threshold=threshold, class_index=class_index)
     check_int("min_area", min_area, 0)
@@ -331,43 +323,43 @@ def measure_particles(mask_or_probabilities, pixel_size_nm: float | None = None,
     labels = label_particles(mask, min_area=min_area, split_touching=split_touching,
                              min_distance=min_distance, split_depth=split_depth,
                              exclude_border=exclude_border)
-    properties = ["label", "centroid", "area", "equivalent_diameter_area", "axis_major_length",
-                  "axis_minor_length", "eccentricity", "perimeter", "solidity", "bbox"]
-    if intensity is not None:
-        properties.append("intensity_mean")
-    props = regionprops_table(labels, intensity_image=intensity, properties=properties)
-    n = len(props["label"])
+    n = int(labels.max())
+    props = region_measurements(labels, n, intensity)
     scale = np.nan if px is None else px
     height, width = mask.shape
-    perimeter = np.asarray(props["perimeter"], dtype=float)
-    area = np.asarray(props["area"], dtype=float)
+    area = props["area"].astype(float)
+    centroid = props["centroid"].reshape(n, 2)
+    major, minor, eccentricity = _ellipse(props["central_moments"].reshape(n, 3), area)
+    perimeter = props["perimeter"]
     with np.errstate(invalid="ignore", divide="ignore"):
         circularity = np.where(perimeter > 0, 4 * np.pi * area / perimeter ** 2, np.nan)
-    touches = ((np.asarray(props["bbox-0"]) == 0) | (np.asarray(props["bbox-1"]) == 0)
-               | (np.asarray(props["bbox-2"]) == height) | (np.asarray(props["bbox-3"]) == width))
-    diameter = np.asarray(props["equivalent_diameter_area"], dtype=float)
+    bbox = props["bbox"].reshape(n, 4)
+    touches = ((bbox[:, 0] == 0) | (bbox[:, 1] == 0) | (bbox[:, 2] == height)
+               | (bbox[:, 3] == width))
+    # regionprops' (4 A / pi) ** (1 / 2), element by element (numpy's ** 0.5 is a sqrt)
+    diameter = np.array([(4 * a / np.pi) ** (1 / 2) for a in area.tolist()], dtype=float)
     table = pd.DataFrame({
-        "label": np.asarray(props["label"], dtype=np.int64),
-        "centroid_y_px": np.asarray(props["centroid-0"], dtype=float),
-        "centroid_x_px": np.asarray(props["centroid-1"], dtype=float),
-        "centroid_y_nm": np.asarray(props["centroid-0"], dtype=float) * scale,
-        "centroid_x_nm": np.asarray(props["centroid-1"], dtype=float) * scale,
+        "label": np.arange(1, n + 1, dtype=np.int64),
+        "centroid_y_px": centroid[:, 0],
+        "centroid_x_px": centroid[:, 1],
+        "centroid_y_nm": centroid[:, 0] * scale,
+        "centroid_x_nm": centroid[:, 1] * scale,
         "area_px": area,
         "area_nm2": area * scale ** 2,
         "equivalent_diameter_px": diameter,
         "equivalent_diameter_nm": diameter * scale,
-        "major_axis_px": np.asarray(props["axis_major_length"], dtype=float),
-        "minor_axis_px": np.asarray(props["axis_minor_length"], dtype=float),
-        "major_axis_nm": np.asarray(props["axis_major_length"], dtype=float) * scale,
-        "minor_axis_nm": np.asarray(props["axis_minor_length"], dtype=float) * scale,
-        "eccentricity": np.asarray(props["eccentricity"], dtype=float),
+        "major_axis_px": major,
+        "minor_axis_px": minor,
+        "major_axis_nm": major * scale,
+        "minor_axis_nm": minor * scale,
+        "eccentricity": eccentricity,
         "perimeter_px": perimeter,
         "circularity": circularity,
-        "solidity": np.asarray(props["solidity"], dtype=float),
-        "touches_border": touches.astype(bool) if n else np.zeros(0, bool),
+        "solidity": area / props["convex_area"],
+        "touches_border": touches.astype(bool),
     })
     if intensity is not None:
-        table["mean_intensity"] = np.asarray(props["intensity_mean"], dtype=float)
+        table["mean_intensity"] = props["intensity_sum"] / props["area"]
     table.attrs["pixel_size_nm"] = px
     if return_labels:
         return table, labels
