@@ -435,6 +435,8 @@ def markdown(results: list[dict], header: dict) -> str:
             f"{k.replace('_', ' ')} {config_value(cfg, k)}" for k in
             ("patch_size", "batch_size", "steps_per_epoch", "epochs", "learning_rate")
             if config_value(cfg, k) is not None]
+        if cfg.get("plan.pretrained"):
+            bits.append(f"warm start `{cfg['plan.pretrained']}`")
         s = r.get("summary") or {}
 
         def cell(k):
