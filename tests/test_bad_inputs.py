@@ -542,6 +542,7 @@ def test_run_folder_with_an_empty_history_still_predicts(world, tmp_path):
     assert tem_keras.load(run).history is None
 
 
+@pytest.mark.slow
 def test_count_particles_counts_every_component_measure_is_for_sizes():
     import tem_keras
 

@@ -131,6 +131,7 @@ def test_store_refuses_what_it_must_not_touch(tiny_run, tmp_path, monkeypatch):
         predict_stack(tiny_run.path, frames, out=tmp_path / "z.zarr")
 
 
+@pytest.mark.slow
 def test_command_line_writes_a_store_and_refuses_folder_options(tiny_run, tmp_path, capsys):
     from tem_keras.cli import main
     from tem_keras.distributed import PredictionStore
@@ -150,6 +151,7 @@ def test_command_line_writes_a_store_and_refuses_folder_options(tiny_run, tmp_pa
     assert main(args[:3] + out_folder + ["--track"]) == 2 and "--track" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_store_reads_dask_arrays_and_lazy_signals(tiny_run, tmp_path):
     """A Dask array, RosettaSciIO's lazy signal dictionary and a lazy HyperSpy signal give the
     masks of the same frames read from the file, and the signals' calibration."""

@@ -224,6 +224,7 @@ def test_watch_segments_files_written_in_pieces_once_and_completely(tiny_run, ti
     pd.testing.assert_frame_equal(found, rows, check_dtype=False)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_command_after_the_current_file_and_a_restart_finishes(
         tiny_run, tiny_dataset, tmp_path, capsys):
     from tem_keras.cli import main

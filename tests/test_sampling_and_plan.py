@@ -93,6 +93,7 @@ def test_plan_clamps_the_patch_with_a_note_and_sizes_the_model_to_the_particles(
     assert fixed.model == {"name": "unet", "num_classes": 2}
 
 
+@pytest.mark.slow
 def test_receptive_field_of_the_chosen_model_grows_with_the_particles():
     from tem_keras.models.receptive_field import receptive_field
     from tem_keras.models.registry import build_model
