@@ -310,7 +310,7 @@ def test_cluster_job_interrupted_then_rerun_computes_only_missing_chunks(client,
     running.set()
 
     def press_ctrl_c():
-        wait_for(lambda: (out / "done").is_dir() and len(store.done_chunks()) >= 3)
+        wait_for(lambda: (out / "done").is_dir() and len(store.done_chunks()) >= 1)
         if running.is_set():
             os.kill(os.getpid(), signal.SIGINT)
 
@@ -318,18 +318,18 @@ def test_cluster_job_interrupted_then_rerun_computes_only_missing_chunks(client,
     thread.start()
     with pytest.raises(KeyboardInterrupt):
         try:
-            predict_stack(tiny_run.path, video, client=client, out=out, chunk_frames=2, tta=True)
+            predict_stack(tiny_run.path, video, client=client, out=out, chunk_frames=1, tta=True)
         finally:
             running.clear()
     thread.join(timeout=5)
     wait_until_idle(client)  # tasks cancelled; the ones already running have finished
     before = {c: store.marker(c).stat().st_mtime_ns for c in store.done_chunks()}
-    assert 3 <= len(before) < 20
+    assert 1 <= len(before) < 40
     assert not (tmp_path / ".r.zarr.lock").exists()  # the interrupted job released the store
 
-    report = predict_stack(tiny_run.path, video, client=client, out=out, chunk_frames=2, tta=True)
+    report = predict_stack(tiny_run.path, video, client=client, out=out, chunk_frames=1, tta=True)
     assert report.skipped == sorted(before)
-    assert sorted(report.computed) == sorted(set(range(20)) - set(before))
+    assert sorted(report.computed) == sorted(set(range(40)) - set(before))
     assert {c: store.marker(c).stat().st_mtime_ns for c in before} == before  # not rewritten
     np.testing.assert_array_equal(report.masks[:], tta_reference)
 
