@@ -195,9 +195,11 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     # epochs planned from the time budget are re-planned after every epoch (EpochBudget)
     adaptive = trained.epochs is None and plan.time_limit_s is not None
     if plan.epochs is None:
-        step_s, val_s = _measure(net, sampler, monitored, plan, augmentation, trained.seed, factor, global_batch)
-        plan.validation_seconds = val_s
-        plan.fill_epochs(step_s, val_s, plan.time_limit_s - (time.monotonic() - started) - _reserve(plan, val, test, monitored),
+        step_s, plan.validation_seconds = _measure(net, sampler, monitored, plan, augmentation, trained.seed,
+                                                   factor, global_batch)
+    reserve = _reserve(plan, val, test, monitored)  # threshold, test images, plots
+    if plan.epochs is None:
+        plan.fill_epochs(step_s, plan.validation_seconds, plan.time_limit_s - (time.monotonic() - started) - reserve,
                          fixed_steps=trained.steps_per_epoch is not None)
 
     pixel_sizes = [p for name in read for p in read[name][2].values() if p]
@@ -244,7 +246,7 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
 
     deadline = started + plan.time_limit_s if plan.time_limit_s else None
     budget = cb.EpochBudget(plan.epochs, plan.steps_per_epoch, max_epochs=MAX_EPOCHS,
-                            deadline=deadline - _reserve(plan, val, test, monitored) if adaptive else None)
+                            deadline=deadline - reserve if adaptive else None)
     progress, keras_verbose = cb.make_progress(budget, deadline, verbose)
     if adaptive:  # Keras's bar would announce MAX_EPOCHS epochs; the epoch line says how many
         keras_verbose = 0
