@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from .blocks import model_input, softmax_head
+from .blocks import batch_normalization, model_input, softmax_head
 
 __all__ = ["shallow_cnn"]
 
@@ -57,7 +57,7 @@ def shallow_cnn(
     x = layers.Conv2D(int(filters), int(kernel_size), padding="same", use_bias=not batch_norm,
                       name="filters")(inputs)
     if batch_norm:
-        x = layers.BatchNormalization(name="filters_bn")(x)
+        x = batch_normalization("filters_bn")(x)
     if int(filters) > 1:
         x = layers.ReLU(name="filters_relu")(x)
     outputs = softmax_head(x, num_classes, name="combine")
