@@ -6,8 +6,8 @@ With a run folder (from ``tem_keras.fit`` / ``tem-keras fit``) it explains that 
 ``--image`` (default: the run's first test image). Without one it trains, on generated
 bright-field micrographs, a small UNet and Horwath et al.'s shallow-wide CNN (32 kernels of 7×7
 and a 1×1 read-out), whose kernels are compared with Gaussian / LoG / Sobel / Gabor filters.
-Figures (PNG) and tables (CSV) go to ``--out``, which is replaced (it is this script's own
-folder). The notebook ``notebooks/03_explainability.ipynb`` does the same with explanations.
+Figures (PNG) and tables (CSV) go to ``--out`` (an existing folder is refused unless
+``--overwrite``). The notebook ``notebooks/03_explainability.ipynb`` does the same with explanations.
 The command line offers the same: ``tem-keras explain RUN IMAGE --method gradcam --out DIR``.
 """
 
@@ -38,22 +38,26 @@ def main(argv=None) -> dict:
     parser.add_argument("run_dir", nargs="?", type=Path, default=None, help="a finished run folder")
     parser.add_argument("--image", type=Path, default=None, help="image to explain")
     parser.add_argument("--out", type=Path, default=Path("tem_keras_explain"))
-    parser.add_argument("--fast", action="store_true", help="tiny data and 2 epochs")
+    parser.add_argument("--fast", action="store_true", help="tiny data and two training steps")
+    parser.add_argument("--time-limit", default="2min", help="training budget (default %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
 
     out = args.out
-    if out.exists():
+    if out.exists() and any(out.iterdir()):
+        if not args.overwrite:
+            parser.error(f"{out} exists and is not empty; choose another --out or add --overwrite")
         shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     runs = {}
     if args.run_dir is not None:
         runs["model"] = tem_keras.Run.load(args.run_dir)
     else:
         data = make_dataset(out / "data", n_images=6 if args.fast else 16,
                             size=96 if args.fast else 256, mode="bright-field", seed=3)
-        fit = {"epochs": 2 if args.fast else 30, "patience": 30, "patch_size": 64 if args.fast else 128,
-               "batch_size": 8, "learning_rate": 1e-3, "seed": 0, "verbose": 0,
-               "mixed_precision": "float32"}   # explanations differentiate the float32 network
+        budget = {"epochs": 1, "steps_per_epoch": 2} if args.fast else {"time_limit": args.time_limit}
+        fit = {"seed": 0, "verbose": 0, "mixed_precision": "float32",   # explanations differentiate
+               **budget}                                                # the float32 network
         runs["unet"] = tem_keras.fit(data, {"name": "unet", "depth": 2 if args.fast else 3,
                                             "base_filters": 8, "batch_norm": True},
                                      run_dir=out / "unet", **fit)

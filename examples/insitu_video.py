@@ -5,8 +5,9 @@
 ``--video`` is a multi-frame file (.dm4/.dm3 stack, .ser, .emd, multi-page .tif, .mrc, .npy,
 .h5), a folder of frames or a pattern such as ``"frames/*.tif"``, and ``--run`` a run folder
 trained on images like it. Without them the script makes a synthetic movie of ripening
-particles and trains a small UNet on still images first. Results go to ``--out`` (replaced: it
-is this script's own folder): ``particle_tracks.csv``, ``size_vs_time.csv``, ``size_vs_time.png``.
+particles and first trains with ``fit``'s defaults on still images for ``--time-limit``. Results
+go to ``--out`` (an existing folder is refused unless ``--overwrite``): ``particle_tracks.csv``,
+``size_vs_time.csv``, ``size_vs_time.png``.
 The notebook ``notebooks/04_in_situ_video.ipynb`` does the same with figures. For long movies on
 many machines: ``tem-keras predict RUN VIDEO --out masks/ --particles --shard i/n``.
 """
@@ -34,15 +35,19 @@ def main(argv=None):
     parser.add_argument("--run", type=Path, default=None, help="run folder of a trained model")
     parser.add_argument("--out", type=Path, default=Path("tem_keras_video"))
     parser.add_argument("--seconds-per-frame", type=float, default=2.0)
-    parser.add_argument("--fast", action="store_true", help="tiny movie and 2 epochs")
+    parser.add_argument("--fast", action="store_true", help="tiny movie and two training steps")
+    parser.add_argument("--time-limit", default="3min", help="training budget (default %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
     if (args.video is None) != (args.run is None):
         parser.error("give both --video and --run, or neither (synthetic demo)")
 
     out = args.out
-    if out.exists():
+    if out.exists() and any(out.iterdir()):
+        if not args.overwrite:
+            parser.error(f"{out} exists and is not empty; choose another --out or add --overwrite")
         shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     size = 96 if args.fast else 256
     if args.video is None:
         frames, _, _ = make_stack(5 if args.fast else 30, size, "bright-field", seed=4,
@@ -53,10 +58,8 @@ def main(argv=None):
         video = out / "video"
         data = make_dataset(out / "train_data", n_images=6 if args.fast else 20, size=size,
                             mode="bright-field", seed=5)
-        run = tem_keras.fit(data, {"name": "unet", "depth": 2 if args.fast else 3, "base_filters": 8,
-                                   "batch_norm": True}, epochs=2 if args.fast else 30, patience=30,
-                            patch_size=64 if args.fast else 128, batch_size=8, learning_rate=1e-3,
-                            run_dir=out / "run", verbose=0)
+        budget = {"epochs": 1, "steps_per_epoch": 2} if args.fast else {"time_limit": args.time_limit}
+        run = tem_keras.fit(data, seed=0, run_dir=out / "run", verbose=0, **budget)
     else:
         video, run = args.video, tem_keras.Run.load(args.run)
 

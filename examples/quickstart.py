@@ -4,8 +4,9 @@
 
 Without ``--data`` it trains on generated bright-field micrographs (with exact masks); with
 ``--data`` on your dataset folder (``images/`` + ``masks/``, see the README), which is only read.
-Everything is written under ``--out`` (replaced if it exists: it is this script's own folder).
-``--fast`` uses tiny images and 2 epochs (seconds); the default takes a few minutes on a CPU.
+Everything is written under ``--out`` (an existing folder is refused unless ``--overwrite``).
+Training uses ``fit``'s defaults (model, patches and epochs planned from the data) for
+``--time-limit`` (3 minutes); ``--fast`` uses tiny images and two training steps (seconds).
 The notebook ``notebooks/01_quickstart.ipynb`` does the same with figures.
 """
 
@@ -30,14 +31,18 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None, help="your dataset folder (read only)")
     parser.add_argument("--out", type=Path, default=Path("tem_keras_quickstart"))
-    parser.add_argument("--fast", action="store_true", help="tiny data and 2 epochs")
+    parser.add_argument("--fast", action="store_true", help="tiny data and two training steps")
+    parser.add_argument("--time-limit", default="3min", help="training budget (default %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
 
     fast = args.fast
     out = args.out
-    if out.exists():
+    if out.exists() and any(out.iterdir()):
+        if not args.overwrite:
+            parser.error(f"{out} exists and is not empty; choose another --out or add --overwrite")
         shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
 
     # 1. a dataset folder
     data = args.data or make_dataset(out / "data", n_images=6 if fast else 24, size=96 if fast else 256,
@@ -45,11 +50,9 @@ def main(argv=None) -> dict:
     dataset = discover(data)
     print(dataset)
 
-    # 2. train a small UNet for a fixed number of epochs (tem_keras.fit(data) alone plans everything)
-    run = tem_keras.fit(data, {"name": "unet", "depth": 2 if fast else 3, "base_filters": 8,
-                               "batch_norm": True},
-                        epochs=2 if fast else 40, patience=40, patch_size=64 if fast else 128,
-                        batch_size=8, learning_rate=1e-3, seed=0, run_dir=out / "run", verbose=2)
+    # 2. train with fit's defaults: model, patches and epochs are planned from the data
+    budget = {"epochs": 1, "steps_per_epoch": 2} if fast else {"time_limit": args.time_limit}
+    run = tem_keras.fit(data, seed=0, run_dir=out / "run", verbose=2, **budget)
     print("test images, per-image mean:", {k: round(v["mean"], 3) for k, v in run.metrics["per_image"].items()})
 
     # 3. predict the test images, 4. measure the particles in nm

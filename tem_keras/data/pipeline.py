@@ -9,6 +9,7 @@ per-element seeds (so results do not depend on thread timing), batches and prefe
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from ..errors import TEMInputError
 from .augment import Augmentation, Augmenter
 from .datasets import Dataset, discover, load_pair, split_samples
 from .preprocess import Preprocessing, extract_patches, foreground_patches
+
+#: patches sampled and augmented in parallel (NumPy, outside the GIL for the most part)
+_LOADERS = max(1, min(8, os.cpu_count() or 1))
 
 SPLITS = ("train", "val", "test")
 
@@ -154,12 +158,8 @@ def patch_pipeline(patches: PatchSet, batch_size: int, *, shuffle: bool = False,
         ds = ds.shuffle(len(patches), seed=seed, reshuffle_each_iteration=True)
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     ds = tf.data.Dataset.zip((ds, seeds))
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    options.deterministic = True
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(load, num_parallel_calls=_LOADERS, deterministic=True)
+    return _finish(ds.batch(batch_size, drop_remainder=drop_remainder))
 
 
 def random_patch_pipeline(sampler, batch_size: int, *, augmentation: Augmentation | None = None,
@@ -185,12 +185,24 @@ def random_patch_pipeline(sampler, batch_size: int, *, augmentation: Augmentatio
         image, mask = tf.numpy_function(fetch, [element_seed], [tf.float32, tf.int32], stateful=False)
         return tf.ensure_shape(image, size)[..., tf.newaxis], tf.ensure_shape(mask, size)
 
-    ds = tf.data.Dataset.random(seed=seed).map(load, num_parallel_calls=tf.data.AUTOTUNE,
-                                                deterministic=True)
+    ds = tf.data.Dataset.random(seed=seed).map(load, num_parallel_calls=_LOADERS, deterministic=True)
+    return _finish(ds.batch(batch_size, drop_remainder=True))
+
+
+def _finish(ds):
+    """Deterministic, sharded by data across workers, two batches prefetched, no autotuning.
+
+    tf.data's autotuning thread sleeps up to 60 s between rounds once training has run for a
+    while, and the iterator's destructor waits for it: ``fit`` sat idle for a minute after its
+    last epoch. The parallelism is therefore fixed (:data:`_LOADERS`).
+    """
+    import tensorflow as tf
+
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     options.deterministic = True
-    return ds.batch(batch_size, drop_remainder=True).with_options(options).prefetch(tf.data.AUTOTUNE)
+    options.autotune.enabled = False
+    return ds.with_options(options).prefetch(2)
 
 
 @dataclass
