@@ -38,6 +38,8 @@ def test_notebooks_are_present_and_clean():
         assert all(not c.outputs and c.execution_count is None for c in code_cells), \
             f"{name}: clear the outputs before committing"
         assert any(c.cell_type == "markdown" and "Use your own data" in c.source for c in nb.cells), name
+        # a markdown cell starting with four spaces renders as a code block
+        assert not [c for c in nb.cells if c.cell_type == "markdown" and c.source.startswith(" ")], name
 
 
 def _fast(nb):
