@@ -301,27 +301,36 @@ def test_cluster_job_survives_a_killed_worker(client, tiny_run, video, tta_refer
 
 @pytest.mark.slow
 def test_cluster_job_interrupted_then_rerun_computes_only_missing_chunks(client, tiny_run, video,
-                                                                         tta_reference, tmp_path):
+                                                                         tta_reference, tmp_path,
+                                                                         monkeypatch):
+    import tem_keras.distributed.cluster as cluster
     from tem_keras.distributed import PredictionStore
 
     out = tmp_path / "r.zarr"
     store = PredictionStore(out)
-    running = threading.Event()
-    running.set()
+    real_bar = cluster._progress_bar
+    pressed = []
 
-    def press_ctrl_c():
-        wait_for(lambda: (out / "done").is_dir() and len(store.done_chunks()) >= 1)
-        if running.is_set():
-            os.kill(os.getpid(), signal.SIGINT)
+    def bar_pressing_ctrl_c(total, progress):
+        """The progress bar; its first update (the first chunk done) sends this process a SIGINT,
+        as Ctrl-C does, while most of the 40 chunks are still pending."""
+        bar = real_bar(total, progress)
+        update = bar.update
 
-    thread = threading.Thread(target=press_ctrl_c, daemon=True)
-    thread.start()
+        def first_update(n=1):
+            update(n)
+            if not pressed:
+                pressed.append(True)
+                os.kill(os.getpid(), signal.SIGINT)
+
+        bar.update = first_update
+        return bar
+
+    monkeypatch.setattr(cluster, "_progress_bar", bar_pressing_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
-        try:
-            predict_stack(tiny_run.path, video, client=client, out=out, chunk_frames=1, tta=True)
-        finally:
-            running.clear()
-    thread.join(timeout=5)
+        predict_stack(tiny_run.path, video, client=client, out=out, chunk_frames=1, tta=True)
+    assert pressed
+    monkeypatch.setattr(cluster, "_progress_bar", real_bar)
     wait_until_idle(client)  # tasks cancelled; the ones already running have finished
     before = {c: store.marker(c).stat().st_mtime_ns for c in store.done_chunks()}
     assert 1 <= len(before) < 40
