@@ -76,8 +76,8 @@ def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, e
     data_dir = make_dataset(out / "data", n_images=n_images, size=size, mode=mode, seed=seed)
     if verbose:
         print(f"1/4 made {n_images} synthetic {mode} micrographs ({size}² px) with masks in {data_dir}")
-        print("2/4 training with fit's defaults: a residual UNet sized to the particles (about two "
-              "minutes on a CPU)")
+        print("2/4 training with fit's defaults: a residual UNet sized to the particles, from the "
+              "TEM pre-trained weights (about a minute on a CPU)")
     if epochs is None and time_limit is None:
         epochs = DEMO_EPOCHS
     run = fit(data_dir, epochs=epochs, time_limit=time_limit, seed=seed, run_dir=out / "run", verbose=verbose)
