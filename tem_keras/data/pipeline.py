@@ -20,7 +20,7 @@ from .augment import Augmentation, Augmenter
 from .datasets import Dataset, discover, load_pair, split_samples
 from .preprocess import Preprocessing, extract_patches, foreground_patches
 
-#: patches sampled and augmented in parallel (NumPy, outside the GIL for the most part)
+#: patches sampled and augmented in parallel by the training pipelines (fixed: see _finish)
 _LOADERS = max(1, min(8, os.cpu_count() or 1))
 
 SPLITS = ("train", "val", "test")
