@@ -53,8 +53,9 @@ def test_store_in_one_process_equals_predict_stack_and_resumes(tiny_run, tmp_pat
     assert report.masks.shape == (10, 64, 64) and report.masks.dtype == np.uint8
     assert report.masks.chunks == (1, 64, 64)  # chunked by frame
     np.testing.assert_array_equal(report.masks[:], masks_of(reference))
-    np.testing.assert_array_equal(report.store.probabilities[:],
-                                  np.stack([p.probabilities[..., 1] for p in reference]))
+    # float32 sums in another batching differ in the last bits (1.2e-7 seen on AVX2): a tolerance
+    np.testing.assert_allclose(report.store.probabilities[:],
+                               np.stack([p.probabilities[..., 1] for p in reference]), rtol=0, atol=1e-5)
     np.testing.assert_array_equal(report.store.thresholds, [p.threshold for p in reference])
     info = report.store.info
     assert info["pixel_size_nm"] == 0.25 and report.masks.attrs["pixel_size_nm"] == 0.25
@@ -234,8 +235,9 @@ def test_cluster_store_equals_single_process(client, tiny_run, video, tmp_path):
                            chunk_frames=4, return_probabilities=True)
     assert sorted(report.computed) == list(range(10)) and sum(report.workers.values()) == 10
     np.testing.assert_array_equal(report.masks[:], masks_of(reference))
-    np.testing.assert_array_equal(report.store.probabilities[:],
-                                  np.stack([p.probabilities[..., 1] for p in reference]))
+    # float32 sums in another batching differ in the last bits (1.2e-7 seen on AVX2): a tolerance
+    np.testing.assert_allclose(report.store.probabilities[:],
+                               np.stack([p.probabilities[..., 1] for p in reference]), rtol=0, atol=1e-5)
     pids = set(client.run(os.getpid).values())
     assert {m["pid"] for m in report.store.markers()} <= pids and os.getpid() not in pids
     # a file among the inputs that no worker can read: one clear error naming it
