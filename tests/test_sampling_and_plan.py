@@ -10,7 +10,7 @@ from tem_keras.metrics import per_image_scores
 from tem_keras.training import TrainingConfig, parse_duration, plan_training
 from tem_keras.training.callbacks import warmup_cosine
 from tem_keras.training.heldout import choose_threshold, scores
-from tem_keras.training.plan import choose_model, particle_diameters
+from tem_keras.training.plan import choose_model, default_time_limit, particle_diameters
 
 
 from test_data import disks as _disc_mask  # noqa: E402  (discs of radius r at the centres)
@@ -77,15 +77,20 @@ def test_plan_clamps_the_patch_with_a_note_and_sizes_the_model_to_the_particles(
     assert plan.model["name"] == "residual_unet" and plan.model["n_blocks"] == 3
     assert plan.time_limit_s == pytest.approx(540.0) and plan.epochs is None
     assert 4 <= plan.steps_per_epoch <= 50
-    steps = plan.steps_per_epoch
-    plan.fill_epochs(step_seconds=0.25, validation_seconds=0.5, remaining_s=100.0)
-    assert plan.steps_per_epoch == steps and plan.epochs == int(np.floor(100 / (steps * 0.25 + 0.5)))
-    plan.steps_per_epoch = 40  # few long epochs would fit: they are shortened to 10 or more
-    plan.fill_epochs(step_seconds=1.0, validation_seconds=2.0, remaining_s=200.0)
-    assert plan.steps_per_epoch == 18 and plan.epochs == 10 and "40 → 18 steps" in plan.notes[-1]
-    plan.steps_per_epoch = 40
-    plan.fill_epochs(step_seconds=1.0, validation_seconds=2.0, remaining_s=200.0, fixed_steps=True)
-    assert plan.steps_per_epoch == 40 and plan.epochs == 4
+    # a budget-planned run: about 12 epochs, validation at most 8 % of the budget
+    plan.fill_epochs(step_seconds=0.25, image_seconds=0.5, remaining_s=100.0, n_val=3)
+    assert plan.monitored_images == 1  # 0.08 × 100 s / (12 × 0.5 s) = 1.3 images
+    assert plan.steps_per_epoch == int((100 / 12 - 0.5) / 0.25) == 31
+    assert plan.epochs == int(np.floor(100 / (31 * 0.25 + 0.5))) == 12
+    assert plan.epochs * plan.validation_seconds <= 0.08 * 100
+    plan.fill_epochs(step_seconds=0.5, image_seconds=0.1, remaining_s=1000.0, n_val=40)
+    assert plan.monitored_images == 16 and plan.steps_per_epoch == int((1000 / 12 - 1.6) / 0.5)
+    assert plan.epochs == 12 and plan.epochs * plan.validation_seconds <= 0.08 * 1000
+    assert plan.planned_share["optimiser_steps"] == pytest.approx(12 * 163 * 0.5 / 540, abs=1e-3)
+    assert "% in optimiser steps" in plan.summary()
+    plan.steps_per_epoch = 40  # steps the user fixed are kept
+    plan.fill_epochs(step_seconds=1.0, image_seconds=2.0, remaining_s=200.0, n_val=20, fixed_steps=True)
+    assert plan.steps_per_epoch == 40 and plan.epochs == 4 and plan.monitored_images == 1
     assert "random patches" in plan.summary() and "receptive field 96 px" in plan.summary()
     fixed = plan_training(TrainingConfig(epochs=3, patch_size=64, batch_size=2, model="unet").with_recipe(),
                           small, masks, num_classes=2)
@@ -106,6 +111,18 @@ def test_receptive_field_of_the_chosen_model_grows_with_the_particles():
     assert [c["pool_sizes"] for c in chosen] == [[2, 2, 2], [2, 2, 2, 2], [2, 2, 2, 4], [2, 2, 4, 4]]
     for spec, d in zip(chosen, diameters):
         assert receptive_field(build_model(dict(spec, base_filters=1))) >= 2 * d[0] + 16
+
+
+def test_default_budget_grows_with_the_training_images_and_patches_stay_256():
+    assert [default_time_limit("cpu", n) for n in (0, 50, 51, 150, 500)] == [540, 540, 543, 840, 1800]
+    assert default_time_limit("gpu", 10) == 1200 and default_time_limit("gpu", 10**4) == 1800
+    rng = np.random.default_rng(0)
+    images = [rng.normal(size=(600, 600)).astype(np.float32) for _ in range(60)]
+    masks = [_disc_mask((600, 600), [(300, 300)], 120)] * 60  # large particles: a deep model...
+    plan = plan_training(TrainingConfig().with_recipe(), images, masks, num_classes=2)
+    assert plan.model["pool_sizes"] == [2, 2, 4, 4] and plan.receptive_field_px > 256
+    assert (plan.patch_size, plan.batch_size) == (256, 8)  # ... still trained on 8 patches of 256²
+    assert plan.time_limit_s == 540 + 3 * 10
 
 
 def test_training_config_validates_and_round_trips():

@@ -79,3 +79,18 @@ def test_the_package_ships_weights_for_every_planned_depth():
     for key in keys:
         size_mb = (tem_weights.WEIGHTS_DIR / f"{key}.npz").stat().st_size / 1e6
         assert size_mb < 3.0, f"{key} is {size_mb:.1f} MB"
+
+
+@pytest.mark.slow
+def test_pretraining_records_its_provenance(weights_dir, tmp_path):
+    from tem_keras.training.pretrain import make_corpus, pretrain
+
+    corpus = make_corpus(tmp_path / "corpus", n_images=8, size=64, seed=7)
+    spec = {"name": "residual_unet", "n_blocks": 3, "base_filters": 2, "pool_sizes": [2, 2, 2]}
+    path = pretrain(corpus, spec, weights_dir / "residual_unet_3b2.npz", time_limit="20s",
+                    run_dir=tmp_path / "run", seed=3)
+    record = tem_weights.tem_weights_info(path.stem)["record"]
+    assert record["corpus_images"] == 8 and record["corpus_size_px"] == 64 and record["corpus_seed"] == 7
+    assert record["seed"] == 3 and record["steps"] >= 4 and record["wall_s"] > 0
+    assert 0.0 <= record["test_dice"] <= 1.0 and 0.0 <= record["best_val_dice"] <= 1.0
+    assert sum(record["split"].values()) == 8

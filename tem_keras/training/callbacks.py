@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 
-__all__ = ["warmup_cosine", "EpochBudget", "make_validation", "make_schedule", "make_checkpoint",
+__all__ = ["warmup_cosine", "EpochBudget", "make_clock", "make_validation", "make_schedule", "make_checkpoint",
            "make_time_limit", "make_progress"]
 
 
@@ -56,16 +56,38 @@ class EpochBudget:
         return epochs_done < self.epochs
 
 
-def make_validation(heldout, factor: int):
+def make_clock():
+    """A callback that adds up the seconds spent in optimiser steps (``steps_s``) and in the
+    whole-image validations (``validation_s``, added by :func:`make_validation`): the budget's real
+    shares, recorded in ``config.json``."""
+    import keras
+
+    class Clock(keras.callbacks.Callback):
+        steps_s = validation_s = 0.0
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self._step = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.steps_s += time.perf_counter() - self._step
+
+    return Clock()
+
+
+def make_validation(heldout, factor: int, clock=None):
     """Adds ``val_dice`` (mean per-image hard dice of the whole validation images, foreground
-    classes averaged) and ``val_loss`` (their mean cross-entropy) to the epoch's logs."""
+    classes averaged) and ``val_loss`` (their mean cross-entropy) to the epoch's logs; its time
+    goes to ``clock.validation_s`` (:func:`make_clock`)."""
     import keras
 
     from .heldout import cross_entropy, mean_dice
 
     class WholeImageValidation(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
+            start = time.perf_counter()
             probabilities = heldout.predict(self.model, factor)
+            if clock is not None:
+                clock.validation_s += time.perf_counter() - start
             if logs is not None:
                 logs["val_dice"] = mean_dice(probabilities, heldout.masks)
                 logs["val_loss"] = cross_entropy(probabilities, heldout.masks)

@@ -28,10 +28,19 @@ __all__ = ["Plan", "MAX_EPOCHS", "POOL_LADDER", "particle_diameters", "choose_mo
 
 #: per-replica batch of 256² patches on a CPU and on a GPU (scaled for other patch sizes)
 _BATCH_256 = {"cpu": 8, "gpu": 16}
-#: training budget of ``fit(DIR)`` when neither epochs nor a time limit is given
+#: training budget of ``fit(DIR)`` when neither epochs nor a time limit is given, for up to
+#: :data:`_BUDGET_IMAGES` training images; it grows by :data:`_SECONDS_PER_IMAGE` per image beyond,
+#: up to :data:`_MAX_TIME_LIMIT`
 _TIME_LIMIT = {"cpu": 540.0, "gpu": 1200.0}
+_BUDGET_IMAGES, _SECONDS_PER_IMAGE, _MAX_TIME_LIMIT = 50, 3.0, 1800.0
 #: upper bound of the epochs of a run
 MAX_EPOCHS = 1000
+#: a budget-planned run validates this many times (the best epoch is chosen in the last two thirds)
+TARGET_EPOCHS = 12
+#: at most this share of a budget-planned run goes to validation (fewer monitored images when needed)
+VALIDATION_SHARE = 0.08
+#: validation images monitored after every epoch, at most (all of them choose the threshold at the end)
+MAX_MONITORED = 16
 
 
 def particle_diameters(masks) -> np.ndarray:
@@ -79,9 +88,16 @@ def choose_model(diameters_px, *, base_filters: int = 16) -> dict:
     return spec
 
 
-def default_time_limit(device: str) -> float:
-    """Seconds of training ``fit(DIR)`` gives itself with no epochs and no time limit."""
-    return _TIME_LIMIT[device]
+def default_time_limit(device: str, n_images: int = 0) -> float:
+    """Seconds ``fit(DIR)`` gives itself with no epochs and no time limit, for ``n_images``
+    training images: 9 min on a CPU (20 on a GPU) up to 50 images, 3 s more per image beyond,
+    at most 30 min.
+
+    >>> default_time_limit("cpu", 12), default_time_limit("cpu", 230), default_time_limit("cpu", 1000)
+    (540.0, 1080.0, 1800.0)
+    """
+    extra = _SECONDS_PER_IMAGE * max(0, int(n_images) - _BUDGET_IMAGES)
+    return float(min(max(_TIME_LIMIT[device], _MAX_TIME_LIMIT), _TIME_LIMIT[device] + extra))
 
 
 @dataclass
@@ -102,30 +118,47 @@ class Plan:
     receptive_field_px: int | None = None
     step_seconds: float | None = None
     validation_seconds: float | None = None
+    monitored_images: int | None = None
+    planned_share: dict = field(default_factory=dict)
     pretrained: str | None = None
     notes: list = field(default_factory=list)
 
-    def fill_epochs(self, step_seconds: float, validation_seconds: float, remaining_s: float, *,
-                    fixed_steps: bool = False, min_epochs: int = 10) -> None:
-        """Epochs that fit in ``remaining_s`` seconds at the measured speeds.
+    def fill_epochs(self, step_seconds: float, image_seconds: float, remaining_s: float, *, n_val: int,
+                    fixed_steps: bool = False) -> None:
+        """Epochs, steps per epoch and monitored validation images that fit in ``remaining_s``.
 
-        Unless ``fixed_steps``, epochs are shortened (to no fewer than 4 steps) when fewer than
-        ``min_epochs`` would fit, so that the best epoch is chosen among enough checkpoints.
+        The budget is cut into about :data:`TARGET_EPOCHS` epochs, each ending with a validation on
+        whole images. At most :data:`VALIDATION_SHARE` of the budget goes to validation: fewer
+        validation images are monitored (at least one, at most :data:`MAX_MONITORED`) when all of
+        them would cost more. Unless ``fixed_steps``, an epoch has as many steps (at least 4) as its
+        share of the budget allows.
+
+        Parameters
+        ----------
+        step_seconds : float
+            Measured seconds of one optimiser step.
+        image_seconds : float
+            Measured seconds to predict one whole validation image.
+        remaining_s : float
+            Seconds left for training.
+        n_val : int
+            Validation images available.
+        fixed_steps : bool
+            Keep :attr:`steps_per_epoch` (the user set it).
         """
-        self.step_seconds = float(step_seconds)
-        self.validation_seconds = float(validation_seconds)
-
-        def fitting(steps):
-            return int(math.floor(remaining_s / max(steps * step_seconds + validation_seconds, 1e-6)))
-
-        if not fixed_steps and fitting(self.steps_per_epoch) < min_epochs and self.steps_per_epoch > 4:
-            shorter = int((remaining_s / min_epochs - validation_seconds) / max(step_seconds, 1e-6))
-            shorter = int(np.clip(shorter, 4, self.steps_per_epoch))
-            if shorter < self.steps_per_epoch:
-                self.notes.append(f"{self.steps_per_epoch} → {shorter} steps per epoch, so that the "
-                                  "budget holds enough epochs to choose the best from")
-                self.steps_per_epoch = shorter
-        self.epochs = int(np.clip(fitting(self.steps_per_epoch), 1, MAX_EPOCHS))
+        step_seconds, image_seconds = max(float(step_seconds), 1e-6), max(float(image_seconds), 1e-6)
+        affordable = VALIDATION_SHARE * remaining_s / (TARGET_EPOCHS * image_seconds)
+        self.monitored_images = int(np.clip(math.floor(affordable), 1, max(1, min(n_val, MAX_MONITORED))))
+        validation = self.monitored_images * image_seconds
+        if not fixed_steps:
+            self.steps_per_epoch = max(4, int((remaining_s / TARGET_EPOCHS - validation) / step_seconds))
+        self.step_seconds, self.validation_seconds = step_seconds, validation
+        self.epochs = int(np.clip(math.floor(remaining_s / (self.steps_per_epoch * step_seconds + validation)),
+                                  1, MAX_EPOCHS))
+        if self.time_limit_s:
+            self.planned_share = {
+                "optimiser_steps": round(self.epochs * self.steps_per_epoch * step_seconds / self.time_limit_s, 3),
+                "validation": round(self.epochs * validation / self.time_limit_s, 3)}
 
     def summary(self) -> str:
         """The plan in a few lines, as printed before training."""
@@ -140,6 +173,11 @@ class Plan:
                  f"{self.steps_per_epoch} steps per epoch, {self.epochs} epochs"
                  + (f" ({self.step_seconds:.2f} s per step)" if self.step_seconds else "")
                  + (f", time limit {self.time_limit_s / 60:.1f} min" if self.time_limit_s else "")]
+        if self.planned_share:
+            share = self.planned_share
+            lines.append(f"      budget: {100 * share['optimiser_steps']:.0f} % in optimiser steps, "
+                         f"{100 * share['validation']:.0f} % validating {self.monitored_images} whole image(s) "
+                         f"after each epoch; the rest reads, plans and scores (--time-limit to shorten)")
         lines += [f"      note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -180,7 +218,9 @@ def plan_training(config, train_images, train_masks, *, num_classes: int, device
     probe = build_model(dict(spec))
     factor = downsampling_factor(probe)
     rf = receptive_field(probe)
-    wanted = config.patch_size or (256 if rf <= 256 else 512)
+    # 256² patches whatever the receptive field: more patches per step beat larger ones in a CPU
+    # budget (a 512² patch costs four 256² ones), and a 4 × 4 bottleneck still sees 256 px
+    wanted = config.patch_size or 256
     shapes = [i.shape for i in train_images]
     patch = clamp_patch_size(wanted, shapes, factor)
     if patch < wanted:
@@ -195,7 +235,7 @@ def plan_training(config, train_images, train_masks, *, num_classes: int, device
         steps = int(np.clip(math.ceil(2 * pixels / (batch * replicas * patch * patch)), 4, 50))
     time_limit = config.time_limit
     if time_limit is None and config.epochs is None:
-        time_limit = default_time_limit(device)
+        time_limit = default_time_limit(device, len(train_images))
     return Plan(model=spec, patch_size=patch, batch_size=batch, steps_per_epoch=steps,
                 epochs=config.epochs, time_limit_s=time_limit, device=device,
                 particle_diameter_px=stats, receptive_field_px=int(rf),

@@ -71,11 +71,23 @@ def pretrain(corpus, spec: dict, out_file, *, time_limit="10min", run_dir=None, 
     from .fitting import fit
 
     run = fit(corpus, model=dict(spec), time_limit=time_limit, run_dir=run_dir, seed=seed, pretrained=None)
-    record = {"corpus": "tem_keras.training.pretrain.make_corpus", "corpus_seed": CORPUS_SEED,
-              "spec": spec, "steps": int(run.config["plan"]["epochs"] * run.config["plan"]["steps_per_epoch"]),
-              "patch_size": run.config["plan"]["patch_size"], "time_limit": time_limit,
-              "test_dice": run.metrics.get("dice"), "tem_keras_version": run.config["versions"].get("tem_keras")}
-    return save_tem_weights(run.model, out_file, record)
+    return save_tem_weights(run.model, out_file, provenance(run, corpus, time_limit, seed))
+
+
+def provenance(run, corpus, time_limit, seed: int) -> dict:
+    """The weights' record: corpus (size, seed), steps run, wall time, validation and test dice."""
+    corpus_meta = json.loads((Path(corpus) / "dataset.json").read_text())
+    training = run.config["training"]
+    history = run.history
+    return {"corpus": "tem_keras.training.pretrain.make_corpus", "corpus_seed": corpus_meta.get("seed", CORPUS_SEED),
+            "corpus_images": corpus_meta.get("n_images"), "corpus_size_px": corpus_meta.get("size"),
+            "split": {k: len(v) for k, v in run.split.items()}, "seed": seed, "spec": run.config["plan"]["model"],
+            "steps": int(training.get("epochs_run", training["epochs"]) * training["steps_per_epoch"]),
+            "batch_size": training["batch_size"], "patch_size": run.config["plan"]["patch_size"],
+            "time_limit": time_limit, "wall_s": training.get("time", {}).get("wall_s"),
+            "best_val_dice": float(history["val_dice"].max()) if "val_dice" in history else None,
+            "test_dice": run.metrics.get("per_image", {}).get("dice", {}).get("mean"),
+            "tem_keras_version": run.config["versions"].get("tem_keras")}
 
 
 def main(argv=None) -> None:

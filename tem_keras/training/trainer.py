@@ -28,8 +28,8 @@ from .rundir import default_run_dir, prepare_run_dir
 __all__ = ["train", "split_images", "plan_for_built"]
 
 _TIMING_STEPS = 3
-#: validation images predicted after every epoch (all of them choose the threshold at the end)
-_MONITORED_IMAGES = 16
+#: validation images whose prediction time is measured before a budget-planned run
+_TIMING_IMAGES = 3
 
 
 def _versions() -> dict:
@@ -79,8 +79,9 @@ def _optimizer(config: TrainingConfig):
 
 
 def _measure(net, sampler, heldout, plan, augmentation, seed, factor, global_batch):
-    """Seconds per training step and per validation pass, measured with the learning rate at zero
-    (weights unchanged); the optimiser state is reset afterwards."""
+    """Seconds per training step and per whole validation image (on a few of ``heldout``),
+    measured with the learning rate at zero (weights unchanged); the optimiser state is reset
+    afterwards."""
     from ..data.pipeline import random_patch_pipeline
 
     batches = iter(random_patch_pipeline(sampler, global_batch, augmentation=augmentation, seed=seed + 99))
@@ -92,13 +93,14 @@ def _measure(net, sampler, heldout, plan, augmentation, seed, factor, global_bat
         x, y = next(batches)
         net.train_on_batch(x, y)
     step = (time.perf_counter() - start) / _TIMING_STEPS
-    heldout.predict(net, factor)  # traces the validation call
+    few = heldout.subset(_TIMING_IMAGES, seed=seed)
+    few.predict(net, factor)  # the first call of each image size prepares its kernels
     start = time.perf_counter()
-    heldout.predict(net, factor)
-    validation = time.perf_counter() - start
+    few.predict(net, factor)
+    per_image = (time.perf_counter() - start) / max(1, len(few))
     for variable in net.optimizer.variables:
         variable.assign(np.zeros(variable.shape, variable.dtype))
-    return step, validation
+    return step, per_image
 
 
 def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None, run_dir=None, devices=None,
@@ -131,7 +133,7 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     from ..models.tem_weights import load_tem_weights
     from . import callbacks as cb
     from .heldout import HeldOut, choose_threshold, test_metrics
-    from .plan import MAX_EPOCHS, Plan, plan_training
+    from .plan import MAX_EPOCHS, MAX_MONITORED, Plan, plan_training
 
     tune_allocator()
     strategy = choose_strategy(devices)  # first: a multi-worker strategy must precede other TF ops
@@ -171,7 +173,6 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     if loss_name in ("weighted_cross_entropy", "focal"):
         class_weights = inverse_frequency_weights(sampler.class_counts(num_classes))
     val = HeldOut(split["val"], *read["val"][:2])
-    monitored = val.subset(_MONITORED_IMAGES, seed=config.seed)  # judged every epoch
     test = HeldOut(split["test"], *read["test"][:2]) if "test" in read else None
 
     precision = choose_precision(trained.mixed_precision)
@@ -194,13 +195,14 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
                          "run the same number of epochs, which a time limit cannot promise")
     # epochs planned from the time budget are re-planned after every epoch (EpochBudget)
     adaptive = trained.epochs is None and plan.time_limit_s is not None
+    image_s = None
     if plan.epochs is None:
-        step_s, plan.validation_seconds = _measure(net, sampler, monitored, plan, augmentation, trained.seed,
-                                                   factor, global_batch)
-    reserve = _reserve(plan, val, test, monitored)  # threshold, test images, plots
+        step_s, image_s = _measure(net, sampler, val, plan, augmentation, trained.seed, factor, global_batch)
+    reserve = _reserve(image_s, val, test)  # threshold, test images, plots
     if plan.epochs is None:
-        plan.fill_epochs(step_s, plan.validation_seconds, plan.time_limit_s - (time.monotonic() - started) - reserve,
-                         fixed_steps=trained.steps_per_epoch is not None)
+        plan.fill_epochs(step_s, image_s, plan.time_limit_s - (time.monotonic() - started) - reserve,
+                         n_val=len(val), fixed_steps=trained.steps_per_epoch is not None)
+    monitored = val.subset(plan.monitored_images or MAX_MONITORED, seed=config.seed)  # judged every epoch
 
     pixel_sizes = [p for name in read for p in read[name][2].values() if p]
     config_json = {
@@ -250,9 +252,11 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     progress, keras_verbose = cb.make_progress(budget, deadline, verbose)
     if adaptive:  # Keras's bar would announce MAX_EPOCHS epochs; the epoch line says how many
         keras_verbose = 0
+    clock = cb.make_clock()
     callbacks = [
+        clock,
         cb.make_schedule(trained.learning_rate, budget, trained.schedule, deadline),
-        cb.make_validation(monitored, factor),
+        cb.make_validation(monitored, factor, clock),
         keras.callbacks.BackupAndRestore(str(out_dir / "backup"), delete_checkpoint=True),
         cb.make_checkpoint(out_dir / "best.keras", budget if trained.schedule == "cosine" else None),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=stored is not None),
@@ -278,9 +282,6 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     import pandas as pd
 
     history = pd.read_csv(out_dir / "history.csv")
-    if chief:  # the epochs run, next to the plan's first estimate
-        config_json["training"]["epochs_run"] = len(history)
-        (run_dir / "config.json").write_text(json.dumps(config_json, indent=2))
     threshold = choose_threshold(val.predict(net, factor), val.masks)
     metrics = {"threshold": threshold["threshold"]}
     test_probabilities = None
@@ -288,7 +289,15 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
         test_probabilities = test.predict(net, factor)
         metrics.update(test_metrics(test_probabilities, test.masks, threshold["threshold"]))
         metrics["stems"] = list(test.stems)
-    if chief:
+    wall = time.monotonic() - started
+    time_use = {"wall_s": round(wall, 1), "optimiser_steps_s": round(clock.steps_s, 1),
+                "validation_s": round(clock.validation_s, 1),
+                "share_optimiser_steps": round(clock.steps_s / wall, 3) if wall > 0 else None,
+                "share_validation": round(clock.validation_s / wall, 3) if wall > 0 else None}
+    metrics["time"] = time_use
+    if chief:  # the epochs run and where the time went, next to the plan's first estimate
+        config_json["training"].update(epochs_run=len(history), time=time_use)
+        (run_dir / "config.json").write_text(json.dumps(config_json, indent=2))
         (run_dir / "thresholds.json").write_text(json.dumps(threshold, indent=2))
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         from ..plots import plot_examples, plot_history
@@ -304,10 +313,9 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     return run
 
 
-def _reserve(plan, val, test, monitored) -> float:
+def _reserve(image_seconds, val, test) -> float:
     """Seconds kept after training for the threshold, the test images and the plots."""
-    per_image = (plan.validation_seconds or 0.0) / max(1, len(monitored))
-    return 1.2 * per_image * (len(val) + len(test or [])) + 5.0
+    return 1.2 * (image_seconds or 0.0) * (len(val) + len(test or [])) + 5.0
 
 
 def plan_for_built(built, config, train, num_classes, device, replicas):
@@ -333,10 +341,12 @@ def plan_for_built(built, config, train, num_classes, device, replicas):
 def _report(run: Run, threshold: dict, seconds: float) -> None:
     dice = run.metrics.get("per_image", {}).get("dice")
     pooled = run.metrics.get("pooled", {}).get("dice")
+    share = run.metrics.get("time", {}).get("share_optimiser_steps")
+    spent = f"{seconds / 60:.1f} min in all" + (f", {100 * share:.0f} % of it in optimiser steps" if share else "")
     if dice:
         print(f"test: dice {dice['mean']:.3f} ± {dice['std']:.3f} per image over "
               f"{run.metrics['n_images']} image(s) (pooled {pooled:.3f}) at threshold "
-              f"{threshold['threshold']:.2f} ({threshold['source']}); {seconds / 60:.1f} min in all; "
+              f"{threshold['threshold']:.2f} ({threshold['source']}); {spent}; "
               f"{run.path}", flush=True)
     else:
-        print(f"no test images; threshold {threshold['threshold']:.2f}; {run.path}", flush=True)
+        print(f"no test images; threshold {threshold['threshold']:.2f}; {spent}; {run.path}", flush=True)
