@@ -21,16 +21,26 @@ Run folder::
     plots/           training curves, example overlays
     logs/            TensorBoard
     backup/          training state while a run is unfinished (removed at the end)
+
+One ``fit`` at a time trains into a run folder (a lock, ``.tem_keras.lock``), and
+``overwrite=True`` removes only what an earlier ``fit`` wrote there (its manifest,
+``.tem_keras_output``); a run folder that is or holds the data set is refused
+(:mod:`~tem_keras.training.rundir`).
 """
 
 from __future__ import annotations
 
+import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from .. import _env  # noqa: F401
 from ..artifacts import Run
+from ..distribute import is_chief
+from ..validation import check_bool
 from .config import TrainingConfig
+from .rundir import check_run_dir, default_run_dir, run_lock
 from .trainer import train
 
 __all__ = ["fit"]
@@ -139,12 +149,20 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
         raise ValueError(f"labels must be 'masks' or 'auto', got {labels!r}")
     if built is not None and config.model is None:
         config = TrainingConfig.from_dict({**config.to_dict(), "model": {"name": built.name}})
+    if not isinstance(dataset_dir, (str, os.PathLike)):
+        raise TypeError(f"dataset_dir must be a folder (str or Path), got {dataset_dir!r}")
+    check_bool("resume", resume)
+    check_bool("overwrite", overwrite)
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(
+        dataset_dir, config.model, config.seed, f"-{config.folds}fold" if config.folds else "")
+    check_run_dir(run_dir, [dataset_dir, images, masks])  # before the lock is written into it
     common = dict(built=built, augmentation=augmentation, run_dir=run_dir, devices=devices, resume=resume,
                   overwrite=overwrite, preprocessing=preprocessing, labels=labels, particles=particles,
                   discover_kwargs=dict(pairing=pairing, images=images, masks=masks), verbose=verbose,
                   started=started)
-    if config.folds:
-        from .folds import fit_folds
+    with run_lock(run_dir) if is_chief() else nullcontext():  # one fit at a time per run folder
+        if config.folds:
+            from .folds import fit_folds
 
-        return fit_folds(Path(dataset_dir), config, **common)
-    return train(Path(dataset_dir), config, **common)
+            return fit_folds(Path(dataset_dir), config, **common)
+        return train(Path(dataset_dir), config, **common)

@@ -101,7 +101,8 @@ def fit_folds(dataset_dir, config: TrainingConfig, *, run_dir=None, overwrite: b
                                                             f"-{config.folds}fold")
     request = config.to_dict()
     if (run_dir / "config.json").is_file() or not any((run_dir / f"fold{i}").is_dir() for i in range(config.folds)):
-        prepare_run_dir(run_dir, request, resume=False, overwrite=overwrite)  # a fresh k-fold run
+        prepare_run_dir(run_dir, request, resume=False, overwrite=overwrite,  # a fresh k-fold run
+                        entries=[f"fold{i}" for i in range(config.folds)])
     budget = config.time_limit or (None if config.epochs else default_time_limit("cpu", len(dataset.labelled) - len(test)))
 
     runs, oof_probabilities, oof_masks = [], [], []
