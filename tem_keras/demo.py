@@ -16,6 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .outputs import OutputFolder, legacy_folder
+from .validation import check_bool, check_int
+
 
 def _overlay(image, truth, predicted, path, title) -> None:
     from skimage.segmentation import find_boundaries
@@ -39,6 +42,22 @@ def _overlay(image, truth, predicted, path, title) -> None:
 DEMO_EPOCHS = 8
 
 
+#: what the demo writes into its folder (its manifest lists them)
+DEMO_ENTRIES = ("data", "run", "export", "report")
+
+
+def _check_arguments(n_images, size, epochs, time_limit, mode, seed, overwrite) -> None:
+    """Every argument of :func:`run_demo`, checked before anything on disk is touched."""
+    from .data.synthetic.params import canonical_mode, synthesis_params
+    from .training.config import TrainingConfig
+
+    check_int("n_images", n_images, 3)  # one image each for training, validation and test
+    check_int("size", size, 32)
+    check_bool("overwrite", overwrite)
+    synthesis_params(None, {}, caller="run_demo").resolve(size, canonical_mode(mode))
+    TrainingConfig(epochs=epochs, time_limit=time_limit, seed=seed)
+
+
 def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, epochs: int | None = None,
              time_limit=None, mode: str = "bright-field", seed: int = 0, overwrite: bool = False,
              verbose: int = 1) -> Path:
@@ -54,7 +73,9 @@ def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, e
         Training length (``fit``'s defaults plan the model and patches from the data): ``epochs``
         epochs, or as many as fit in ``time_limit``; neither: :data:`DEMO_EPOCHS` epochs.
     overwrite : bool
-        Replace an existing demo folder.
+        Replace an earlier demo in ``out_dir``: only what a demo wrote there is removed (see
+        :mod:`tem_keras.outputs`); a folder holding other files is refused. Every argument is
+        checked first.
     """
     import pandas as pd
 
@@ -68,10 +89,9 @@ def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, e
     from .training import fit
 
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out}: already exists; pass --overwrite (overwrite=True) to replace it")
-        shutil.rmtree(out)
+    _check_arguments(n_images, size, epochs, time_limit, mode, seed, overwrite)  # before any removal
+    OutputFolder(out, "demo").prepare(overwrite=overwrite, legacy=legacy_folder("report", DEMO_ENTRIES),
+                                      entries=DEMO_ENTRIES)
     start = time.perf_counter()
     data_dir = make_dataset(out / "data", n_images=n_images, size=size, mode=mode, seed=seed)
     if verbose:

@@ -516,7 +516,7 @@ def test_bad_input(world, call, types, names, capsys):
         last = captured.err.strip().splitlines()[-1] if captured.err.strip() else ""
         assert (last.startswith("tem-keras") and "error:" in last) or "problem:" in captured.out
     else:
-        assert type(error) in (TEMInputError, ValueError, TypeError)
+        assert isinstance(error, TEMInputError) or type(error) in (ValueError, TypeError)
         if not isinstance(error, TEMInputError):
             assert f"{Path('tem_keras')}" in _last_frame_file(error), (
                 f"{type(error).__name__} raised outside tem_keras: {_last_frame_file(error)}")

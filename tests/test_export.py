@@ -207,8 +207,10 @@ def test_export_refuses_a_non_empty_folder(run, tmp_path):
     import tem_keras
     import tem_keras.export
 
-    tem_keras.export(run, out, formats=("keras",), overwrite=True, verbose=False)
-    assert not (out / "notes.txt").exists() and (out / "model.keras").is_file()
+    with pytest.raises(TEMInputError, match="did not write"):  # nor with overwrite: not an export
+        tem_keras.export(run, out, formats=("keras",), overwrite=True, verbose=False)
+    assert (out / "notes.txt").read_text() == "mine" and sorted(p.name for p in out.iterdir()) == [
+        "notes.txt"]
 
 
 def test_onnx_skipped_with_a_message_when_unavailable(run, tmp_path, monkeypatch):

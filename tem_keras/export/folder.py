@@ -22,6 +22,7 @@ from ..distribute import float32_model
 from .. import runtime
 from ..errors import TEMInputError
 from ..inference.predictor import Predictor
+from ..outputs import OutputFolder, legacy_folder
 from ..validation import check_bool, check_number, check_pixel_size
 from . import onnx_file
 from .bioimageio import write_bioimageio
@@ -67,21 +68,21 @@ def _source(run_or_model, preprocessing, threshold) -> _Source:
     return _Source(bundle.model, preprocessing, threshold)
 
 
-def _prepare_out_dir(out_dir: Path, overwrite: bool, source: Path | None = None) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise TEMInputError("exists and is not a folder", out_dir)
-    if source is not None and (out_dir.resolve() == source.resolve() or out_dir.resolve() in source.resolve().parents):
-        raise TEMInputError("holds the run being exported; choose another export folder", out_dir)
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if (out_dir / "config.json").is_file() and (out_dir / "best.keras").is_file():
-            raise TEMInputError("is a training run folder; export into another folder (it is never "
-                                "overwritten, even with overwrite=True)", out_dir)
-        if not overwrite:
-            raise TEMInputError("is not empty; choose an empty or new folder, or pass overwrite=True "
-                                "(--overwrite) to replace its contents", out_dir)
-        for child in out_dir.iterdir():
-            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
+#: what :func:`export` writes into an export folder (its manifest lists them)
+EXPORT_ENTRIES = ("model.keras", "saved_model", "model.onnx", "predict.py", "bioimageio", "README.md",
+                  "tem_keras.json")
+
+
+def _prepare_out_dir(out_dir: Path, overwrite: bool, inputs=()) -> None:
+    """Check the export folder and remove an earlier export there (``overwrite``), never
+    anything else: see :class:`tem_keras.outputs.OutputFolder`."""
+    folder = OutputFolder(out_dir, "export", inputs=inputs)
+    if (out_dir.is_dir() and folder.owner is None and (out_dir / "config.json").is_file()
+            and (out_dir / "best.keras").is_file()):
+        raise TEMInputError("is a training run folder; export into another folder (it is never "
+                            "overwritten, even with overwrite=True)", out_dir)
+    folder.prepare(overwrite=overwrite, legacy=legacy_folder("tem_keras.json", EXPORT_ENTRIES),
+                   entries=EXPORT_ENTRIES)
 
 
 def _example_image(src: _Source, d: int, size=(90, 125)) -> tuple[np.ndarray, str]:
@@ -127,7 +128,8 @@ def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
     run_or_model : Run, str, Path or keras.Model
         A finished run (or its folder). A bare model gets the default preprocessing.
     out_dir : str or Path
-        The export folder; it must be new or empty unless ``overwrite``.
+        The export folder; it must be new or empty, or hold an earlier export (replaced only
+        with ``overwrite``). It may not be or hold the model or run exported.
     formats : sequence of str
         Any of ``"saved_model"``, ``"keras"``, ``"onnx"``, ``"bioimageio"`` (all by default).
         ``"onnx"`` is skipped with a message when tf2onnx or onnxruntime is not installed
@@ -135,7 +137,9 @@ def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
         validated with ``bioimageio.spec`` when it is installed. ``tem_keras.json`` and
         ``README.md`` are always written.
     overwrite : bool
-        Replace the contents of a non-empty ``out_dir``.
+        Replace an earlier export in ``out_dir``: only the files an export wrote there (listed
+        in its manifest ``.tem_keras_output``) are removed; a folder holding other files is
+        refused.
     preprocessing : Preprocessing, optional
         Overrides the run's.
     threshold : float, optional
@@ -158,7 +162,10 @@ def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
     Raises
     ------
     TEMInputError
-        ``out_dir`` is not empty (and not ``overwrite``), or the run folder is incomplete.
+        ``out_dir`` is or holds the model, or the run folder is incomplete.
+    FileExistsError
+        ``out_dir`` holds an earlier export (and not ``overwrite``), or files export did not
+        write.
     RuntimeError
         An exported file does not reproduce the in-memory model (a bug: please report it).
 
@@ -189,7 +196,7 @@ def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
         raise ValueError(f"export needs a model with one 1-channel input, got inputs "
                          f"{[tuple(i.shape) for i in model.inputs]}")
     out_dir = Path(out_dir)
-    _prepare_out_dir(out_dir, overwrite, src.run_path)
+    _prepare_out_dir(out_dir, overwrite, inputs=[run_or_model, src.run_path])
     say = print if verbose else (lambda *a, **k: None)
 
     from ..models.describe import describe

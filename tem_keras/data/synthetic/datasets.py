@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from fnmatch import fnmatch
 from pathlib import Path
 
 import numpy as np
 
+from ...outputs import OutputFolder
 from .images import make_image
 from .params import SynthesisParams, canonical_mode, synthesis_params
 
@@ -14,6 +16,27 @@ from .params import SynthesisParams, canonical_mode, synthesis_params
 def child_rng(seed: int, index: int) -> np.random.Generator:
     """Generator for item ``index`` of a collection: independent of how many items there are."""
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
+
+
+def _legacy_dataset(folder: Path):
+    """The files of a synthetic data set written before the manifest (``dataset.json`` with a
+    generator record, and nothing but ``synthetic_*`` images and masks), else None."""
+    visible = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    if "dataset.json" not in visible or not set(visible) <= {"images", "masks", "dataset.json"}:
+        return None
+    try:
+        if "generator" not in json.loads((folder / "dataset.json").read_text()):
+            return None
+    except (OSError, ValueError, TypeError):
+        return None
+    files = ["dataset.json"]
+    for sub, pattern in (("images", "synthetic_*.tif"), ("masks", "synthetic_*.png")):
+        if (folder / sub).is_dir():
+            names = sorted(p.name for p in (folder / sub).iterdir())
+            if not all(fnmatch(n, pattern) for n in names):
+                return None
+            files += [f"{sub}/{n}" for n in names]
+    return files
 
 
 def make_dataset(out_dir, n_images: int = 8, size=256, mode: str = "bright-field", *,
@@ -30,7 +53,8 @@ def make_dataset(out_dir, n_images: int = 8, size=256, mode: str = "bright-field
     Parameters
     ----------
     out_dir : str or os.PathLike
-        Target folder; it must be absent or empty unless ``overwrite`` is True.
+        Target folder; it must be absent or empty, or hold an earlier synthetic data set (see
+        ``overwrite``).
     n_images : int
         Number of images. Image ``i`` uses the child seed ``SeedSequence(seed, spawn_key=(i,))``,
         so asking for more images leaves the earlier ones unchanged.
@@ -40,8 +64,9 @@ def make_dataset(out_dir, n_images: int = 8, size=256, mode: str = "bright-field
     seed : int, optional
         Root seed; None draws one and records it in ``dataset.json``.
     overwrite : bool
-        Allow writing into a non-empty folder; earlier ``synthetic_*`` images and masks there
-        are removed first so the folder holds exactly this data set.
+        Replace a data set written here before by ``make_dataset``: its files (listed in the
+        folder's manifest, ``.tem_keras_output``) are removed first so the folder holds exactly
+        this data set. A folder holding other files is refused, whatever ``overwrite``.
     progress : bool, optional
         Show a tqdm progress bar; default only for 50 images or more.
 
@@ -53,7 +78,8 @@ def make_dataset(out_dir, n_images: int = 8, size=256, mode: str = "bright-field
     Raises
     ------
     FileExistsError
-        ``out_dir`` is not empty and ``overwrite`` is False.
+        ``out_dir`` holds an earlier data set and ``overwrite`` is False, or files
+        ``make_dataset`` did not write.
     ValueError, TypeError
         Invalid or unknown generator parameters (checked before anything is written).
     """
@@ -63,11 +89,6 @@ def make_dataset(out_dir, n_images: int = 8, size=256, mode: str = "bright-field
     from ...io import write_image, write_mask
 
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir}: exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir}: folder is not empty; pass overwrite=True to write "
-                              f"the synthetic data set into it")
     if int(n_images) < 1:
         raise ValueError(f"n_images must be at least 1, got {n_images}")
     if "seed" in image_kwargs:
@@ -80,17 +101,18 @@ def make_dataset(out_dir, n_images: int = 8, size=256, mode: str = "bright-field
         image_kwargs["pixel_size_nm"] = pixel_size_nm
     params = synthesis_params(params, image_kwargs, caller="make_dataset")
     params.resolve(size, mode)  # mode-dependent checks, before anything is written
+    stems = [f"synthetic_{i:03d}" for i in range(int(n_images))]
+    OutputFolder(out_dir, "dataset").prepare(
+        overwrite=overwrite, legacy=_legacy_dataset,
+        entries=[f"images/{s}.tif" for s in stems] + [f"masks/{s}.png" for s in stems] + ["dataset.json"])
     images, masks = out_dir / "images", out_dir / "masks"
-    for folder, pattern in ((images, "synthetic_*.tif"), (masks, "synthetic_*.png")):
-        if folder.is_dir():
-            for old in folder.glob(pattern):
-                old.unlink()
+    for folder in (images, masks):
         folder.mkdir(parents=True, exist_ok=True)
     counts, record = {}, None
     show = n_images >= 50 if progress is None else progress
     for i in tqdm(range(int(n_images)), desc="synthetic images", disable=not show, unit="img"):
         sample = make_image(size, mode, params=params, seed=child_rng(seed, i))
-        stem = f"synthetic_{i:03d}"
+        stem = stems[i]
         write_image(images / f"{stem}.tif", sample.image, sample.pixel_size_nm, overwrite=True)
         write_mask(masks / f"{stem}.png", sample.mask, overwrite=True)
         counts[stem] = sample.n_particles
