@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import TEMInputError
+from ..outputs import OutputFolder, refuse_inputs
 from .console import as_input_errors, note_pixel_size
 
 
@@ -86,8 +87,8 @@ def run_measure(args) -> None:
     from ..data.datasets import read_mask
     from ..particles import MissingPixelSizeWarning, measure_particles
 
-    if args.out.exists() and not args.overwrite:
-        raise FileExistsError(f"{args.out}: already exists; pass --overwrite to replace it")
+    folder = OutputFolder(args.out.parent, inputs=args.masks)
+    folder.check(args.out.name, overwrite=args.overwrite)  # before the masks are read
     tables = []
     if args.pixel_size_nm is None:
         note_pixel_size("measure")
@@ -100,8 +101,7 @@ def run_measure(args) -> None:
         table.insert(0, "mask", path.name)
         tables.append(table)
     table = pd.concat(tables, ignore_index=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
+    table.to_csv(folder.claim(args.out.name, overwrite=args.overwrite), index=False)
     column = "equivalent_diameter_nm" if args.pixel_size_nm else "equivalent_diameter_px"
     unit = "nm" if args.pixel_size_nm else "px"
     size = (f"; diameter {table[column].mean():.3g} ± {table[column].std():.2g} {unit}"
@@ -111,25 +111,43 @@ def run_measure(args) -> None:
 
 @as_input_errors
 def run_label(args) -> None:
-    """``tem-keras label``: pseudo-label masks for images, written as a data set folder."""
+    """``tem-keras label``: pseudo-label masks for images, written as a data set folder.
+
+    The folder may not be or hold the images labelled; files are added to it (``images/``,
+    ``masks/``) and replace only files an earlier ``label`` wrote, with ``--overwrite``.
+    """
+    import numpy as np
+    from tqdm.auto import tqdm
+
     from ..baselines import pseudo_labels
     from ..inference.sources import input_sources, select_frames
     from ..io import write_image, write_mask
 
+    out = Path(args.out)
+    refuse_inputs(out, args.images, within=True)  # a data set holding its own sources would mix them
+    folder = OutputFolder(out, "dataset", inputs=args.images)
     sources = []
     for item in args.images:
         sources.extend(input_sources(str(item))[0])
-    out = Path(args.out)
-    n = 0
-    from tqdm.auto import tqdm
-
     frames = list(select_frames(sources, None))
+
+    def stem_of(source, frame, mg=None) -> str:
+        return Path(source.name or mg.path).stem + (f"_f{frame:05d}" if source.multi else "")
+
+    for _, source, frame in frames:  # every known name checked before anything is written
+        if source.name:
+            stem = stem_of(source, frame)
+            folder.check(f"images/{stem}.tif", overwrite=args.overwrite)
+            folder.check(f"masks/{stem}.png", overwrite=args.overwrite)
+    n = 0
     for _, source, frame in tqdm(frames, unit="image", desc="label", disable=args.quiet):
         mg = source.get(frame)
-        stem = Path(source.name or mg.path).stem + (f"_f{frame:05d}" if source.multi else "")
+        stem = stem_of(source, frame, mg)
         labels = pseudo_labels(mg, sigma=args.sigma, disk_radius=args.disk_radius, particles=args.particles)
-        write_image(out / "images" / f"{stem}.tif", mg.data, mg.pixel_size_nm, overwrite=args.overwrite)
-        write_mask(out / "masks" / f"{stem}.png", __import__('numpy').asarray(labels, dtype='uint8'), overwrite=args.overwrite)
+        write_image(folder.claim(f"images/{stem}.tif", overwrite=args.overwrite), mg.data,
+                    mg.pixel_size_nm, overwrite=True)
+        write_mask(folder.claim(f"masks/{stem}.png", overwrite=args.overwrite),
+                   np.asarray(labels, dtype="uint8"), overwrite=True)
         n += 1
     print(f"wrote {n} image(s) with pseudo-label masks to {out}/images and {out}/masks "
           "(check them before training)")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .. import runtime
 from ..errors import TEMInputError
-from ..outputs import claim_output, release_output
+from ..outputs import OutputFolder, claim_output, refuse_inputs, release_output
 from .console import as_input_errors, note_pixel_size
 
 
@@ -79,24 +79,25 @@ def run_predict(args) -> None:
     csv_path = None
     if args.track:
         raise ValueError("--track links particles across the frames of a .zarr store: give -o OUT.zarr")
+    folder = OutputFolder(out, inputs=[args.model, *args.inputs])
+    refuse_inputs(out, folder.inputs, within=False)  # masks among the images they come from
     if args.particles:
         suffix = "" if args.shard is None else "_shard{}of{}".format(*args.shard.split("/"))
-        csv_path = out / f"particles{suffix}.csv"
-        if csv_path.exists() and not args.overwrite:
-            raise FileExistsError(f"{csv_path}: already exists; pass --overwrite to replace it")
+        csv_path = folder.check(f"particles{suffix}.csv", overwrite=args.overwrite)
     n_images = n_particles = 0
     writer = handle = lock = None
     noted = False
     try:
         if csv_path is not None:
             lock = claim_output(csv_path, overwrite=args.overwrite)
+            folder.record(csv_path.name)
         for result in predict_stack(
                 args.model, [str(p) for p in args.inputs], frames=args.shard, threshold=args.threshold,
                 tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
                 mixed_precision=args.mixed_precision, pixel_size_nm=args.pixel_size_nm,
                 return_probabilities=args.probabilities, return_image=args.overlay or args.particles,
                 progress=not args.quiet, tta=args.tta, engine=args.engine):
-            save_prediction(result, out, mask_format=args.mask_format or "png",
+            save_prediction(result, folder, mask_format=args.mask_format or "png",
                             probabilities=args.probabilities,
                             overlay_png=args.overlay, overwrite=args.overwrite)
             n_images += 1
@@ -180,6 +181,10 @@ def run_predict_store(args) -> None:
           f"({len(report.computed)} chunk(s) computed, {len(report.skipped)} already done){particles}")
 
 
+#: what ``tem-keras evaluate -o OUT`` writes
+_EVALUATE_FILES = ("per_image.csv", "overall.json", "threshold_curve.png", "threshold_curve.csv")
+
+
 @as_input_errors
 def run_evaluate(args) -> None:
     """``tem-keras evaluate``: scores, best threshold and curve on a labelled folder."""
@@ -187,11 +192,12 @@ def run_evaluate(args) -> None:
 
     from ..inference import evaluate
 
-    plot = None if args.out is None else Path(args.out) / "threshold_curve.png"
-    if args.out is not None:
-        for name in ("per_image.csv", "overall.json", "threshold_curve.png"):
-            if (Path(args.out) / name).exists() and not args.overwrite:
-                raise FileExistsError(f"{Path(args.out) / name}: already exists; pass --overwrite to replace it")
+    plot = folder = None
+    if args.out is not None:  # every output checked before the model runs
+        folder = OutputFolder(args.out, inputs=[args.model, args.dataset_dir])
+        for name in _EVALUATE_FILES:
+            folder.check(name, overwrite=args.overwrite)
+        plot = folder.claim("threshold_curve.png", overwrite=args.overwrite)
     per_image, overall = evaluate(args.model, args.dataset_dir, threshold=args.threshold, split=args.split,
                                   metric=args.metric, tile_size=args.tile_size, overlap=args.overlap,
                                   batch_size=args.batch_size, mixed_precision=args.mixed_precision,
@@ -204,14 +210,14 @@ def run_evaluate(args) -> None:
           f"precision {s['precision']:.4f}  recall {s['recall']:.4f}")
     print(f"best threshold for {overall['metric']}: {overall['best_threshold']:.2f} "
           f"({overall['metric']} {overall['at_best'][{'dice': 'f1'}.get(overall['metric'], overall['metric'])]:.4f})")
-    if args.out is not None:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        per_image.to_csv(out / "per_image.csv", index=False)
+    if folder is not None:
+        claim = {name: folder.claim(name, overwrite=args.overwrite) for name in _EVALUATE_FILES
+                 if name != "threshold_curve.png"}  # written by evaluate
+        per_image.to_csv(claim["per_image.csv"], index=False)
         summary = {k: v for k, v in overall.items() if k != "curve"}
-        (out / "overall.json").write_text(json.dumps(summary, indent=2, default=float))
-        overall["curve"].to_csv(out / "threshold_curve.csv", index=False)
-        print(f"tables and plot in {out}")
+        claim["overall.json"].write_text(json.dumps(summary, indent=2, default=float))
+        overall["curve"].to_csv(claim["threshold_curve.csv"], index=False)
+        print(f"tables and plot in {args.out}")
     if args.save_threshold:
         model_dir = Path(args.model)
         if not (model_dir / "config.json").is_file():

@@ -197,7 +197,7 @@ max_pixels, max_memory_gb, pixel_size_nm, tta
         The ``cluster`` extra is missing (it names it).
     """
     from .. import __version__
-    from ..outputs import lock_output, unlock_output
+    from ..outputs import lock_output, refuse_inputs, unlock_output
     from ..validation import check_int, check_predict_arguments, check_predict_input
 
     require("zarr", *(("pyarrow",) if particles or track else ()),
@@ -224,6 +224,7 @@ max_pixels, max_memory_gb, pixel_size_nm, tta
            "chunk_frames": chunk_frames, "pixel_size_nm": pixel_size_nm, **options}
     provenance = {"model": path, "model_sha256": checksum, "tem_keras_version": __version__,
                   "threshold": options["threshold"], "command": "predict_to_store"}
+    refuse_inputs(out, [path, x, frames.files or ()], within=True)  # before anything is written
     start = time.perf_counter()
     lock_output(out, advice="one job writes a store at a time: wait for it, or choose another output")
     try:

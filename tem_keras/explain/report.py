@@ -5,11 +5,13 @@ Used by ``tem-keras explain MODEL IMAGE --method gradcam|kernels|activations|erf
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import numpy as np
 
+from ..outputs import OutputFolder
 from . import _common
 
 __all__ = ["METHODS", "write_explanation"]
@@ -54,8 +56,9 @@ def write_explanation(model, image, method: str, out_dir, *, layer=None, class_i
     preprocessing : callable, optional
         Image preprocessing (a run's); default standardisation.
     overwrite : bool
-        Replace existing files; otherwise an existing file raises ``FileExistsError`` before anything
-        is computed.
+        Replace files an earlier explanation wrote (listed in the folder's manifest,
+        ``.tem_keras_output``); otherwise an existing file raises ``FileExistsError`` before
+        anything is computed. Files tem_keras did not write are never replaced.
 
     Returns
     -------
@@ -76,19 +79,18 @@ def write_explanation(model, image, method: str, out_dir, *, layer=None, class_i
              "kernels": ["kernels.npy", "mean_kernel.npy", "kernel_matches.csv", "kernels.png",
                          "kernel_matches.png"],
              "activations": ["class_scores.npy", "activations.png"], "erf": ["erf.npy", "erf.png"]}[method]
-    existing = [out / f for f in fixed if (out / f).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{existing[0]}: already exists; pass --overwrite to replace it")
-    out.mkdir(parents=True, exist_ok=True)
+    folder = OutputFolder(out, inputs=[image] if isinstance(image, (str, os.PathLike)) else [])
+    for name in fixed:  # before anything is computed
+        folder.check(name, overwrite=overwrite)
     written = []
 
     def save_array(name, array):
-        path = out / name
+        path = folder.claim(name, overwrite=overwrite)
         np.save(path, np.asarray(array))
         written.append(path)
 
     def save_fig(name, fig):
-        written.append(_common.save_figure(fig, out / name))
+        written.append(_common.save_figure(fig, folder.claim(name, overwrite=overwrite)))
 
     if method in ("gradcam", "gradcam++"):
         cam, fig = grad_cam(model, image, layer=layer, target=target, class_index=class_index,
@@ -99,8 +101,8 @@ def write_explanation(model, image, method: str, out_dir, *, layer=None, class_i
         save_array("kernels.npy", get_kernels(model, layer))
         save_array("mean_kernel.npy", mean_kernel(model, layer))
         table, fig = match_kernels(model, layer, return_figure=True)
-        table.to_csv(out / "kernel_matches.csv", index=False)
-        written.append(out / "kernel_matches.csv")
+        written.append(folder.claim("kernel_matches.csv", overwrite=overwrite))
+        table.to_csv(written[-1], index=False)
         save_fig("kernels.png", plot_kernels(model, layer))
         save_fig("kernel_matches.png", fig)
     elif method == "activations":

@@ -3,8 +3,6 @@ curves."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 __all__ = ["overlay", "save_prediction", "particle_rows", "plot_threshold_curve"]
@@ -41,30 +39,40 @@ def save_prediction(prediction, out_dir, *, mask_format: str = "png",
     Files: ``<name>_mask.<png|tif>``, optionally ``<name>_probabilities.tif`` (float32, one page
     per class, pixel size in nm) and ``<name>_overlay.png`` (:func:`overlay`).
 
-    Returns the paths written, by kind. Existing files are kept unless ``overwrite``.
+    ``out_dir`` is a folder, or a :class:`tem_keras.outputs.OutputFolder` (one for many
+    predictions: it knows the inputs, and reads its manifest once). Each file is recorded in the
+    folder's manifest; an existing file replaces only one tem_keras wrote, and only with
+    ``overwrite`` (a file tem_keras did not write is never replaced).
+
+    Returns the paths written, by kind.
     """
     from ..io import write_mask, write_probabilities
+    from ..outputs import OutputFolder
 
-    out_dir = Path(out_dir)
-    written = {"mask": write_mask(out_dir / f"{prediction.name}_mask.{mask_format}", prediction.mask,
-                                  overwrite=overwrite)}
+    folder = out_dir if isinstance(out_dir, OutputFolder) else OutputFolder(out_dir)
+    names = {"mask": f"{prediction.name}_mask.{mask_format}"}
     if probabilities:
         if prediction.probabilities is None:
             raise ValueError("predict with return_probabilities=True to save probabilities")
-        p = prediction.probabilities
-        written["probabilities"] = write_probabilities(
-            out_dir / f"{prediction.name}_probabilities.tif", p[..., 1] if p.shape[-1] == 2 else p,
-            prediction.pixel_size_nm, overwrite=overwrite)
+        names["probabilities"] = f"{prediction.name}_probabilities.tif"
     if overlay_png:
         if prediction.image is None:
             raise ValueError("predict with return_image=True to save overlays")
+        names["overlay"] = f"{prediction.name}_overlay.png"
+    for name in names.values():  # all refused before any is written
+        folder.check(name, overwrite=overwrite)
+    claim = {kind: folder.claim(name, overwrite=overwrite) for kind, name in names.items()}
+    written = {"mask": write_mask(claim["mask"], prediction.mask, overwrite=True)}
+    if probabilities:
+        p = prediction.probabilities
+        written["probabilities"] = write_probabilities(
+            claim["probabilities"], p[..., 1] if p.shape[-1] == 2 else p, prediction.pixel_size_nm,
+            overwrite=True)
+    if overlay_png:
         from skimage.io import imsave
 
-        from ..io import check_target
-
-        path = check_target(out_dir / f"{prediction.name}_overlay.png", overwrite)
-        imsave(path, overlay(prediction.image, prediction.mask), check_contrast=False)
-        written["overlay"] = path
+        imsave(claim["overlay"], overlay(prediction.image, prediction.mask), check_contrast=False)
+        written["overlay"] = claim["overlay"]
     return written
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TEMInputError
+from ..outputs import OutputFolder
 from .arrivals import Complete, FolderWatcher, Unreadable
 from .ledger import LEDGER_NAME, TABLE_NAME, Ledger, ParticleTable
 from .summary import SIZE_COLUMNS, LiveSummary
@@ -173,6 +174,27 @@ def _check_output(out: Path, folder: Path, overwrite: bool) -> None:
                               "choose a new output folder, or pass --overwrite to write into it")
 
 
+def _mask_names(names) -> list[str]:
+    return [f"{name}_mask.{ext}" for name in names for ext in ("png", "tif")]
+
+
+def _own_files(files: OutputFolder) -> None:
+    """A watch folder of a tem_keras older than the manifest: record what its ledger says it
+    wrote (the ledger, table, figure and the masks of the files done)."""
+    out = files.path
+    if files.owner is None and (out / LEDGER_NAME).is_file():
+        names = [LEDGER_NAME, TABLE_NAME, SUMMARY_NAME] + _mask_names(Ledger(out / LEDGER_NAME).outputs())
+        files.record(*[n for n in names if (out / n).exists()])
+
+
+def _remove_outputs(files: OutputFolder, names) -> None:
+    """Remove the masks of output ``names`` that the manifest lists."""
+    listed = files.listed()
+    for name in _mask_names(names):
+        if name in listed:
+            (files.path / name).unlink(missing_ok=True)
+
+
 def watch(model, folder, out, *, pattern=None, interval: float = 0.5, settle: float = 0.5,
           give_up: float = 10.0, once: bool = False, stop_after: int | None = None,
           timeout: float | None = None, threshold=None, tile_size: int | None = None,
@@ -217,7 +239,9 @@ def watch(model, folder, out, *, pattern=None, interval: float = 0.5, settle: fl
         Smallest number of seconds between two drawings of ``summary.png``.
     overwrite : bool
         Write into a non-empty folder that is not a watch's, or start a watch's folder again from
-        nothing (its ledger, table and figure are removed first).
+        nothing (its ledger, table, figure and masks are removed first). Files tem_keras did not
+        write are never replaced: a file whose mask would replace one is skipped with a message
+        (the folder's manifest, ``.tem_keras_output``, lists what tem_keras wrote).
     stop : threading.Event, optional
         Set it (from another thread) to stop after the current file.
     verbose : bool
@@ -245,13 +269,21 @@ def watch(model, folder, out, *, pattern=None, interval: float = 0.5, settle: fl
     watcher = FolderWatcher(folder, [pattern] if isinstance(pattern, str) else pattern,
                             settle=settle, give_up=give_up, exclude=out)
     _check_output(out, folder, overwrite)
+    files = OutputFolder(out, "watch", inputs=[folder])
+    if not (out / LEDGER_NAME).exists():  # a table or figure of the user's is never replaced
+        for name in (TABLE_NAME, SUMMARY_NAME):
+            files.check(name, overwrite=True)
     table = ParticleTable(out / TABLE_NAME)
     table.lock()  # before anything in ``out`` is touched: a second process is refused here
     report = WatchReport(out)
     try:
-        if overwrite:  # start over
+        _own_files(files)
+        if overwrite:  # start over: remove what earlier watches wrote here, and only that
+            _remove_outputs(files, Ledger(out / LEDGER_NAME).outputs())
             for name in (LEDGER_NAME, TABLE_NAME, SUMMARY_NAME):
-                (out / name).unlink(missing_ok=True)
+                if name in files.listed():
+                    (out / name).unlink(missing_ok=True)
+        files.record(LEDGER_NAME, TABLE_NAME, SUMMARY_NAME)
         bundle = load(model)
         from ..inference.masks import check_threshold
 
@@ -261,7 +293,7 @@ def watch(model, folder, out, *, pattern=None, interval: float = 0.5, settle: fl
         sizes = table.keep_only(ledger.outputs(), size_columns=SIZE_COLUMNS)
         summary = LiveSummary(out / SUMMARY_NAME, every=summary_every)
         summary.restore(ledger.done(), sizes)
-        segmenter = _Segmenter(bundle, options, out, ledger, table, summary,
+        segmenter = _Segmenter(bundle, options, files, ledger, table, summary,
                                dict(min_area=min_area, split_touching=split_touching), mask_format)
         if verbose:
             done = len(ledger.done())
@@ -341,8 +373,8 @@ def _loop(watcher, segmenter, stopper, report, *, interval, once, stop_after, ti
 class _Segmenter:
     """Segments one complete file and commits its outputs (masks, table rows, ledger line)."""
 
-    def __init__(self, bundle, options, out, ledger, table, summary, measure_options, mask_format):
-        self.bundle, self.options, self.out = bundle, options, out
+    def __init__(self, bundle, options, files, ledger, table, summary, measure_options, mask_format):
+        self.bundle, self.options, self.files, self.out = bundle, options, files, files.path
         self.ledger, self.table, self.summary = ledger, table, summary
         self.measure_options, self.mask_format = measure_options, mask_format
         self.owners = {name: e["file"] for e in ledger.done() for name in e.get("outputs", ())}
@@ -378,6 +410,14 @@ class _Segmenter:
             self.skip(event, f"{event.path}: its outputs would replace those of {', '.join(clash)} "
                       "(same file name stem); rename one of them", report)
             return
+        masks = [f"{name}_mask.{self.mask_format}" for name in names]
+        try:  # a file the watch did not write is never replaced
+            for mask in masks:
+                self.files.check(mask, overwrite=True)
+        except FileExistsError as error:
+            self.skip(event, f"{error} (skipped until it changes)", report)
+            return
+        self.files.record(*masks)
         partial = self.out / _PARTIAL
         for result in results:
             written = save_prediction(result, partial, mask_format=self.mask_format, overwrite=True)

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..outputs import OutputFolder
 from .fitting import fit
 
 __all__ = ["sweep"]
+
+
+#: the tables and plot of a sweep, beside its run folders
+_SWEEP_FILES = ("sweep.csv", "summary.csv", "dice_vs_receptive_field.png")
 
 
 def sweep(dataset_dir, models, seeds=(0, 1, 2, 3, 4), *, out_dir="sweeps", overwrite=False,
@@ -34,6 +39,9 @@ def sweep(dataset_dir, models, seeds=(0, 1, 2, 3, 4), *, out_dir="sweeps", overw
     from ..models.describe import describe
 
     out_dir = Path(out_dir)
+    folder = OutputFolder(out_dir, inputs=[dataset_dir])
+    for name in _SWEEP_FILES:  # before hours of training
+        folder.check(name, overwrite=overwrite)
     rows = []
     for spec in models:
         spec = {"name": spec} if isinstance(spec, str) else dict(spec)
@@ -51,8 +59,7 @@ def sweep(dataset_dir, models, seeds=(0, 1, 2, 3, 4), *, out_dir="sweeps", overw
                          "receptive_field_nm": info.get("receptive_field_nm"),
                          **{k: scores.get(k) for k in ("dice", "soft_dice", "iou", "f1")}})
     table = pd.DataFrame(rows)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_dir / "sweep.csv", index=False)
+    table.to_csv(folder.claim("sweep.csv", overwrite=overwrite), index=False)
     summary = (table.groupby("label", sort=False)
                .agg(parameters=("parameters", "first"), receptive_field_px=("receptive_field_px", "first"),
                     receptive_field_nm=("receptive_field_nm", "first"),
@@ -60,8 +67,8 @@ def sweep(dataset_dir, models, seeds=(0, 1, 2, 3, 4), *, out_dir="sweeps", overw
                     soft_dice_mean=("soft_dice", "mean"), soft_dice_std=("soft_dice", "std"),
                     n_seeds=("seed", "count"))
                .reset_index())
-    summary.to_csv(out_dir / "summary.csv", index=False)
+    summary.to_csv(folder.claim("summary.csv", overwrite=overwrite), index=False)
     from ..plots import plot_dice_vs_receptive_field
 
-    plot_dice_vs_receptive_field(summary, out_dir / "dice_vs_receptive_field.png")
+    plot_dice_vs_receptive_field(summary, folder.claim("dice_vs_receptive_field.png", overwrite=overwrite))
     return summary
