@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .. import _env  # noqa: F401
 from ..errors import TEMInputError
+from ..outputs import output_error
 from .console import raised_by_tem_keras
 from .data_commands import run_check, run_info, run_label, run_measure, run_synth
 from .model_commands import run_explain, run_export, run_models
@@ -226,8 +227,8 @@ _GLOBAL_FLAGS = {"--verbose": "show TensorFlow's start-up log lines",
 
 
 def main(argv=None) -> int:
-    """Run ``tem-keras``; returns the exit status (0, 2 for bad input or usage, 130 when Ctrl-C
-    stopped ``watch``, 1 otherwise)."""
+    """Run ``tem-keras``; returns the exit status (0, 2 for bad input or usage and for files that
+    cannot be read or written, 130 when Ctrl-C stopped ``watch``, 1 otherwise)."""
     from .._env import import_tensorflow_quietly, quiet_console
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -250,11 +251,12 @@ def main(argv=None) -> int:
         check_model_options(parser, args)
     try:
         status = args.func(args)  # watch returns 130 after Ctrl-C; the others return None
-    except (TEMInputError, FileExistsError, FileNotFoundError, ValueError, TypeError) as err:
+    except (TEMInputError, OSError, ValueError, TypeError) as err:
         if debug:
             raise
-        ours = (isinstance(err, (TEMInputError, FileExistsError, FileNotFoundError))
-                or raised_by_tem_keras(err))
+        if isinstance(err, OSError) and err.errno is not None:  # a read-only folder, a full disk...
+            err = output_error(err)
+        ours = isinstance(err, (TEMInputError, OSError)) or raised_by_tem_keras(err)
         message = " ".join(str(err).split()) or type(err).__name__
         if not ours:
             message = f"{type(err).__name__}: {message} (run with --debug for the traceback)"
