@@ -1,59 +1,59 @@
-"""Accuracy of default training against classical thresholding, on every labelled set at hand.
+"""Accuracy of default training on real and synthetic sets, beside a plain PyTorch peer and Otsu.
 
 What is measured
 ----------------
-For each set (synthetic imitations of four kinds of real TEM set, made by ``accuracy_sets.py`` with
-fixed seeds, and the real development set ``../shared/data/real-dev`` when present):
+For each set (``accuracy_sets.py``: the real sets of ``../shared/data/real-dev`` first, then
+synthetic imitations made with fixed seeds):
 
-1. The set is written (or found) in the standard layout ``DIR/images/<stem>.tif`` +
-   ``DIR/masks/<stem>.png`` under a scratch folder (``--work``, default
-   ``benchmarks/.accuracy_data/``, ignored by git through its own ``.gitignore``).
-2. A model is trained exactly as a user would: ``tem-keras fit DIR --run-dir RUN`` with no other
-   option — plus ``--time-limit T`` when ``--time-limit`` is given and ``tem-keras fit`` offers it.
-   The wall time of that command is recorded, and the configuration it chose is read from the run's
-   ``config.json`` (model and its arguments, patch and batch size, steps, epochs, learning rate —
-   whichever keys exist) and the images per split from ``split.json``.
-3. The test images of that split (stems in ``split.json["test"]``, never seen in training; for
-   ``real-dev`` the 15 patches of its ``val`` folder) are segmented whole with
-   ``tem_keras.predict(RUN, paths)`` (default threshold), and scored by hard dice of the particle
-   class (class 1; class 2 = Pt on ``real-dev``) against the masks, **per image**; the table gives
-   the mean ± sample standard deviation over the test images, the pooled dice (all test pixels
-   counted together) beside it, and per-image means of IoU, precision and recall.
-4. On the same test images, with the same metric, two classical baselines segment "particle vs
-   rest":
+1. The set is laid out (real: symlinks, with the fixed split of ``dataset.json``) or generated
+   under a scratch folder (``--work``, default ``benchmarks/.accuracy_data/``, ignored by git).
+2. Each **method** — a named way of producing masks of the set's test images — runs on the same
+   split, and its masks are scored the same way (:data:`METHODS`, in this order):
 
-   * **Otsu**: Gaussian smoothing σ = 1 px, then Otsu's threshold
-     (``tem_keras.baselines.otsu_segment``, the histogram and criterion of
-     ``skimage.filters.threshold_otsu``), with the polarity chosen by an oracle **per image**
-     (the better of particles-dark / particles-bright against the mask). This headline is the
-     strictest Otsu (on the mixed set, whose images are bright-field and HAADF, one polarity per
-     set would make Otsu fail on half of the images); the JSON also gives Otsu with the one
-     polarity per set that is best on average (``otsu_set_polarity``).
-   * **pseudo-labels** of Horwath et al. 2020 (``tem_keras.pseudo_labels``, default
-     arguments), with ``particles="dark"`` on bright-field and ``"bright"`` on HAADF images (from
-     the generator's record; otherwise the polarity the Otsu oracle picked).
+   * ``fit``: ``tem-keras fit DIR --run-dir RUN`` with its defaults (plus ``--time-limit T``
+     when given), exactly as a user would; its wall time, configuration (``config.json``) and
+     split (``split.json``: the other methods use it) are recorded; the test images are
+     segmented whole with ``tem_keras.predict(RUN, paths)``.
+   * ``peer``: the plain PyTorch UNet of ``peer_unet.py`` (its recipe is in its docstring),
+     trained on the same train/val images for the wall time fit took (or ``--peer-seconds``),
+     in a subprocess; it picks its threshold on the val images.
+   * ``otsu``: Gaussian σ = 1 px + Otsu's threshold (``tem_keras.baselines.otsu_segment``), the
+     polarity chosen per image by an oracle (the better against the mask); the one polarity
+     per set that is best on average is recorded beside it.
+   * ``otsu_two_level`` (sets scoring class 2: pt-alumina): σ = 1, Otsu, then Otsu again on the
+     pixels above the first threshold; the bright side of the second is the class. It is the
+     classical baseline of those sets.
+   * ``pseudo_labels``: ``tem_keras.pseudo_labels`` (Horwath et al. 2020, default arguments),
+     ``particles="bright"`` on HAADF / SEM-like images, ``"dark"`` on bright-field (from
+     ``dataset.json``), else the Otsu oracle's polarity.
 
-5. Per set it prints and writes: images per split, configuration chosen, wall time, per-image
-   dice (mean ± std) of fit / Otsu / pseudo-labels, the error ratio
-   ``(1 − dice_fit) / (1 − dice_otsu)`` with whether it reaches the goal (≤ 0.5, Otsu's error
-   halved) and the floor (< 1, Otsu beaten), and the machine load (``os.getloadavg()`` before
-   and after each fit, CPU count). Results go to ``benchmarks/results/accuracy.json`` and the
-   markdown table ``benchmarks/results/ACCURACY.md`` (for the README).
+   Adding a method is a function ``f(ctx) -> {"masks": {stem: bool mask}, ...}`` decorated
+   with ``@method(name, label)``.
+3. Scores: hard dice of the particle class (class 2 = Pt on pt-alumina, class 1 elsewhere)
+   against the masks, **per test image**; the headline is the mean ± sample std over the test
+   images; pooled dice (all test pixels together), IoU, precision and recall are kept too.
+   Derived: error ratio ``(1 − dice fit) / (1 − dice Otsu)`` (goal ≤ 0.5; the two-level Otsu
+   where it applies) and ``dice fit − dice peer`` (goal ≥ −0.005).
+4. **Leak**: for each test image the highest Pearson correlation of its 128² area-averaged
+   thumbnail with that of any train or val image; the row gives the maximum over the test
+   images and how many reach 0.95 (a near twin in training makes a score measure memory).
+5. The soot folds are also pooled into one row over their 6 test images.
+
+Results go to ``benchmarks/results/accuracy.json`` and ``benchmarks/results/ACCURACY.md``; the
+load average before and after each fit is recorded, so that a loaded run can be recognised.
 
 How to run
 ----------
 ::
 
-    python benchmarks/accuracy.py                              # all sets, fit with its defaults
-    python benchmarks/accuracy.py --time-limit 10min           # ... with a 10-minute budget each
-    python benchmarks/accuracy.py --sets bf_prisms real-dev    # some sets only
-    python benchmarks/accuracy.py --quick --sets bf_prisms     # smoke test: fewer images, tiny budget
+    python benchmarks/accuracy.py                              # every set, fit with its defaults
+    python benchmarks/accuracy.py --sets real                  # the real sets only
+    python benchmarks/accuracy.py --sets tem-soot-aggregates bf_prisms --update
+    python benchmarks/accuracy.py --quick --sets tem-sinter-tiles --time-limit 40s --peer-seconds 30
 
-``--quick`` uses fewer images per set and a tiny training budget (``--time-limit 1min`` when fit
-offers it, else ``--epochs 1``); its results go to ``<work>/accuracy_quick.json`` and
-``<work>/ACCURACY_quick.md`` unless ``--out`` / ``--markdown`` say otherwise, so a smoke run never
-overwrites the committed results. Run on an otherwise idle machine: the load average before and
-after each fit is recorded so that a loaded run can be recognised.
+``--quick`` uses fewer images per set and a tiny budget (``--time-limit 1min`` unless given);
+its results go to ``<work>/accuracy_quick.json`` and ``<work>/ACCURACY_quick.md`` unless
+``--out`` / ``--markdown`` say otherwise, so a smoke run never overwrites the committed results.
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -81,19 +83,27 @@ from common import QUIET_ENV, RESULTS, cpu_info  # noqa: E402
 ROOT = HERE.parent
 DEFAULT_WORK = HERE / ".accuracy_data"
 TEM_KERAS = Path(sys.executable).with_name("tem-keras")
-GOAL, FLOOR = 0.5, 1.0
-#: lines of the fit output not echoed (they stay in the log file)
+GOAL, FLOOR, PEER_GOAL, LEAK = 0.5, 1.0, -0.005, 0.95
+#: rows made of several sets' test images: name -> sets
+POOLED = {"tem-soot-aggregates (3 folds pooled)": accuracy_sets.SOOT_FOLDS}
+#: lines of the subprocess output not echoed (they stay in the log file)
 NOISE = re.compile(r"^[IWE]\d{4} |absl::InitializeLog|oneDNN custom operations|"
                    r"floating-point round-off|cuda|reading images|\d+/\d+ \[|^\s*warnings\.warn")
 #: config.json keys shown in the printed configuration, in this order (when present)
 CONFIG_KEYS = ("model", "patch_size", "batch_size", "steps_per_epoch", "epochs", "time_limit",
-               "time_limit_s", "learning_rate", "lr_schedule", "schedule", "warmup_steps",
-               "optimizer", "loss", "recipe", "threshold", "folds", "pretrained", "tta",
-               "patience", "mixed_precision", "foreground_fraction", "seed")
+               "time_limit_s", "learning_rate", "schedule", "loss", "recipe", "threshold",
+               "pretrained", "foreground_fraction", "seed")
 
 
 def log(*a):
     print(*a, flush=True)
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,14 +115,13 @@ def scores(pred, truth) -> dict:
     (``tem_keras.metrics.segmentation_scores``; 1.0 when both are empty)."""
     from tem_keras.metrics import segmentation_scores
 
-    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
-    s = segmentation_scores(pred, truth)
+    s = segmentation_scores(np.asarray(pred, bool), np.asarray(truth, bool))
     return {k: (float(s[k]) if k in ("dice", "iou", "precision", "recall") else int(s[k]))
             for k in ("dice", "iou", "precision", "recall", "tp", "fp", "fn")}
 
 
 def summarise(per_image: list[dict]) -> dict:
-    """Per-image means (dice with sample std) and the pooled dice of a list of :func:`scores`."""
+    """Per-image means (dice with sample std and min) and the pooled dice of :func:`scores`."""
     if not per_image:
         return {"n_images": 0}
     out = {"n_images": len(per_image)}
@@ -124,48 +133,137 @@ def summarise(per_image: list[dict]) -> dict:
             out["dice_min"] = float(v.min())
     tp, fp, fn = (sum(s[k] for s in per_image) for k in ("tp", "fp", "fn"))
     out["pooled_dice"] = 1.0 if 2 * tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
-    # images without any particle pixel score 1 only when nothing is predicted, else 0
     out["n_empty_truth"] = sum(1 for s in per_image if s["tp"] + s["fn"] == 0)
     return out
 
 
 def check_scores() -> None:
-    """Known answers: a mask against itself scores 1, against its complement 0."""
+    """Known answers: a mask against itself scores 1, against its complement 0, half of it
+    the dice of its bottom half; the two-level Otsu isolates the brightest of three levels."""
     rng = np.random.default_rng(0)
     m = rng.random((64, 80)) < 0.3
     assert scores(m, m)["dice"] == 1.0 and scores(m, m)["iou"] == 1.0
     assert scores(~m, m)["dice"] == 0.0 and scores(~m, m)["precision"] == 0.0
     half = m.copy()
-    half[:32] = False                     # recall = |m in bottom half| / |m|, precision 1
-    s = scores(half, m)
-    t = m[32:].sum()
+    half[:32] = False
+    s, t = scores(half, m), m[32:].sum()
     assert abs(s["dice"] - 2 * t / (t + m.sum())) < 1e-12 and s["precision"] == 1.0
-    pooled = summarise([scores(m, m), scores(~m, m)])
-    assert abs(pooled["dice"] - 0.5) < 1e-12 and pooled["n_images"] == 2
+    assert abs(summarise([scores(m, m), scores(~m, m)])["dice"] - 0.5) < 1e-12
+    levels = np.zeros((64, 64), np.float32)
+    levels[:, 20:] = 1.0
+    levels[40:50, 40:50] = 3.0
+    assert np.array_equal(two_level_otsu(levels + 0.01 * rng.random((64, 64))), levels == 3.0)
 
 
 # --------------------------------------------------------------------------------------------
-# training
+# one set: its images, split and the methods that segment its test images
 # --------------------------------------------------------------------------------------------
 
-def fit_options() -> set[str]:
-    """The long options ``tem-keras fit --help`` lists."""
-    done = subprocess.run([str(TEM_KERAS), "fit", "--help"], capture_output=True, text=True,
-                          env={**os.environ, **QUIET_ENV}, timeout=600)
-    return set(re.findall(r"--[a-z][a-z0-9-]*", done.stdout))
+@dataclass
+class SetContext:
+    """What the methods of one set share: the folder, the split, options and cached images.
+
+    ``split`` is ``dataset.json``'s until ``fit`` replaces it by its ``split.json`` (or a
+    default split when fit fails before writing one).
+    """
+
+    name: str
+    data_dir: Path
+    args: argparse.Namespace
+    samples: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+    split: dict | None = None
+    fit: dict | None = None
+    _images: dict = field(default_factory=dict)
+    _truths: dict = field(default_factory=dict)
+    _polarity: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        from tem_keras.data.datasets import discover
+
+        self.samples = {s.stem: s for s in discover(self.data_dir).labelled}
+        self.meta = read_json(self.data_dir / "dataset.json") or {}
+        self.split = self.meta.get("split")
+
+    @property
+    def particle_class(self) -> int:
+        return accuracy_sets.particle_class(self.name)
+
+    @property
+    def test(self) -> list[str]:
+        return list((self.split or {}).get("test", []))
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.name}-quick" if self.args.quick else self.name
+
+    @property
+    def work(self) -> Path:
+        return Path(self.args.work)
+
+    def image(self, stem: str) -> np.ndarray:
+        if stem not in self._images:
+            self._images[stem] = accuracy_sets.read_gray(self.samples[stem].image)
+        return self._images[stem]
+
+    def truth(self, stem: str) -> np.ndarray:
+        from tem_keras.data.datasets import read_mask
+
+        if stem not in self._truths:
+            self._truths[stem] = read_mask(self.samples[stem].mask) == self.particle_class
+        return self._truths[stem]
+
+    def otsu_masks(self, stem: str) -> dict:
+        """``{"dark": mask, "bright": mask}`` of Otsu σ = 1 (cached)."""
+        from tem_keras.baselines import otsu_segment
+
+        if stem not in self._polarity:
+            self._polarity[stem] = {p: otsu_segment(self.image(stem), sigma=1.0, particles=p)
+                                    for p in ("dark", "bright")}
+        return self._polarity[stem]
+
+    def oracle_polarity(self, stem: str) -> str:
+        m, truth = self.otsu_masks(stem), self.truth(stem)
+        return "dark" if scores(m["dark"], truth)["dice"] >= scores(m["bright"], truth)["dice"] \
+            else "bright"
 
 
-def run_fit(data_dir: Path, run_dir: Path, extra: list[str], log_path: Path,
-            timeout: float) -> dict:
-    """``tem-keras fit DATA --run-dir RUN [extra]``: wall time, exit code, load, output tail."""
-    if run_dir.exists():
-        shutil.rmtree(run_dir)            # a fresh run, never a resumed one (our scratch folder)
-    cmd = [str(TEM_KERAS), "fit", str(data_dir), "--run-dir", str(run_dir), *extra]
+@dataclass(frozen=True)
+class Method:
+    """A named way of producing masks of a set's test images.
+
+    ``run(ctx)`` returns ``{"masks": {stem: bool mask}, ...}``: anything beside the masks
+    (wall time, threshold, polarity, ...) is kept as the method's ``info``. ``applies(ctx)``
+    says whether the method has a row for that set.
+    """
+
+    name: str
+    label: str
+    run: Callable[[SetContext], dict]
+    applies: Callable[[SetContext], bool] = lambda ctx: True
+
+
+METHODS: dict[str, Method] = {}
+
+
+def method(name: str, label: str, applies=None):
+    """Register the decorated ``f(ctx)`` as method ``name`` (shown as ``label``)."""
+    def register(fn):
+        METHODS[name] = Method(name, label, fn, applies or (lambda ctx: True))
+        return fn
+    return register
+
+
+class MethodSkipped(Exception):
+    """A method that cannot run on this set (e.g. the peer without a budget); the reason is shown."""
+
+
+def run_logged(cmd: list[str], log_path: Path, timeout: float, prefix: str = "  | ") -> dict:
+    """Run ``cmd``, echo its output lines (less :data:`NOISE`) and keep all of it in ``log_path``;
+    exit code, wall time, load average before and after, output tail."""
     log("  $ " + " ".join(cmd))
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    load_before = list(os.getloadavg())
-    t0 = time.perf_counter()
-    tail: list[str] = []
+    load_before, t0, tail = list(os.getloadavg()), time.perf_counter(), []
     with open(log_path, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env={**os.environ, **QUIET_ENV}, bufsize=1)
@@ -175,7 +273,7 @@ def run_fit(data_dir: Path, run_dir: Path, extra: list[str], log_path: Path,
                 line = line.rstrip("\n")
                 if line.strip() and not NOISE.search(line):
                     tail = (tail + [line])[-40:]
-                    log("  | " + line.split("\r")[-1][-160:])
+                    log(prefix + line.split("\r")[-1][-160:])
                 if time.perf_counter() - t0 > timeout:
                     proc.kill()
                     break
@@ -183,27 +281,279 @@ def run_fit(data_dir: Path, run_dir: Path, extra: list[str], log_path: Path,
         except BaseException:
             proc.kill()
             raise
-    wall = time.perf_counter() - t0
-    return {"command": cmd, "returncode": rc, "wall_s": round(wall, 1),
+    return {"command": cmd, "returncode": rc, "wall_s": round(time.perf_counter() - t0, 1),
             "load_before": load_before, "load_after": list(os.getloadavg()),
             "log": str(log_path), "output_tail": tail[-15:]}
 
 
-def read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+def fit_options(args) -> list[str]:
+    """The options every fit of this benchmark gets: ``--time-limit`` (quick: 1min unless
+    given) and ``--fit-args``."""
+    limit = args.time_limit or ("1min" if args.quick else None)
+    return (["--time-limit", limit] if limit else []) + list(args.fit_args)
 
+
+def fit_masks(ctx: SetContext, key: str, extra: list[str] = ()) -> dict:
+    """Train with ``tem-keras fit DIR --run-dir <work>/runs/<set>[-key] [options] [extra]``
+    (a fresh run) and predict the set's test images whole with the run. The run's
+    ``split.json`` becomes the set's split when ``key == "fit"``; another run must not train
+    or validate on the set's test images."""
+    args = ctx.args
+    run_dir = ctx.work / "runs" / (ctx.run_name + ("" if key == "fit" else f"-{key}"))
+    if run_dir.exists():
+        shutil.rmtree(run_dir)            # a fresh run, never a resumed one (our scratch folder)
+    cmd = [str(TEM_KERAS), "fit", str(ctx.data_dir), "--run-dir", str(run_dir), *extra,
+           *fit_options(args)]
+    done = run_logged(cmd, ctx.work / "logs" / f"{run_dir.name}.log", args.fit_timeout)
+    info = {**done, "run_dir": str(run_dir),
+            "config": chosen_config(read_json(run_dir / "config.json"))}
+    split = read_json(run_dir / "split.json")
+    if key == "fit":
+        ctx.fit = info
+        if split and split.get("test"):
+            ctx.split = split
+    if done["returncode"] or not (split and split.get("test")):
+        raise RuntimeError(f"fit exit {done['returncode']}"
+                           + ("" if split and split.get("test") else ", no test split"))
+    seen = set(ctx.test) & set(split.get("train", []) + split.get("val", []))
+    if seen:
+        raise RuntimeError(f"{run_dir} trained on test images: {sorted(seen)[:5]}")
+    import tem_keras
+
+    t0 = time.perf_counter()
+    stems = ctx.test
+    preds = tem_keras.predict(str(run_dir), [str(ctx.samples[s].image) for s in stems])
+    preds = preds if isinstance(preds, list) else [preds]
+    return {"masks": {s: p.mask == ctx.particle_class for s, p in zip(stems, preds)},
+            **info, "predict_s": round(time.perf_counter() - t0, 1),
+            "thresholds": sorted({p.threshold for p in preds}, key=lambda t: (t is None, t or 0))}
+
+
+@method("fit", "tem-keras fit (defaults)")
+def _fit(ctx: SetContext) -> dict:
+    return fit_masks(ctx, "fit")
+
+
+@method("peer", "PyTorch peer UNet")
+def _peer(ctx: SetContext) -> dict:
+    seconds = ctx.args.peer_seconds or (ctx.fit or {}).get("wall_s")
+    if not seconds:
+        raise MethodSkipped("no budget: fit gave no wall time and --peer-seconds is not set")
+    out = ctx.work / "runs" / f"{ctx.run_name}-peer"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / "split.json").write_text(json.dumps(ctx.split, indent=1))
+    cmd = [sys.executable, str(HERE / "peer_unet.py"), str(ctx.data_dir), "--split",
+           str(out / "split.json"), "--particle-class", str(ctx.particle_class),
+           "--seconds", f"{seconds:.1f}", "--out", str(out)]
+    done = run_logged(cmd, ctx.work / "logs" / f"{out.name}.log", 3 * seconds + 1800)
+    record = read_json(out / "record.json")
+    if done["returncode"] or not record:
+        raise RuntimeError(f"peer exit {done['returncode']}: {' / '.join(done['output_tail'][-3:])}")
+    from tem_keras.data.datasets import read_mask
+
+    record.pop("test_dice", None)
+    return {"masks": {s: read_mask(out / "masks" / f"{s}.png") > 0 for s in ctx.test},
+            **done, **record, "budget_from": "--peer-seconds" if ctx.args.peer_seconds
+            else "fit wall time"}
+
+
+@method("otsu", "Otsu σ=1, oracle polarity per image")
+def _otsu(ctx: SetContext) -> dict:
+    polarity = {s: ctx.oracle_polarity(s) for s in ctx.test}
+    mean = {p: np.mean([scores(ctx.otsu_masks(s)[p], ctx.truth(s))["dice"] for s in ctx.test])
+            for p in ("dark", "bright")}
+    set_polarity = max(mean, key=mean.get)
+    return {"masks": {s: ctx.otsu_masks(s)[polarity[s]] for s in ctx.test},
+            "polarity": polarity, "set_polarity": set_polarity,
+            "set_polarity_dice": float(mean[set_polarity])}
+
+
+def two_level_otsu(image, sigma: float = 1.0) -> np.ndarray:
+    """Gaussian σ, Otsu's threshold, then Otsu's threshold of the pixels above it: the pixels
+    above the second (the brightest of three levels, e.g. Pt on alumina in HAADF)."""
+    from skimage.filters import gaussian, threshold_otsu
+
+    smoothed = gaussian(np.asarray(image, np.float32), sigma=sigma, preserve_range=True)
+    upper = smoothed[smoothed > threshold_otsu(smoothed)]
+    return smoothed > threshold_otsu(upper) if upper.size > 1 else np.zeros(smoothed.shape, bool)
+
+
+@method("otsu_two_level", "two-level Otsu σ=1 (bright class)",
+        applies=lambda ctx: ctx.particle_class == 2)
+def _otsu_two_level(ctx: SetContext) -> dict:
+    return {"masks": {s: two_level_otsu(ctx.image(s)) for s in ctx.test}}
+
+
+@method("pseudo_labels", "pseudo-labels (Horwath et al. 2020)")
+def _pseudo_labels(ctx: SetContext) -> dict:
+    from tem_keras.baselines import pseudo_labels
+
+    by_mode = {"haadf": "bright", "sem": "bright", "bright-field": "dark"}
+    modes = ctx.meta.get("modes", {})
+    polarity = {s: by_mode.get(modes.get(s)) or ctx.oracle_polarity(s) for s in ctx.test}
+    return {"masks": {s: pseudo_labels(ctx.image(s), particles=polarity[s]) for s in ctx.test},
+            "polarity": polarity}
+
+
+def baseline_of(methods: dict) -> str:
+    """The classical baseline of a set: the two-level Otsu where it ran, else Otsu."""
+    return "otsu_two_level" if "summary" in methods.get("otsu_two_level", {}) else "otsu"
+
+
+# --------------------------------------------------------------------------------------------
+# leak: near twins of test images among the training images
+# --------------------------------------------------------------------------------------------
+
+def leak(test_images, train_images, names_test=(), names_train=()) -> dict:
+    """For each test image the highest Pearson correlation of its 128² area-averaged thumbnail
+    with any training one: the maximum, how many reach :data:`LEAK`, and per image (with the
+    nearest training image)."""
+    thumb = accuracy_sets.thumbnail
+    c = accuracy_sets.correlations([thumb(i) for i in test_images],
+                                   [thumb(i) for i in train_images])
+    if not c.size:
+        return {"max": None, "n_ge_0.95": 0, "n_test": len(test_images)}
+    best = c.max(1)
+    names_test = list(names_test) or list(range(len(test_images)))
+    names_train = list(names_train) or list(range(len(train_images)))
+    return {"max": round(float(best.max()), 4), "n_ge_0.95": int((best >= LEAK).sum()),
+            "n_test": len(best),
+            "per_image": {str(t): [round(float(b), 4), names_train[int(j)]]
+                          for t, b, j in zip(names_test, best, c.argmax(1))}}
+
+
+def set_leak(ctx: SetContext) -> dict:
+    known = [s for k in ("train", "val") for s in (ctx.split or {}).get(k, [])]
+    return leak([ctx.image(s) for s in ctx.test], [ctx.image(s) for s in known], ctx.test, known)
+
+
+def check_leak() -> dict | None:
+    """Known answer on pt-alumina (when present): its source split gives 14 of 15 val slices a
+    near twin (≥ 0.95) in train; the grouped split of ``accuracy_sets`` gives none."""
+    if not accuracy_sets.PT_ALUMINA.is_dir():
+        return None
+    split, _, pairs = accuracy_sets.pt_alumina_split()
+    images = {s: accuracy_sets.read_gray(pairs[s][0]) for s in pairs}
+    source = {k: [s for s in pairs if s.startswith(f"src{k}_")] for k in ("train", "val")}
+    out = {}
+    for name, test, known in (("source split (val as test)", source["val"], source["train"]),
+                              ("grouped split", split["test"], split["train"] + split["val"])):
+        r = leak([images[s] for s in test], [images[s] for s in known])
+        out[name] = {k: r[k] for k in ("max", "n_ge_0.95", "n_test")}
+    assert out["source split (val as test)"]["n_ge_0.95"] >= 12, out
+    assert out["grouped split"]["n_ge_0.95"] == 0, out
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# running a set
+# --------------------------------------------------------------------------------------------
+
+def default_split(ctx: SetContext) -> dict:
+    """The split fit would make by default (when fit fails before writing one)."""
+    from tem_keras.data.datasets import split_samples
+
+    return split_samples(sorted(ctx.samples), (0.7, 0.1, 0.2), seed=0)
+
+
+def run_set(name: str, args) -> dict | None:
+    """Every method of :data:`METHODS` that applies, on the test images of one set."""
+    data_dir = accuracy_sets.make_set(name, Path(args.work), quick=args.quick, log=log)
+    if data_dir is None:
+        return None
+    ctx = SetContext(name, data_dir, args)
+    result = {"set": name, "block": "real" if name in accuracy_sets.REAL_SETS else "synthetic",
+              "data_dir": str(data_dir), "quick": args.quick, "n_images": len(ctx.samples),
+              "description": ctx.meta.get("description", ""),
+              "particle_class": ctx.particle_class, "methods": {}}
+    for m in METHODS.values():
+        if m.name in args.skip or not m.applies(ctx):
+            continue
+        if m.name != "fit" and not ctx.split:
+            ctx.split = default_split(ctx)
+            result["split_source"] = "default split (fit wrote none)"
+        log(f"  [{m.name}] {m.label}")
+        t0 = time.perf_counter()
+        try:
+            out = m.run(ctx)
+        except MethodSkipped as e:
+            log(f"  [{m.name}] skipped: {e}")
+            result["methods"][m.name] = {"label": m.label, "skipped": str(e)}
+            continue
+        except Exception as e:            # one method failing leaves the others' rows
+            log(f"  [{m.name}] failed: {type(e).__name__}: {e}")
+            result["methods"][m.name] = {"label": m.label, "error": f"{type(e).__name__}: {e}"}
+            continue
+        masks = out.pop("masks")
+        per = [{"stem": s, **scores(masks[s], ctx.truth(s))} for s in ctx.test]
+        result["methods"][m.name] = {"label": m.label, "summary": summarise(per),
+                                     "per_image": per, "seconds": round(time.perf_counter() - t0, 1),
+                                     "info": out}
+    result.update(split_sizes={k: len(v) for k, v in (ctx.split or {}).items()},
+                  test_stems=ctx.test, fit=ctx.fit, config=(ctx.fit or {}).get("config", {}),
+                  leak=set_leak(ctx))
+    result.setdefault("split_source", "dataset.json" if ctx.meta.get("split") else "fit split.json")
+    result.update(derived(result["methods"]))
+    return result
+
+
+def derived(methods: dict) -> dict:
+    """Error ratio of fit against the set's classical baseline, and fit − peer."""
+    def dice(k):
+        return methods.get(k, {}).get("summary", {}).get("dice")
+
+    base = baseline_of(methods)
+    fit, otsu, peer = dice("fit"), dice(base), dice("peer")
+    out = {"baseline": base, "error_ratio_vs_otsu": None, "fit_minus_peer": None}
+    if fit is not None and otsu is not None:
+        num, den = 1 - fit, 1 - otsu
+        out["error_ratio_vs_otsu"] = float("inf") if den <= 0 < num else (
+            0.0 if den <= 0 else num / den)
+    if fit is not None and peer is not None:
+        out["fit_minus_peer"] = fit - peer
+    return out
+
+
+def pooled(name: str, parts: list[dict]) -> dict:
+    """One row over the test images of several runs (the soot folds): per-image scores joined."""
+    methods = {}
+    for key in dict.fromkeys(k for r in parts for k in r["methods"]):
+        rows = [r["methods"].get(key, {}) for r in parts]
+        if all("per_image" in m for m in rows):
+            per = [dict(s, stem=f"{r['set']}:{s['stem']}") for r, m in zip(parts, rows)
+                   for s in m["per_image"]]
+            methods[key] = {"label": rows[0]["label"], "summary": summarise(per), "per_image": per,
+                            "seconds": round(sum(m["seconds"] for m in rows), 1), "info": {}}
+    leaks = [r["leak"] for r in parts]
+    walls = [(r.get("fit") or {}).get("wall_s") for r in parts]
+    per_fold = {k: "–".join(sorted({str(r["split_sizes"].get(k, 0)) for r in parts}))
+                for k in ("train", "val")}
+    return {"set": name, "block": parts[0]["block"], "pooled_from": [r["set"] for r in parts],
+            "quick": parts[0]["quick"], "n_images": parts[0]["n_images"],
+            "description": f"{len(parts)} folds, their test images pooled; train / val per fold",
+            "particle_class": parts[0]["particle_class"],
+            "split_sizes": {**per_fold, "test": sum(r["split_sizes"].get("test", 0) for r in parts)},
+            "fit": {"wall_s": float(np.mean(walls)) if None not in walls else None,
+                    "wall_s_note": "mean over the folds"},
+            "leak": {"max": max((x["max"] for x in leaks if x["max"] is not None), default=None),
+                     "n_ge_0.95": sum(x["n_ge_0.95"] for x in leaks),
+                     "n_test": sum(x["n_test"] for x in leaks)},
+            "methods": methods, **derived(methods)}
+
+
+# --------------------------------------------------------------------------------------------
+# configuration chosen by fit
+# --------------------------------------------------------------------------------------------
 
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
-        key = f"{prefix}{k}"
         if isinstance(v, dict) and k != "model":
-            out.update(_flatten(v, key + "."))
+            out.update(_flatten(v, f"{prefix}{k}."))
         else:
-            out[key] = v
+            out[f"{prefix}{k}"] = v
     return out
 
 
@@ -212,7 +562,7 @@ def model_text(model) -> str:
     if isinstance(model, dict):
         name = model.get("name") or model.get("model") or model.get("architecture") or "?"
         kw = {k: v for k, v in model.items() if k not in ("name", "model", "architecture")}
-        kw = kw.get("kwargs", kw) if isinstance(kw.get("kwargs"), dict) else kw
+        kw = kw["kwargs"] if isinstance(kw.get("kwargs"), dict) else kw
         return f"{name}(" + ", ".join(f"{k}={v}" for k, v in kw.items()) + ")"
     return str(model)
 
@@ -220,14 +570,12 @@ def model_text(model) -> str:
 def chosen_config(config: dict | None) -> dict:
     """The configuration chosen, from ``config.json``: ``model`` as ``name(kwargs)``, then every
     scalar or short entry (nested sections flattened to dotted keys), leaving out versions,
-    augmentation, classes, preprocessing and paths. Robust to the layout of config.json."""
+    augmentation, classes, preprocessing and paths."""
     if not config:
         return {}
     skip = ("versions", "classes", "strategy", "preprocessing", "data.augmentation",
             "data.dataset_dir", "run_dir", "dataset_dir", "history", "environment")
-    out = {}
-    if "model" in config:
-        out["model"] = model_text(config["model"])
+    out = {"model": model_text(config["model"])} if "model" in config else {}
     for k, v in _flatten({k: v for k, v in config.items() if k != "model"}).items():
         if any(k == p or k.startswith(p + ".") for p in skip):
             continue
@@ -239,232 +587,140 @@ def chosen_config(config: dict | None) -> dict:
 
 def config_value(cfg: dict, leaf: str):
     """The value of the first key of ``cfg`` whose last dotted component is ``leaf``."""
-    for k, v in cfg.items():
-        if k.split(".")[-1] == leaf:
-            return v
-    return None
+    return next((v for k, v in cfg.items() if k.split(".")[-1] == leaf), None)
 
 
 def config_line(cfg: dict) -> str:
     bits = [cfg["model"]] if "model" in cfg else []
-    for leaf in CONFIG_KEYS:
-        v = config_value(cfg, leaf)
-        if v is not None and leaf != "model":
-            bits.append(f"{leaf}={json.dumps(v, default=str)}")
+    bits += [f"{leaf}={json.dumps(config_value(cfg, leaf), default=str)}" for leaf in CONFIG_KEYS
+             if leaf != "model" and config_value(cfg, leaf) is not None]
     return ", ".join(bits)
 
 
 # --------------------------------------------------------------------------------------------
-# evaluation
+# reports
 # --------------------------------------------------------------------------------------------
 
-def evaluate_set(name: str, data_dir: Path, run_dir: Path | None, test_stems: list[str],
-                 particle_class: int, modes: dict) -> dict:
-    """Scores of fit, Otsu (both polarities) and pseudo-labels on the test images."""
-    import tem_keras
-    from tem_keras.baselines import otsu_segment, pseudo_labels
-    from tem_keras.data.datasets import discover, read_mask
-
-    samples = {s.stem: s for s in discover(data_dir)}
-    missing = [s for s in test_stems if s not in samples]
-    if missing:
-        raise RuntimeError(f"{name}: test stems not in {data_dir}: {missing[:5]}")
-    paths = [samples[s].image for s in test_stems]
-    preds = None
-    if run_dir is not None:
-        t0 = time.perf_counter()
-        preds = tem_keras.predict(str(run_dir), [str(p) for p in paths])
-        if not isinstance(preds, list):
-            preds = [preds]
-        predict_s = time.perf_counter() - t0
-    per = {"fit": [], "otsu_dark": [], "otsu_bright": [], "pseudo_labels": []}
-    thresholds, pseudo_pol = set(), {}
-    for i, stem in enumerate(test_stems):
-        image = np.asarray(tem_keras.read_image(samples[stem].image).data, np.float32)
-        if image.ndim == 3:
-            image = image[..., 0] if image.shape[-1] == 1 else image.mean(-1)
-        truth = read_mask(samples[stem].mask) == particle_class
-        if preds is not None:
-            p = preds[i]
-            per["fit"].append({"stem": stem, **scores(p.mask == particle_class, truth)})
-            thresholds.add(p.threshold)
-        for pol in ("dark", "bright"):
-            per[f"otsu_{pol}"].append(
-                {"stem": stem, **scores(otsu_segment(image, sigma=1.0, particles=pol), truth)})
-        mode = modes.get(stem)
-        if mode in ("haadf", "bright-field"):
-            pol = "bright" if mode == "haadf" else "dark"
-        else:
-            pol = "dark" if per["otsu_dark"][-1]["dice"] >= per["otsu_bright"][-1]["dice"] \
-                else "bright"
-        pseudo_pol[stem] = pol
-        per["pseudo_labels"].append({"stem": stem, **scores(pseudo_labels(image, particles=pol),
-                                                            truth)})
-    # Otsu, oracle polarity per image (headline) and the one best polarity for the whole set
-    per["otsu"] = [dict(max(d, b, key=lambda s: s["dice"]),
-                        polarity="dark" if d["dice"] >= b["dice"] else "bright")
-                   for d, b in zip(per["otsu_dark"], per["otsu_bright"])]
-    set_pol = "dark" if summarise(per["otsu_dark"])["dice"] >= summarise(per["otsu_bright"])["dice"] \
-        else "bright"
-    per["otsu_set_polarity"] = per[f"otsu_{set_pol}"]
-    out = {"test_stems": test_stems, "particle_class": particle_class,
-           "summary": {k: summarise(v) for k, v in per.items() if v},
-           "per_image": {k: per[k] for k in ("fit", "otsu", "pseudo_labels") if per[k]},
-           "otsu_set_polarity": set_pol,
-           "otsu_polarities": {s["stem"]: s["polarity"] for s in per["otsu"]},
-           "pseudo_label_polarities": pseudo_pol}
-    if preds is not None:
-        out["predict_s"] = round(predict_s, 1)
-        out["fit_thresholds"] = sorted(thresholds, key=lambda t: (t is None, t or 0))
-        out["summary"]["fit"]["error_ratio_vs_otsu"] = error_ratio(out["summary"])
-        out["summary"]["fit"]["error_ratio_vs_otsu_set_polarity"] = error_ratio(
-            out["summary"], "otsu_set_polarity")
-    return out
-
-
-def error_ratio(summary: dict, baseline: str = "otsu") -> float | None:
-    if "fit" not in summary:
-        return None
-    num, den = 1 - summary["fit"]["dice"], 1 - summary[baseline]["dice"]
-    return float("inf") if den <= 0 < num else (0.0 if den <= 0 else num / den)
-
-
-# --------------------------------------------------------------------------------------------
-# one set
-# --------------------------------------------------------------------------------------------
-
-def run_set(name: str, args, options: set[str]) -> dict | None:
-    work = Path(args.work)
-    data_dir = accuracy_sets.make_set(name, work, quick=args.quick, log=log)
-    if data_dir is None:
-        return None
-    meta = read_json(data_dir / "dataset.json") or {}
-    particle_class = 2 if name == "real-dev" else 1
-    run_dir = work / "runs" / (f"{name}-quick" if args.quick else name)
-    extra: list[str] = []
-    if args.time_limit and "--time-limit" in options:
-        extra += ["--time-limit", args.time_limit]
-    elif args.time_limit:
-        log(f"  note: `tem-keras fit` has no --time-limit yet; {args.time_limit} not applied")
-    if args.quick and not args.time_limit:
-        extra += ["--time-limit", "1min"] if "--time-limit" in options else ["--epochs", "1"]
-    extra += args.fit_args
-    result = {"set": name, "data_dir": str(data_dir), "run_dir": str(run_dir),
-              "description": accuracy_sets.SYNTHETIC.get(name, {}).get(
-                  "description", meta.get("description", "")),
-              "n_images": len(list((data_dir / "images").iterdir())),
-              "particle_class": particle_class, "quick": args.quick}
-    fit = run_fit(data_dir, run_dir, extra, work / "logs" / f"{run_dir.name}.log",
-                  args.fit_timeout)
-    result["fit"] = fit
-    config = read_json(run_dir / "config.json")
-    split = read_json(run_dir / "split.json")
-    result["config"] = chosen_config(config)
-    result["split_sizes"] = {k: len(v) for k, v in (split or {}).items()}
-    ok = fit["returncode"] == 0 and split and split.get("test")
-    if not ok:
-        why = (f"exit {fit['returncode']}" if fit["returncode"] else "no test split in split.json")
-        log(f"  fit failed ({why}); baselines only, on the dataset.json test split if any")
-        result["error"] = why
-        split = split if split and split.get("test") else meta.get("split")
-    if split and split.get("test"):
-        test = list(split["test"])
-    else:                                 # fit failed before splitting: baselines on every image
-        from tem_keras.data.datasets import discover
-
-        test = [smp.stem for smp in discover(data_dir)]
-        result["baseline_images"] = "all images (fit gave no test split)"
-    ev = evaluate_set(name, data_dir, run_dir if ok else None, test,
-                      particle_class, meta.get("modes", {}))
-    result.update(ev)
-    return result
-
-
-def fmt(s: dict | None) -> str:
+def dice_text(m: dict | None, pooled_too: bool = False) -> str:
+    s = (m or {}).get("summary")
     if not s:
+        return "—" if not m else ("skipped" if "skipped" in m else "failed")
+    text = f"{s['dice']:.3f} ± {s['dice_std']:.3f}"
+    return text + (f" ({s['pooled_dice']:.3f})" if pooled_too else "")
+
+
+def ratio_text(r: dict) -> str:
+    q = r.get("error_ratio_vs_otsu")
+    if q is None:
         return "—"
-    return f"{s['dice']:.3f} ± {s['dice_std']:.3f} (pooled {s['pooled_dice']:.3f})"
+    return f"{q:.2f} {'✓' if q <= GOAL else ('(floor ✓)' if q < FLOOR else '✗')}"
+
+
+def gap_text(r: dict) -> str:
+    g = r.get("fit_minus_peer")
+    return "—" if g is None else f"{g:+.3f} {'✓' if g >= PEER_GOAL else '✗'}"
+
+
+def leak_text(r: dict) -> str:
+    x = r.get("leak") or {}
+    return "—" if x.get("max") is None else f"{x['max']:.2f} ({x['n_ge_0.95']}/{x['n_test']} ≥ 0.95)"
+
+
+def wall_text(r: dict) -> str:
+    w = (r.get("fit") or {}).get("wall_s")
+    return "—" if w is None else f"{w / 60:.1f} min"
 
 
 def report_set(r: dict) -> None:
     log(f"\n=== {r['set']}  ({r['description']})")
     sz = r.get("split_sizes") or {}
-    log(f"  images: {r['n_images']}; split " + ", ".join(f"{k} {v}" for k, v in sz.items()))
-    log(f"  configuration: {config_line(r.get('config') or {}) or '(no config.json)'}")
-    f = r["fit"]
-    log(f"  fit: exit {f['returncode']}, wall {f['wall_s']:.0f} s, load {f['load_before'][0]:.2f}"
-        f" -> {f['load_after'][0]:.2f} (1-min avg, {os.cpu_count()} CPUs)")
-    s = r.get("summary")
-    if not s:
-        return
-    if r.get("baseline_images"):
-        log(f"  baselines on {r['baseline_images']}")
-    log(f"  dice of class {r['particle_class']} on {s['otsu']['n_images']} test images "
-        "(per-image mean ± std, pooled):")
-    if "fit" in s:
-        log(f"    fit            {fmt(s['fit'])}  IoU {s['fit']['iou']:.3f} P {s['fit']['precision']:.3f}"
-            f" R {s['fit']['recall']:.3f}  threshold {r.get('fit_thresholds')}")
-    log(f"    Otsu σ=1       {fmt(s['otsu'])}  (oracle polarity per image; one polarity for the "
-        f"set, {r['otsu_set_polarity']}: {s['otsu_set_polarity']['dice']:.3f})")
-    log(f"    pseudo-labels  {fmt(s['pseudo_labels'])}")
-    if "fit" in s:
-        q = s["fit"]["error_ratio_vs_otsu"]
-        log(f"    error ratio (1-fit)/(1-Otsu) = {q:.3f}: goal ≤ {GOAL} "
-            f"{'MET' if q <= GOAL else 'not met'}; floor < {FLOOR} {'MET' if q < FLOOR else 'not met'}")
+    log(f"  images: {r.get('n_images', '?')}; split ({r.get('split_source', 'pooled')}) "
+        + ", ".join(f"{k} {v}" for k, v in sz.items()))
+    fit = r.get("fit") or {}
+    if fit.get("command"):
+        log(f"  configuration: {config_line(r.get('config') or {}) or '(no config.json)'}")
+        log(f"  fit: exit {fit['returncode']}, wall {fit['wall_s']:.0f} s, load "
+            f"{fit['load_before'][0]:.2f} -> {fit['load_after'][0]:.2f} (1-min avg, "
+            f"{os.cpu_count()} CPUs)")
+    log(f"  dice of class {r['particle_class']} on the test images (per-image mean ± std, pooled):")
+    for key, m in r["methods"].items():
+        info = m.get("info", {})
+        extra = {"fit": lambda: f"threshold {info.get('thresholds')}",
+                 "peer": lambda: f"{info.get('steps')} steps in {info.get('train_s')} s, best val "
+                                 f"{info.get('best_val_dice')}, threshold {info.get('threshold')}",
+                 "otsu": lambda: f"one polarity ({info.get('set_polarity')}): "
+                                 f"{info.get('set_polarity_dice', float('nan')):.3f}"}.get(key)
+        why = m.get("skipped") or m.get("error") or ""
+        log(f"    {key:<16} {dice_text(m, True):<28} {why or (extra() if extra and info else '')}")
+    log(f"  error ratio vs {r['baseline']}: {ratio_text(r)} (goal ≤ {GOAL}); fit − peer: "
+        f"{gap_text(r)} (goal ≥ {PEER_GOAL}); leak max corr {leak_text(r)}")
 
 
 def markdown(results: list[dict], header: dict) -> str:
+    cols = ("| set | train / val / test | fit dice | fit wall | peer dice | Otsu dice | "
+            "pseudo-label dice | error ratio vs Otsu (≤ 0.5) | fit − peer (≥ −0.005) | "
+            "leak max corr |\n|---|---|---|---|---|---|---|---|---|---|")
     lines = [
         "<!-- written by benchmarks/accuracy.py; do not edit by hand -->",
-        f"Hard dice of the particle class on each set's test images, per-image mean ± std "
-        f"(pooled over all test pixels in brackets). `fit` = `tem-keras fit DIR` "
-        f"{('with `' + ' '.join(header['fit_extra']) + '`') if header['fit_extra'] else 'with its defaults'}"
-        f"; Otsu = Gaussian σ = 1 + Otsu threshold, polarity chosen per image by an oracle; "
-        f"pseudo-labels = `tem_keras.pseudo_labels` (Horwath et al. 2020). Error ratio = "
-        f"(1 − dice fit) / (1 − dice Otsu): goal ≤ 0.5, floor < 1. "
-        f"Machine: {header['machine']['cpu']}, {header['machine']['logical_cpus']} CPUs"
-        f"{', QUICK smoke run' if header['quick'] else ''}.",
-        "",
-        "| set | train / val / test | model chosen | fit wall | fit | Otsu σ=1 | pseudo-labels | error ratio |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+        "Hard dice of the particle class on each set's test images, per-image mean ± sample std. "
+        f"fit = `{' '.join(['tem-keras fit DIR', *header['fit_extra']])}`"
+        f"{'' if header['fit_extra'] else ' (its defaults)'}; "
+        "peer = `benchmarks/peer_unet.py`, a plain PyTorch UNet trained on the same train/val "
+        f"images for the same wall time{' (or --peer-seconds)' if header.get('peer_seconds') else ''}; "
+        "Otsu = Gaussian σ = 1 + Otsu, polarity per image by an oracle (pt-alumina: "
+        "two-level Otsu, marked ²); pseudo-labels = `tem_keras.pseudo_labels` (Horwath et al. "
+        "2020). Error ratio = (1 − fit) / (1 − Otsu). Leak = highest Pearson correlation of a "
+        "test image's 128² thumbnail with any train/val one (max over the test images; how many "
+        f"≥ 0.95). Machine: {header['machine']['cpu']}, {header['machine']['logical_cpus']} CPUs"
+        f"{'; QUICK smoke run' if header['quick'] else ''}.", ""]
+    for block, title in (("real", "Real sets"), ("synthetic", "Synthetic imitations")):
+        rows = [r for r in results if r["block"] == block]
+        if not rows:
+            continue
+        lines += [f"**{title}**", "", cols]
+        for r in rows:
+            sz, m = r.get("split_sizes") or {}, r["methods"]
+            base = dice_text(m.get(r["baseline"])) + ("²" if r["baseline"] != "otsu" else "")
+            lines.append(f"| {r['set']} | {sz.get('train', '?')} / {sz.get('val', '?')} / "
+                         f"{sz.get('test', '?')} | {dice_text(m.get('fit'))} | {wall_text(r)} | "
+                         f"{dice_text(m.get('peer'))} | {base} | "
+                         f"{dice_text(m.get('pseudo_labels'))} | {ratio_text(r)} | {gap_text(r)} | "
+                         f"{leak_text(r)} |")
+        lines.append("")
+    lines += ["**Every method** (per-image dice mean ± std, pooled dice in brackets, per-image "
+              "IoU / precision / recall means, seconds the method took)", "",
+              "| set | method | dice | IoU | precision | recall | s |", "|---|---|---|---|---|---|---|"]
     for r in results:
-        sz = r.get("split_sizes") or {}
-        cfg = r.get("config") or {}
-        bits = [f"`{cfg.get('model', '?')}`"] + [
-            f"{k.replace('_', ' ')} {config_value(cfg, k)}" for k in
-            ("patch_size", "batch_size", "steps_per_epoch", "epochs", "learning_rate")
-            if config_value(cfg, k) is not None]
-        if cfg.get("plan.pretrained"):
-            bits.append(f"warm start `{cfg['plan.pretrained']}`")
-        s = r.get("summary") or {}
-
-        def cell(k):
-            return "—" if k not in s else f"{s[k]['dice']:.3f} ± {s[k]['dice_std']:.3f} ({s[k]['pooled_dice']:.3f})"
-        q = (s.get("fit") or {}).get("error_ratio_vs_otsu")
-        qtxt = "—" if q is None else f"{q:.2f} {'✓ goal' if q <= GOAL else ('✓ floor' if q < FLOOR else '✗')}"
-        fitcell = cell("fit") if "fit" in s else f"failed ({r.get('error', '?')})"
-        lines.append(f"| {r['set']} | {sz.get('train', '?')} / {sz.get('val', '?')} / "
-                     f"{sz.get('test', '?')} | {', '.join(bits)} | {r['fit']['wall_s'] / 60:.1f} min | "
-                     f"{fitcell} | {cell('otsu')} | {cell('pseudo_labels')} | {qtxt} |")
+        for key, m in r["methods"].items():
+            s = m.get("summary") or {}
+            nums = " | ".join(f"{s[k]:.3f}" if k in s else "—" for k in ("iou", "precision", "recall"))
+            lines.append(f"| {r['set']} | {key} | {dice_text(m, True)} | {nums} | "
+                         f"{m.get('seconds', '—')} |")
+    lines += ["", "**Configuration fit chose**", "", "| set | configuration |", "|---|---|"]
+    lines += [f"| {r['set']} | {config_line(r['config']) or '—'} |" for r in results if r.get("config")]
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
+# --------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------
+
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sets", nargs="+", default=list(accuracy_sets.ALL_SETS),
-                    choices=list(accuracy_sets.ALL_SETS), metavar="NAME",
-                    help=f"sets to run (default all: {', '.join(accuracy_sets.ALL_SETS)})")
-    ap.add_argument("--time-limit", default=None,
-                    help="training budget passed to `tem-keras fit --time-limit` when it has it")
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke test: fewer images, tiny training budget")
+    names = [*accuracy_sets.ALL_SETS, *accuracy_sets.GROUPS]
+    ap.add_argument("--sets", nargs="+", default=list(accuracy_sets.ALL_SETS), metavar="NAME",
+                    choices=names, help=f"sets or groups of sets (default all): {', '.join(names)}")
+    ap.add_argument("--time-limit", default=None, help="`tem-keras fit --time-limit` (e.g. 10min)")
+    ap.add_argument("--quick", action="store_true", help="smoke test: fewer images, tiny budget")
+    ap.add_argument("--no-peer", action="store_true", help="do not train the PyTorch peer")
+    ap.add_argument("--peer-seconds", type=float, default=None,
+                    help="the peer's training budget (default: the wall time of that set's fit)")
     ap.add_argument("--work", default=str(DEFAULT_WORK),
                     help="scratch folder for data sets, runs and logs (default %(default)s)")
     ap.add_argument("--out", default=None, help="JSON results (default "
                     "benchmarks/results/accuracy.json; quick: <work>/accuracy_quick.json)")
-    ap.add_argument("--markdown", default=None, help="markdown table (default "
+    ap.add_argument("--markdown", default=None, help="markdown tables (default "
                     "benchmarks/results/ACCURACY.md; quick: <work>/ACCURACY_quick.md)")
     ap.add_argument("--update", action="store_true",
                     help="keep the other sets' results in --out and replace only the sets run now")
@@ -473,6 +729,34 @@ def main(argv=None) -> int:
     ap.add_argument("--fit-args", nargs=argparse.REMAINDER, default=[],
                     help="extra options for `tem-keras fit` (not for official results)")
     args = ap.parse_args(argv)
+    args.sets = accuracy_sets.expand(args.sets)
+    args.skip = {"peer"} if args.no_peer else set()
+    return args
+
+
+def git_state() -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "tem_keras"],
+                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return {"git_commit": commit, "git_dirty": bool(dirty)}
+    except OSError:
+        return {}
+
+
+def with_pooled(results: list[dict]) -> list[dict]:
+    """``results`` with each :data:`POOLED` row after its last part, when all parts are there."""
+    out = [r for r in results if "pooled_from" not in r]
+    for name, parts in POOLED.items():
+        found = [r for r in out if r["set"] in parts]
+        if len(found) == len(parts):
+            out.insert(out.index(found[-1]) + 1, pooled(name, found))
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if not (work / ".gitignore").exists():
@@ -482,43 +766,41 @@ def main(argv=None) -> int:
     md = Path(args.markdown) if args.markdown else (work / "ACCURACY_quick.md" if args.quick
                                                     else RESULTS / "ACCURACY.md")
     check_scores()
-    options = fit_options()
-    machine = cpu_info()
-    header = {"machine": machine, "cpu_count": os.cpu_count(), "quick": args.quick,
-              "time_limit": args.time_limit, "fit_has_time_limit": "--time-limit" in options,
-              "fit_extra": [], "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "load_start": list(os.getloadavg())}
-    try:
-        header["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT,
-                                              capture_output=True, text=True).stdout.strip()
-        header["git_dirty"] = bool(subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "tem_keras"], cwd=ROOT,
-            capture_output=True, text=True).stdout.strip())
-    except OSError:
-        pass
-    log(f"accuracy benchmark: sets {args.sets}; {os.cpu_count()} CPUs ({machine['cpu']}); "
-        f"load {header['load_start']}; fit --time-limit "
-        f"{'available' if header['fit_has_time_limit'] else 'not available'}")
+    accuracy_sets.check_groups()
+    header = {"machine": cpu_info(), "cpu_count": os.cpu_count(), "quick": args.quick,
+              "time_limit": args.time_limit, "peer_seconds": args.peer_seconds,
+              "fit_extra": fit_options(args),
+              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "load_start": list(os.getloadavg()),
+              "leak_check_pt_alumina": check_leak(), **git_state()}
+    log(f"accuracy benchmark: sets {args.sets}; {os.cpu_count()} CPUs ({header['machine']['cpu']}); "
+        f"load {header['load_start']}")
+    if header["leak_check_pt_alumina"]:
+        log(f"leak check, pt-alumina: {header['leak_check_pt_alumina']}")
     results = []
-    if args.update and out.is_file():  # results of other sets, each with the commit it ran on
-        results = [r for r in json.loads(out.read_text())["results"] if r["set"] not in args.sets]
+    if args.update and out.is_file():     # other sets' results, each with the commit it ran on
+        results = [r for r in json.loads(out.read_text())["results"]
+                   if r["set"] not in args.sets and "pooled_from" not in r]
     for name in args.sets:
         log(f"\n--- {name}")
-        r = run_set(name, args, options)
+        r = run_set(name, args)
         if r is None:
             continue
-        header["fit_extra"] = r["fit"]["command"][5:]
-        r["git_commit"], r["git_dirty"] = header.get("git_commit"), header.get("git_dirty")
-        results.append(r)
+        r.update(git_state())
+        results = sorted([x for x in results if x["set"] != name] + [r],
+                         key=lambda x: accuracy_sets.ALL_SETS.index(x["set"]))
         report_set(r)
-        payload = {**header, "load_end": list(os.getloadavg()), "results": results}
+        table = with_pooled(results)
+        payload = {**header, "load_end": list(os.getloadavg()), "results": table}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(payload, indent=1, default=str) + "\n")
         md.parent.mkdir(parents=True, exist_ok=True)
-        md.write_text(markdown(results, header))
+        md.write_text(markdown(table, header))
+    for r in with_pooled(results):
+        if "pooled_from" in r:
+            report_set(r)
     log(f"\nwrote {out} and {md}")
     if results:
-        log("\n" + markdown(results, header))
+        log("\n" + markdown(with_pooled(results), header))
     return 0
 
 
