@@ -6,15 +6,14 @@ With a run folder (from ``tem_keras.fit`` / ``tem-keras fit``) it explains that 
 ``--image`` (default: the run's first test image). Without one it trains, on generated
 bright-field micrographs, a small UNet and Horwath et al.'s shallow-wide CNN (32 kernels of 7×7
 and a 1×1 read-out), whose kernels are compared with Gaussian / LoG / Sobel / Gabor filters.
-Figures (PNG) and tables (CSV) go to ``--out`` (an existing folder is refused unless
-``--overwrite``). The notebook ``notebooks/03_explainability.ipynb`` does the same with explanations.
+Figures (PNG) and tables (CSV) go to ``--out`` (a folder of other files is refused; an earlier
+run's output is replaced only with ``--overwrite``). The notebook ``notebooks/03_explainability.ipynb`` does the same with explanations.
 The command line offers the same: ``tem-keras explain RUN IMAGE --method gradcam --out DIR``.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import matplotlib
@@ -23,6 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 import tem_keras
+from tem_keras.errors import TEMInputError
+from tem_keras.outputs import OutputFolder
 from tem_keras import explain
 from tem_keras.data.datasets import discover
 from tem_keras.data.synthetic import make_dataset
@@ -33,6 +34,13 @@ def save_figure(fig, path):
     plt.close(fig)
 
 
+#: what the example writes into --out
+OUTPUTS = ("data", "unet", "shallow") + tuple(
+    f"{name}_{suffix}" for name in ("model", "unet", "shallow_cnn_wide")
+    for suffix in ("grad_cam.png", "activations.png", "effective_receptive_field.png",
+                   "kernel_matches.png", "kernels.png", "kernel_matches.csv"))
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", nargs="?", type=Path, default=None, help="a finished run folder")
@@ -40,15 +48,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, default=Path("tem_keras_explain"))
     parser.add_argument("--fast", action="store_true", help="tiny data and two training steps")
     parser.add_argument("--time-limit", default="2min", help="training budget (default %(default)s)")
-    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace what an earlier run of this example wrote in --out")
     args = parser.parse_args(argv)
 
     out = args.out
-    if out.exists() and any(out.iterdir()):
-        if not args.overwrite:
-            parser.error(f"{out} exists and is not empty; choose another --out or add --overwrite")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:  # --overwrite replaces what this example wrote there before, never other files
+        OutputFolder(out, "example", inputs=[args.run_dir, args.image]).prepare(
+            overwrite=args.overwrite, entries=OUTPUTS)
+    except TEMInputError as error:
+        parser.error(str(error))
     runs = {}
     if args.run_dir is not None:
         runs["model"] = tem_keras.Run.load(args.run_dir)

@@ -6,7 +6,7 @@
 .h5), a folder of frames or a pattern such as ``"frames/*.tif"``, and ``--run`` a run folder
 trained on images like it. Without them the script makes a synthetic movie of ripening
 particles and first trains with ``fit``'s defaults on still images for ``--time-limit``. Results
-go to ``--out`` (an existing folder is refused unless ``--overwrite``): ``particle_tracks.csv``,
+go to ``--out`` (a folder of other files is refused; ``--overwrite`` replaces an earlier run's): ``particle_tracks.csv``,
 ``size_vs_time.csv``, ``size_vs_time.png``.
 The notebook ``notebooks/04_in_situ_video.ipynb`` does the same with figures. For long movies on
 many machines: ``tem-keras predict RUN VIDEO --out masks/ --particles --shard i/n``.
@@ -15,7 +15,6 @@ many machines: ``tem-keras predict RUN VIDEO --out masks/ --particles --shard i/
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import matplotlib
@@ -24,9 +23,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 import tem_keras
+from tem_keras.errors import TEMInputError
+from tem_keras.outputs import OutputFolder
 from tem_keras.data.synthetic import make_dataset, make_stack
 from tem_keras.inference import predict_stack
 from tem_keras.particles import plot_size_vs_time, track_particles
+
+
+#: what the example writes into --out
+OUTPUTS = ("video", "train_data", "run", "particle_tracks.csv", "size_vs_time.csv",
+           "size_vs_time.png")
 
 
 def main(argv=None):
@@ -37,17 +43,18 @@ def main(argv=None):
     parser.add_argument("--seconds-per-frame", type=float, default=2.0)
     parser.add_argument("--fast", action="store_true", help="tiny movie and two training steps")
     parser.add_argument("--time-limit", default="3min", help="training budget (default %(default)s)")
-    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace what an earlier run of this example wrote in --out")
     args = parser.parse_args(argv)
     if (args.video is None) != (args.run is None):
         parser.error("give both --video and --run, or neither (synthetic demo)")
 
     out = args.out
-    if out.exists() and any(out.iterdir()):
-        if not args.overwrite:
-            parser.error(f"{out} exists and is not empty; choose another --out or add --overwrite")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:  # --overwrite replaces what this example wrote there before, never other files
+        OutputFolder(out, "example", inputs=[args.video, args.run]).prepare(
+            overwrite=args.overwrite, entries=OUTPUTS)
+    except TEMInputError as error:
+        parser.error(str(error))
     size = 96 if args.fast else 256
     if args.video is None:
         frames, _, _ = make_stack(5 if args.fast else 30, size, "bright-field", seed=4,

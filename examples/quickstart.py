@@ -4,7 +4,8 @@
 
 Without ``--data`` it trains on generated bright-field micrographs (with exact masks); with
 ``--data`` on your dataset folder (``images/`` + ``masks/``, see the README), which is only read.
-Everything is written under ``--out`` (an existing folder is refused unless ``--overwrite``).
+Everything is written under ``--out``: a folder of other files is refused, and an earlier run's
+output is replaced only with ``--overwrite`` (nothing else there is removed).
 Training uses ``fit``'s defaults (model, patches and epochs planned from the data) for
 ``--time-limit`` (3 minutes); ``--fast`` uses tiny images and two training steps (seconds).
 The notebook ``notebooks/01_quickstart.ipynb`` does the same with figures.
@@ -13,12 +14,13 @@ The notebook ``notebooks/01_quickstart.ipynb`` does the same with figures.
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import pandas as pd
 
 import tem_keras
+from tem_keras.errors import TEMInputError
+from tem_keras.outputs import OutputFolder
 from tem_keras.data.datasets import discover, read_mask
 from tem_keras.data.synthetic import make_dataset
 from tem_keras.export import export
@@ -27,22 +29,27 @@ from tem_keras.metrics import segmentation_scores
 from tem_keras.particles import size_distribution
 
 
+#: what the example writes into --out
+OUTPUTS = ("data", "run", "particles.csv", "export")
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None, help="your dataset folder (read only)")
     parser.add_argument("--out", type=Path, default=Path("tem_keras_quickstart"))
     parser.add_argument("--fast", action="store_true", help="tiny data and two training steps")
     parser.add_argument("--time-limit", default="3min", help="training budget (default %(default)s)")
-    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace what an earlier run of this example wrote in --out")
     args = parser.parse_args(argv)
 
     fast = args.fast
     out = args.out
-    if out.exists() and any(out.iterdir()):
-        if not args.overwrite:
-            parser.error(f"{out} exists and is not empty; choose another --out or add --overwrite")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:  # --overwrite replaces what this example wrote there before, never other files
+        OutputFolder(out, "example", inputs=[args.data]).prepare(
+            overwrite=args.overwrite, entries=OUTPUTS)
+    except TEMInputError as error:
+        parser.error(str(error))
 
     # 1. a dataset folder
     data = args.data or make_dataset(out / "data", n_images=6 if fast else 24, size=96 if fast else 256,

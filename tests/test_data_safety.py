@@ -255,6 +255,22 @@ def test_the_zarr_store_never_replaces_a_users_folder(user, capsys):
     assert snapshot(user.parent) == before
 
 
+@pytest.mark.parametrize("name", ["quickstart.py", "explain_model.py", "insitu_video.py"])
+def test_examples_overwrite_refuses_the_users_folder(user, capsys, name):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / name
+    spec = importlib.util.spec_from_file_location(f"example_{path.stem}", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    before = snapshot(user.parent)
+    with pytest.raises(SystemExit) as exit_info:
+        example.main(["--out", str(user / "home"), "--overwrite", "--fast"])
+    assert exit_info.value.code == 2
+    assert "did not write" in capsys.readouterr().err
+    assert snapshot(user.parent) == before
+
+
 # --------------------------------------------------------------------------------------------
 # What tem_keras wrote is replaced, and only that
 # --------------------------------------------------------------------------------------------
