@@ -208,30 +208,34 @@ class OutputFolder:
 
     def record(self, *names) -> None:
         """Add ``names`` to the manifest (created, with the folder, when missing) before they
-        are written."""
-        listed = self.listed()
-        new = [n for n in dict.fromkeys(map(_name, names)) if n not in listed]
-        if self._on_disk and not new:
-            return
+        are written. The manifest is not read for this: a name listed twice is harmless."""
+        new = list(dict.fromkeys(map(_name, names)))
+        if self._listed is not None:  # read before: skip what it lists
+            new = [n for n in new if n not in self._listed]
+            if self._on_disk and not new:
+                return
         self.path.mkdir(parents=True, exist_ok=True)
         text = "".join(f"{n}\n" for n in new)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
-        if not self._on_disk:  # a new manifest: the header and what is known (adopted) so far
+        fd = None
+        if not self._on_disk:  # perhaps a new manifest: the header and what was adopted first
             try:
                 fd = os.open(self.manifest, flags | os.O_EXCL, 0o644)
+            except FileExistsError:  # there already (or another process made it just now)
+                pass
+            else:
                 text = _HEADER.format(kind=self._owner or self.kind) + "".join(
-                    f"{n}\n" for n in sorted(self._listed)) + text
-            except FileExistsError:  # another process made it just now
-                fd = os.open(self.manifest, flags)
-        else:
+                    f"{n}\n" for n in sorted(self._listed or ())) + text
+                self._owner = self._owner or self.kind
+        if fd is None:
             fd = os.open(self.manifest, flags)
         try:
             os.write(fd, text.encode("utf-8"))  # one write: lines of processes do not interleave
         finally:
             os.close(fd)
         self._on_disk = True
-        self._owner = self._owner or self.kind
-        self._listed.update(new)
+        if self._listed is not None:
+            self._listed.update(new)
 
     # ---------------------------------------------------------------- folders made whole
     def holds_output(self, legacy=None) -> bool:
