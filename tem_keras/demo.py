@@ -52,7 +52,7 @@ def _check_arguments(n_images, size, epochs, time_limit, mode, seed, overwrite) 
     from .training.config import TrainingConfig
 
     check_int("n_images", n_images, 3)  # one image each for training, validation and test
-    check_int("size", size, 32)
+    check_int("size", size, 32, 4096)
     check_bool("overwrite", overwrite)
     synthesis_params(None, {}, caller="run_demo").resolve(size, canonical_mode(mode))
     TrainingConfig(epochs=epochs, time_limit=time_limit, seed=seed)
