@@ -71,10 +71,11 @@ def check_model_options(parser, args) -> None:
 #: TrainingConfig fields offered as ``fit``/``sweep`` options: (type, choices, help); None = planned
 _CONFIG_OPTIONS = {
     "recipe": (str, ("default", "paper"), "optimiser settings: measured defaults or the papers' (default: default)"),
-    "time_limit": (str, None, "budget of the whole run, e.g. 10min, 90s, 1h (default: 9 min on a CPU "
-                              "when --epochs is not given)"),
+    "time_limit": (str, None, "budget of the whole run, e.g. 10min, 90s, 1h (default when --epochs is not "
+                              "given: 9 min on a CPU up to 50 training images, 3 s more per image beyond, "
+                              "at most 30 min)"),
     "epochs": (int, None, "number of epochs (default: as many as fit in the time limit)"),
-    "steps_per_epoch": (int, None, "optimiser steps per epoch (default: from the training pixels, 4-50)"),
+    "steps_per_epoch": (int, None, "optimiser steps per epoch (default: the budget cut into about 12 epochs; with --epochs, about two looks at every training pixel, 4-50)"),
     "batch_size": (int, None, "patches per step and replica (default: 8 at 256² px on a CPU)"),
     "patch_size": (int, None, "side of the random training patches (default: 256, or 512 for a large "
                               "receptive field; at most the smallest image)"),

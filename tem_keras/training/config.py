@@ -92,7 +92,8 @@ class TrainingConfig:
         Where the optimiser settings left at ``None`` come from (see the module docstring).
     time_limit : float or str, optional
         Training budget (``"10min"``); with ``epochs`` unset, the number of epochs is planned to
-        fill it. ``None`` with ``epochs`` unset: 9 minutes on a CPU (the call ends within 10), 20 on a GPU.
+        fill it. ``None`` with ``epochs`` unset: 9 minutes on a CPU (the call ends within 10), 20 on a
+        GPU, for up to 50 training images; 3 s more per image beyond, at most 30 minutes.
     epochs, steps_per_epoch, batch_size, patch_size : int, optional
         An epoch is ``steps_per_epoch`` optimiser steps of ``batch_size`` random patches per replica.
     learning_rate, weight_decay : float, optional

@@ -89,7 +89,8 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
         Optimiser settings for the options left at None; ``"paper"`` reproduces the papers.
     time_limit : float or str, optional
         Budget of the whole call (``"10min"``); training stops at it with the best weights.
-        Without epochs and time limit: 9 minutes on a CPU (the call ends within 10), 20 on a GPU.
+        Without epochs and time limit: 9 minutes on a CPU (the call ends within 10), 20 on a GPU,
+        for up to 50 training images; 3 s more per image beyond, at most 30 minutes.
     epochs, steps_per_epoch, batch_size, patch_size : int, optional
         An epoch is ``steps_per_epoch`` steps of ``batch_size`` random patches (per replica).
     learning_rate, weight_decay, optimizer, schedule, loss, foreground_fraction, patience

@@ -294,7 +294,6 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
                 "validation_s": round(clock.validation_s, 1),
                 "share_optimiser_steps": round(clock.steps_s / wall, 3) if wall > 0 else None,
                 "share_validation": round(clock.validation_s / wall, 3) if wall > 0 else None}
-    metrics["time"] = time_use
     if chief:  # the epochs run and where the time went, next to the plan's first estimate
         config_json["training"].update(epochs_run=len(history), time=time_use)
         (run_dir / "config.json").write_text(json.dumps(config_json, indent=2))
@@ -309,7 +308,7 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
         shutil.rmtree(out_dir, ignore_errors=True)
     run = Run(run_dir, net, config_json, history, metrics, split)
     if verbose:
-        _report(run, threshold, time.monotonic() - started)
+        _report(run, threshold, time_use)
     return run
 
 
@@ -338,11 +337,12 @@ def plan_for_built(built, config, train, num_classes, device, replicas):
     return plan
 
 
-def _report(run: Run, threshold: dict, seconds: float) -> None:
+def _report(run: Run, threshold: dict, time_use: dict) -> None:
     dice = run.metrics.get("per_image", {}).get("dice")
     pooled = run.metrics.get("pooled", {}).get("dice")
-    share = run.metrics.get("time", {}).get("share_optimiser_steps")
-    spent = f"{seconds / 60:.1f} min in all" + (f", {100 * share:.0f} % of it in optimiser steps" if share else "")
+    share = time_use["share_optimiser_steps"]
+    spent = (f"{time_use['wall_s'] / 60:.1f} min in all"
+             + (f", {100 * share:.0f} % of it in optimiser steps" if share else ""))
     if dice:
         print(f"test: dice {dice['mean']:.3f} ± {dice['std']:.3f} per image over "
               f"{run.metrics['n_images']} image(s) (pooled {pooled:.3f}) at threshold "
