@@ -102,7 +102,8 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
     split : tuple of 3 floats
         Train/val/test fractions of the images (a split in ``dataset.json`` wins).
     augment : bool or Augmentation
-        Training augmentation (8 dihedral transforms, rotation, blur, noise, contrast, gradient).
+        Training augmentation (8 dihedral transforms, small rotations and scalings; blur, noise,
+        contrast and gradient with ``Augmentation(p=0.3)``).
     seed : int
         One seed for weights, split, patches and augmentation.
     mixed_precision : {"auto", "float32", "bfloat16", "float16"}
