@@ -408,8 +408,8 @@ def test_cli_predict_evaluate_measure_label(tmp_path, capsys):
     np.save(tmp_path / "movie.npy", np.stack([smooth_image((32, 32), seed=i) for i in range(5)]))
     assert main(["predict", str(run_dir / "best.keras"), str(tmp_path / "movie.npy"), "-o",
                  str(tmp_path / "shard"), "--shard", "1/2", "--quiet"]) == 0
-    assert sorted(p.name for p in (tmp_path / "shard").iterdir()) == [
-        "movie_f00002_mask.png", "movie_f00003_mask.png", "movie_f00004_mask.png"]
+    assert sorted(p.name for p in (tmp_path / "shard").iterdir()) == [  # and the output manifest
+        ".tem_keras_output", "movie_f00002_mask.png", "movie_f00003_mask.png", "movie_f00004_mask.png"]
 
     capsys.readouterr()
     assert main(["evaluate", str(run_dir), str(ds), "-o", str(tmp_path / "eval"), "--quiet",
