@@ -57,6 +57,8 @@ VARIANTS = {
     "cross_entropy": lambda: {"loss": "cross_entropy"},
     "dice": lambda: {"loss": "dice"},
     "unet16": lambda: {"model": {"name": "unet", "depth": 4, "base_filters": 16}},
+    "float32": lambda: {"mixed_precision": "float32"},
+    "bfloat16": lambda: {"mixed_precision": "bfloat16"},
 }
 
 

@@ -244,6 +244,23 @@ def test_standardize_and_errors():
         Preprocessing()(bad)
 
 
+def test_preprocessing_is_the_same_across_bit_depths_offsets_and_gains():
+    """One micrograph stored as 8-bit PNG, 16-bit counts with a dark offset, or float electrons per
+    pixel gives one model input: per-image normalisation holds across detectors and collections."""
+    from tem_keras.data.synthetic import make_image
+
+    counts = make_image(96, "bright-field", seed=3, dose=200).image.astype(np.float64)
+    unit = (counts - counts.min()) / (counts.max() - counts.min())
+    reference = Preprocessing()(unit)
+    for stored in (np.round(unit * 255).astype(np.uint8), (1000 + unit * 40000).astype(np.uint16),
+                   (unit * 3.7 + 0.2).astype(np.float32)):
+        step = np.ptp(reference) / 255 if stored.dtype == np.uint8 else 1e-4  # 8 bits: 1/255 of the range
+        np.testing.assert_allclose(Preprocessing()(stored), reference, atol=step)
+    # the contrast is kept: inverting the image (bright-field vs HAADF) inverts the input
+    np.testing.assert_allclose(Preprocessing(remove_outliers=False)(1 - unit),
+                               -Preprocessing(remove_outliers=False)(unit), atol=1e-5)
+
+
 def test_extract_patches_cover_image_and_match_slices():
     image = np.arange(70 * 90, dtype=np.float32).reshape(70, 90)
     mask = (image % 7 == 0).astype(np.uint8)
