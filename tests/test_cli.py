@@ -148,8 +148,14 @@ def test_evaluate_writes_tables_and_saves_the_threshold(tiny_run, tiny_dataset, 
     run_dir = copy_of(tiny_run.path, "run")  # --save-threshold writes into the run folder
     out = tmp_path / "eval"
     capsys.readouterr()
+    before = (run_dir / "thresholds.json").read_bytes()
+    for tuned_on_test in (["--split", "test"], []):  # the test images, alone or among all images
+        assert main(["evaluate", str(run_dir), str(tiny_dataset), *tuned_on_test, "-o", str(out),
+                     "--save-threshold", "--quiet"]) == 2
+        assert "test image" in capsys.readouterr().err and not out.exists()
+    assert (run_dir / "thresholds.json").read_bytes() == before
     assert main(["evaluate", str(run_dir), str(tiny_dataset), "--split", "test", "-o", str(out),
-                 "--save-threshold", "--quiet"]) == 0
+                 "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "overall" in printed and "best threshold for f1" in printed
     per_image = pd.read_csv(out / "per_image.csv")
@@ -158,11 +164,13 @@ def test_evaluate_writes_tables_and_saves_the_threshold(tiny_run, tiny_dataset, 
     overall = json.loads((out / "overall.json").read_text())
     assert overall["n_images"] == len(tiny_run.split["test"])
     assert (out / "threshold_curve.png").stat().st_size > 1000
-    saved = json.loads((run_dir / "thresholds.json").read_text())
-    assert saved["threshold"] == pytest.approx(overall["best_threshold"]) and saved["metric"] == "f1"
-    assert saved["split"] == "test"
     # tables are not overwritten without being asked
     assert main(["evaluate", str(run_dir), str(tiny_dataset), "-o", str(out), "--quiet"]) == 2
+    # a threshold tuned on the validation images is saved for predict
+    assert main(["evaluate", str(run_dir), str(tiny_dataset), "--split", "val", "--save-threshold",
+                 "--quiet"]) == 0
+    saved = json.loads((run_dir / "thresholds.json").read_text())
+    assert saved["metric"] == "f1" and saved["split"] == "val" and 0 <= saved["threshold"] <= 1
 
 
 def test_measure_masks_in_nm(tiny_dataset, tmp_path, capsys):

@@ -185,6 +185,34 @@ def run_predict_store(args) -> None:
 _EVALUATE_FILES = ("per_image.csv", "overall.json", "threshold_curve.png", "threshold_curve.csv")
 
 
+def _check_threshold_source(model_dir: Path, dataset_dir: Path, split) -> None:
+    """A threshold is saved into a run only from images that are not its test images.
+
+    Raises
+    ------
+    TEMInputError
+        Not a run folder, ``--split test``, or every image of the run's own data set (its test
+        images among them).
+    """
+    import json
+
+    if not (model_dir / "config.json").is_file():
+        raise TEMInputError("--save-threshold needs a run folder", model_dir)
+    if split == "test":
+        raise TEMInputError("--save-threshold with --split test would tune the threshold on the test "
+                            "images, whose scores would then be optimistic; use --split val", model_dir)
+    if split is None:
+        try:
+            config = json.loads((model_dir / "config.json").read_text())
+            run_data = Path(config["data"]["dataset_dir"]).resolve()
+            test = json.loads((model_dir / "split.json").read_text()).get("test", [])
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # not this run's data set, or a run without a split: nothing to protect
+        if test and run_data == dataset_dir.resolve():
+            raise TEMInputError(f"--save-threshold on every image of the run's own data set would tune the "
+                                f"threshold on its {len(test)} test image(s); use --split val", model_dir)
+
+
 @as_input_errors
 def run_evaluate(args) -> None:
     """``tem-keras evaluate``: scores, best threshold and curve on a labelled folder."""
@@ -192,6 +220,8 @@ def run_evaluate(args) -> None:
 
     from ..inference import evaluate
 
+    if args.save_threshold:
+        _check_threshold_source(Path(args.model), Path(args.dataset_dir), args.split)
     plot = folder = None
     if args.out is not None:  # every output checked before the model runs
         folder = OutputFolder(args.out, inputs=[args.model, args.dataset_dir])
@@ -220,8 +250,6 @@ def run_evaluate(args) -> None:
         print(f"tables and plot in {args.out}")
     if args.save_threshold:
         model_dir = Path(args.model)
-        if not (model_dir / "config.json").is_file():
-            raise TEMInputError("--save-threshold needs a run folder", model_dir)
         from ..artifacts import write_threshold
 
         saved = write_threshold(model_dir, overall["best_threshold"], metric=overall["metric"],
