@@ -22,13 +22,18 @@ class _OverlapMetric(keras.metrics.Metric):
         self.true = self.add_variable(shape=(), initializer="zeros", name="true")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
+        from .data.datasets import IGNORE_LABEL
+
         y_pred = ops.cast(y_pred, "float32")
         num_classes = ops.shape(y_pred)[-1]
-        truth = ops.one_hot(ops.cast(y_true, "int32"), num_classes, dtype="float32")[..., 1:]
+        labels = ops.cast(y_true, "int32")
+        valid = ops.cast(ops.not_equal(labels, IGNORE_LABEL), "float32")[..., None]  # ignored: not counted
+        truth = ops.one_hot(ops.where(labels == IGNORE_LABEL, 0, labels), num_classes, dtype="float32")[..., 1:]
         if self.soft:
             pred = y_pred[..., 1:]
         else:
             pred = ops.one_hot(ops.argmax(y_pred, axis=-1), num_classes, dtype="float32")[..., 1:]
+        truth, pred = truth * valid, pred * valid
         self.intersection.assign_add(ops.sum(truth * pred))
         self.predicted.assign_add(ops.sum(pred))
         self.true.assign_add(ops.sum(truth))

@@ -4,6 +4,10 @@ Cross-entropy is the papers' default (Horwath et al. 2020; Sytwu et al. 2022); c
 very unbalanced data (a few per cent of particle pixels); the soft dice loss optimises the overlap
 directly (Milletari et al. 2016) and focal loss down-weights easy pixels (Lin et al. 2017).
 All are registered Keras objects, so models compiled with them reload from ``.keras`` files.
+
+Pixels whose mask value is :data:`IGNORE_LABEL` carry no loss and no metric: the uncertain edges of
+pseudo-labels (:mod:`tem_keras.training.labels`), as in semi-supervised segmentation with an
+ignore index (e.g. PyTorch's ``ignore_index``, nnU-Net's ignore label).
 """
 
 from __future__ import annotations
@@ -11,14 +15,27 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+__all__ = ["IGNORE_LABEL", "WeightedCrossEntropy", "DiceLoss", "CrossEntropyDiceLoss", "FocalLoss",
+           "get_loss", "inverse_frequency_weights"]
+
+from .data.datasets import IGNORE_LABEL
+
 _EPS = 1e-7
 
 
 def _prepare(y_true, y_pred):
+    """One-hot truth (all zeros at ignored pixels), clipped probabilities and the valid-pixel mask."""
     y_pred = ops.cast(y_pred, "float32")
     num_classes = ops.shape(y_pred)[-1]
-    onehot = ops.one_hot(ops.cast(y_true, "int32"), num_classes, dtype="float32")
-    return onehot, ops.clip(y_pred, _EPS, 1.0 - _EPS)
+    labels = ops.cast(y_true, "int32")
+    valid = ops.cast(ops.not_equal(labels, IGNORE_LABEL), "float32")
+    onehot = ops.one_hot(ops.where(labels == IGNORE_LABEL, 0, labels), num_classes, dtype="float32")
+    return onehot * valid[..., None], ops.clip(y_pred, _EPS, 1.0 - _EPS), valid
+
+
+def _valid_mean(values, valid):
+    """Mean of per-pixel ``values`` over the valid pixels of each image (0 when none is)."""
+    return ops.sum(values * valid, axis=(1, 2)) / ops.maximum(ops.sum(valid, axis=(1, 2)), 1.0)
 
 
 @keras.saving.register_keras_serializable(package="tem_keras")
@@ -36,11 +53,11 @@ class WeightedCrossEntropy(keras.losses.Loss):
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
 
     def call(self, y_true, y_pred):
-        onehot, y_pred = _prepare(y_true, y_pred)
+        onehot, y_pred, valid = _prepare(y_true, y_pred)
         ce = -ops.sum(onehot * ops.log(y_pred), axis=-1)
         if self.class_weights is not None:
             ce = ce * ops.sum(onehot * ops.convert_to_tensor(self.class_weights, "float32"), axis=-1)
-        return ops.mean(ce, axis=(1, 2))
+        return _valid_mean(ce, valid)
 
     def get_config(self):
         return {**super().get_config(), "class_weights": self.class_weights}
@@ -59,8 +76,8 @@ class DiceLoss(keras.losses.Loss):
         self.smooth = float(smooth)
 
     def call(self, y_true, y_pred):
-        onehot, y_pred = _prepare(y_true, y_pred)
-        onehot, y_pred = onehot[..., 1:], y_pred[..., 1:]
+        onehot, y_pred, valid = _prepare(y_true, y_pred)
+        onehot, y_pred = onehot[..., 1:], y_pred[..., 1:] * valid[..., None]
         intersection = ops.sum(onehot * y_pred, axis=(1, 2))
         total = ops.sum(onehot, axis=(1, 2)) + ops.sum(y_pred, axis=(1, 2))
         dice = (2.0 * intersection + self.smooth) / (total + self.smooth)
@@ -99,12 +116,12 @@ class FocalLoss(keras.losses.Loss):
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
 
     def call(self, y_true, y_pred):
-        onehot, y_pred = _prepare(y_true, y_pred)
-        p_t = ops.sum(onehot * y_pred, axis=-1)
-        loss = -ops.power(1.0 - p_t, self.gamma) * ops.log(p_t)
+        onehot, y_pred, valid = _prepare(y_true, y_pred)
+        p_t = ops.sum(onehot * y_pred, axis=-1) + (1.0 - valid)  # 1 at ignored pixels: no loss
+        loss = -ops.power(1.0 - p_t, self.gamma) * ops.log(ops.minimum(p_t, 1.0))
         if self.class_weights is not None:
             loss = loss * ops.sum(onehot * ops.convert_to_tensor(self.class_weights, "float32"), axis=-1)
-        return ops.mean(loss, axis=(1, 2))
+        return _valid_mean(loss, valid)
 
     def get_config(self):
         return {**super().get_config(), "gamma": self.gamma, "class_weights": self.class_weights}

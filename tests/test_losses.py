@@ -68,3 +68,40 @@ def test_epoch_metrics_accumulate_sums_not_batch_means():
     empty = Dice()
     empty.update_state(np.zeros((1, 2, 2), np.int32), pred2)
     assert float(empty.result()) == 1.0
+
+
+@pytest.mark.parametrize("loss", [WeightedCrossEntropy(), WeightedCrossEntropy([1, 3]), DiceLoss(),
+                                  CrossEntropyDiceLoss(), FocalLoss()], ids=lambda l: l.name)
+def test_ignored_pixels_carry_no_loss_and_no_gradient(loss):
+    """Pixels marked IGNORE_LABEL (the edges of pseudo-labels) change neither the loss nor, through
+    their predictions, the gradient; the loss equals that of the labelled pixels alone."""
+    import tensorflow as tf
+
+    from tem_keras.data.datasets import IGNORE_LABEL
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 2, (2, 6, 8)).astype(np.int32)
+    p = rng.uniform(0.05, 0.95, (2, 6, 8)).astype(np.float32)
+    ignored = truth.copy()
+    ignored[:, :, 4:] = IGNORE_LABEL  # the right half of both images is unlabelled
+    other = p.copy()
+    other[:, :, 4:] = rng.uniform(0.05, 0.95, (2, 6, 4))  # ...and predicted differently
+    as_pred = lambda q: np.stack([1 - q, q], -1)  # noqa: E731
+    value = float(loss(ignored, as_pred(p)))
+    assert float(loss(ignored, as_pred(other))) == pytest.approx(value, rel=1e-6)
+    assert value == pytest.approx(float(loss(truth[:, :, :4], as_pred(p[:, :, :4]))), rel=1e-5)
+    x = tf.Variable(as_pred(p))
+    with tf.GradientTape() as tape:
+        out = loss(ignored, x)
+    grad = tape.gradient(out, x).numpy()
+    assert np.all(grad[:, :, 4:] == 0) and np.any(grad[:, :, :4] != 0)
+
+
+def test_metrics_skip_ignored_pixels():
+    from tem_keras.data.datasets import IGNORE_LABEL
+
+    truth = np.array([[[0, 1, IGNORE_LABEL, IGNORE_LABEL]]], np.int32)
+    q = np.array([[[0.1, 0.9, 0.9, 0.1]]], np.float32)  # right on the labelled pixels
+    pred = np.stack([1 - q, q], -1)
+    assert float(Dice()(truth, pred)) == 1.0 and float(IoU()(truth, pred)) == 1.0
+    assert float(Dice(soft=True)(truth, pred)) == pytest.approx(2 * 0.9 / (0.9 + 0.1 + 1))

@@ -279,3 +279,28 @@ def test_k_fold_run_predicts_with_the_mean_of_its_folds_and_an_out_of_fold_thres
     np.testing.assert_allclose(np.asarray(Run.load(run.path).model(x, training=False)), expected, atol=1e-5)
     result = tem_keras.predict(run.path, next((data / "images").iterdir()))
     assert result.threshold == pytest.approx(threshold["threshold"])
+
+
+@pytest.mark.slow
+def test_a_folder_of_few_masks_and_many_frames_trains_on_both(tmp_path):
+    """Three hand-drawn masks and five frames without: the frames get pseudo-labels and train,
+    validation and test use only the hand-drawn masks, and the plan line says so."""
+    from tem_keras.training.labels import ignore_edges, split_with_pseudo_labels
+
+    data = make_dataset(tmp_path / "data", n_images=8, size=64, seed=5)
+    masks = sorted((data / "masks").iterdir())
+    hand = [p.stem for p in masks[:3]]
+    for p in masks[3:]:
+        p.unlink()
+    run = fit(data, dict(TINY), labels="auto", epochs=1, steps_per_epoch=1, run_dir=tmp_path / "run", **FAST)
+    pseudo = sorted(p.stem for p in masks[3:])
+    assert sorted(run.split["val"] + run.split["test"]) == sorted(set(hand) - set(run.split["train"]))
+    assert set(run.split["val"]) <= set(hand) and set(run.split["test"]) <= set(hand) and run.split["val"]
+    assert set(pseudo) <= set(run.split["train"])
+    assert run.config["data"]["pseudo_labelled"] == pseudo and run.config["data"]["ignored_edge_px"] >= 1
+    assert "3 hand-drawn masks (validation and test only on them) + 5 pseudo-labelled" in run.config["plan"]["labels"]
+    assert sorted(p.stem for p in (run.path / "pseudo_labels").glob("*.png")) == pseudo
+    assert split_with_pseudo_labels(["a"], ["b", "c"], (0.7, 0.1, 0.2)) == {"train": ["b", "c"], "val": ["a"],
+                                                                              "test": []}
+    ring = ignore_edges(np.pad(np.ones((5, 5), np.uint8), 3), 1)  # a 5 px particle keeps its 3×3 core
+    assert (ring == 1).sum() == 9 and (ring == 255).sum() == 5 * 5 - 9 + 4 * 5

@@ -32,6 +32,9 @@ from ..errors import TEMInputError
 
 IMAGE_SUFFIXES = (".dm3", ".dm4", ".ser", ".emd", ".mrc", ".tif", ".tiff", ".png", ".jpg",
                   ".jpeg", ".bmp", ".npy", ".h5", ".hdf5")
+#: in-memory mask value of pixels without a label (the uncertain edges of pseudo-labels): no loss,
+#: no metric, never a patch centre. Never read from or written to a mask file.
+IGNORE_LABEL = 255
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".bmp", ".jpg", ".jpeg")
 _MASK_TAGS = ("_mask", "_label", "_labels", "_seg")
 _LAYOUTS = (("images", "masks"), ("imagesTr", "labelsTr"), ("image", "mask"),

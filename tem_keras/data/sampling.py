@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .datasets import IGNORE_LABEL
+
 __all__ = ["PatchSampler", "clamp_patch_size"]
 
 
@@ -85,8 +87,8 @@ class PatchSampler:
         positions = np.array([(h - self.patch_size + 1) * (w - self.patch_size + 1)
                               for h, w in (i.shape for i in self.images)], float)
         self.weights = positions / positions.sum()
-        # flat indices of the pixels of each foreground class, per image
-        self.foreground = [{int(c): np.flatnonzero(m.ravel() == c) for c in np.unique(m) if c != 0}
+        # flat indices of the pixels of each foreground class, per image (not the ignored ones)
+        self.foreground = [{int(c): np.flatnonzero(m.ravel() == c) for c in np.unique(m) if c not in (0, IGNORE_LABEL)}
                            for m in self.masks]
 
     def __len__(self) -> int:

@@ -121,6 +121,7 @@ class Plan:
     monitored_images: int | None = None
     planned_share: dict = field(default_factory=dict)
     pretrained: str | None = None
+    labels: str | None = None
     notes: list = field(default_factory=list)
 
     def fill_epochs(self, step_seconds: float, image_seconds: float, remaining_s: float, *, n_val: int,
@@ -173,6 +174,8 @@ class Plan:
                  f"{self.steps_per_epoch} steps per epoch, {self.epochs} epochs"
                  + (f" ({self.step_seconds:.2f} s per step)" if self.step_seconds else "")
                  + (f", time limit {self.time_limit_s / 60:.1f} min" if self.time_limit_s else "")]
+        if self.labels:
+            lines.append(f"      {self.labels}")
         if self.planned_share:
             share = self.planned_share
             lines.append(f"      budget: {100 * share['optimiser_steps']:.0f} % in optimiser steps, "

@@ -23,6 +23,7 @@ from .. import _env  # noqa: F401
 from ..artifacts import Run
 from ..errors import TEMInputError
 from .config import TrainingConfig
+from .labels import edge_radius, ignore_edges, route, split_with_pseudo_labels
 from .rundir import default_run_dir, prepare_run_dir
 
 __all__ = ["train", "split_images", "plan_for_built"]
@@ -143,16 +144,21 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     request = config.to_dict()
     trained = config.with_recipe()
     dataset = discover(dataset_dir, include_unlabelled=labels == "auto", **discover_kwargs)
+    hand = [s.stem for s in dataset.labelled]
     pseudo_dir = None
     if labels == "auto" and len(dataset.labelled) < len(dataset):
         from ..data.labelling import pseudo_label_dataset
 
         pseudo_dir = Path(tempfile.mkdtemp(prefix="tem_keras_pseudo_labels_"))
         dataset = pseudo_label_dataset(dataset, pseudo_dir, particles=particles, progress=verbose > 0)
+    pseudo = sorted({s.stem for s in dataset.labelled} - set(hand))
+    if split is None and pseudo and hand:  # hand-drawn masks judge, pseudo-labels train
+        split = split_with_pseudo_labels(hand, pseudo, config.split, fixed=dataset.split, seed=config.seed)
     split = split or split_images(dataset, config, dataset_dir)
     preprocessing = preprocessing or Preprocessing()
     read = {name: load_images(dataset, split[name], preprocessing=preprocessing, progress=verbose > 0,
                               desc=f"reading {name} images") for name in ("train", "val", "test") if split[name]}
+    edge_px = _ignore_pseudo_label_edges(read["train"], split["train"], set(pseudo)) if pseudo else None
     num_classes = dataset.num_classes
 
     chief = is_chief()
@@ -165,6 +171,7 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     else:
         plan = plan_training(trained, read["train"][0], read["train"][1], num_classes=num_classes,
                              device=device, replicas=replicas)
+    plan.labels = route(len(hand), len(pseudo), edge_px)
     global_batch = plan.batch_size * replicas
     loss_name = trained.loss if isinstance(trained.loss, str) else None
     sampler = PatchSampler(read["train"][0], read["train"][1], plan.patch_size,
@@ -213,6 +220,7 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
                  "sampling": "random", "foreground_fraction": trained.foreground_fraction,
                  "split": list(config.split), "pairing": discover_kwargs.get("pairing"), "labels": labels,
                  "particles": particles if labels == "auto" else None,
+                 "pseudo_labelled": pseudo, "ignored_edge_px": edge_px,
                  "augmentation": augmentation.to_dict() if augmentation else None},
         "training": {"recipe": trained.recipe, "epochs": plan.epochs, "steps_per_epoch": plan.steps_per_epoch,
                      "batch_size": plan.batch_size, "global_batch_size": global_batch,
@@ -310,6 +318,17 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     if verbose:
         _report(run, threshold, time_use)
     return run
+
+
+def _ignore_pseudo_label_edges(train, stems, pseudo: set) -> int:
+    """Marks the pixels near the edges of the pseudo-labelled training masks as ignored (in place
+    in ``train``'s mask list); returns the band's half-width in px."""
+    masks = train[1]
+    radius = edge_radius([m for stem, m in zip(stems, masks) if stem in pseudo])
+    for i, stem in enumerate(stems):
+        if stem in pseudo:
+            masks[i] = ignore_edges(masks[i], radius)
+    return radius
 
 
 def _reserve(image_seconds, val, test) -> float:
