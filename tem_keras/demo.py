@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,10 @@ def _overlay(image, truth, predicted, path, title) -> None:
 #: fixed length keeps the result the same on a busy machine)
 DEMO_EPOCHS = 8
 
+
+#: ``fit``'s warning about few validation images, which the demo's small data set gives on purpose
+#: (a tour, not a tuned model): not shown by the demo
+SMALL_VALIDATION_WARNING = r"only \d+ validation image"
 
 #: what the demo writes into its folder (its manifest lists them)
 DEMO_ENTRIES = ("data", "run", "export", "report")
@@ -100,7 +105,10 @@ def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, e
               "TEM pre-trained weights (about a minute on a CPU)")
     if epochs is None and time_limit is None:
         epochs = DEMO_EPOCHS
-    run = fit(data_dir, epochs=epochs, time_limit=time_limit, seed=seed, run_dir=out / "run", verbose=verbose)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", SMALL_VALIDATION_WARNING, UserWarning)
+        run = fit(data_dir, epochs=epochs, time_limit=time_limit, seed=seed, run_dir=out / "run",
+                  verbose=verbose)
 
     if verbose:
         print("3/4 segmenting the test images and measuring particles")

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from .. import _env  # noqa: F401
 from ..errors import TEMInputError
 from ..outputs import output_error
-from .console import raised_by_tem_keras
+from .console import raised_by_tem_keras, warnings_as_notes
 from .data_commands import run_check, run_info, run_label, run_measure, run_synth
 from .model_commands import run_explain, run_export, run_models
 from .prediction_commands import (add_prediction_options, onnx_predicts, parse_shard, run_evaluate,
@@ -38,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="tem-keras", description="Segmentation of TEM images of nanoparticles.",
-        epilog="Anywhere on the line: --verbose shows TensorFlow's start-up log lines, --debug "
-        "the Python traceback of an error.")
+        epilog="Anywhere on the line: --verbose shows TensorFlow's start-up log lines and its CPU "
+        "kernel choice, --debug the Python traceback of an error.")
     parser.add_argument("--version", action="version", version=f"tem_keras {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -199,9 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def choose_cpu_kernels(args) -> None:
+def choose_cpu_kernels(args, verbose: bool = False) -> None:
     """oneDNN or Eigen for a small network, while TensorFlow is not imported yet (the one moment
-    the switch can act; see :func:`tem_keras.distribute.prefer_onednn`)."""
+    the switch can act; see :func:`tem_keras.distribute.prefer_onednn`); said only when
+    ``verbose``."""
     from ..distribute import network_weight_bytes, onednn_choice_open, prefer_onednn, saved_weight_bytes
 
     if not onednn_choice_open():
@@ -214,7 +216,7 @@ def choose_cpu_kernels(args) -> None:
         size = network_weight_bytes(args.model, model_options(args.model_options))
     else:  # the demo plans a residual UNet (at most 32 MiB of weights)
         size = 0
-    if prefer_onednn(size) and not getattr(args, "quiet", False):
+    if prefer_onednn(size) and verbose:
         print("tem-keras: TensorFlow's oneDNN kernels on for this small network "
               "(TF_ENABLE_ONEDNN_OPTS=0 keeps TensorFlow's choice)", file=sys.stderr)
 
@@ -222,15 +224,14 @@ def choose_cpu_kernels(args) -> None:
 #: sub-commands that start TensorFlow
 _TENSORFLOW_COMMANDS = ("fit", "sweep", "predict", "evaluate", "watch", "export", "explain", "demo",
                         "models")
-_GLOBAL_FLAGS = {"--verbose": "show TensorFlow's start-up log lines",
+_GLOBAL_FLAGS = {"--verbose": "show TensorFlow's start-up log lines and its CPU kernel choice",
                  "--debug": "show the Python traceback of an error (implies --verbose)"}
 
 
 def main(argv=None) -> int:
     """Run ``tem-keras``; returns the exit status (0, 2 for bad input or usage and for files that
-    cannot be read or written, 130 when Ctrl-C stopped ``watch``, 1 otherwise)."""
-    from .._env import import_tensorflow_quietly, quiet_console
-
+    cannot be read or written, 130 when Ctrl-C stopped ``watch``, 1 otherwise). Warnings are shown
+    as one ``note:`` line each, once (:func:`~tem_keras.cli.console.warnings_as_notes`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     verbose = debug or "--verbose" in argv
@@ -241,10 +242,19 @@ def main(argv=None) -> int:
         if args.command != "fit":
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.model_options = extra
+    with warnings.catch_warnings():  # Python's own display again after the command
+        warnings_as_notes()
+        return _run(parser, args, verbose=verbose, debug=debug)
+
+
+def _run(parser, args, *, verbose: bool, debug: bool) -> int:
+    """Start TensorFlow when the command needs it, run the command, report its error in one line."""
+    from .._env import import_tensorflow_quietly, quiet_console
+
     quiet_console(verbose)
     light = args.command == "predict" and onnx_predicts(args)  # model.onnx, no TensorFlow
     if args.command in ("predict", "evaluate", "watch", "explain", "demo", "fit") and not light:
-        choose_cpu_kernels(args)
+        choose_cpu_kernels(args, verbose)
     if args.command in _TENSORFLOW_COMMANDS and not light and not getattr(args, "scheduler", None):
         import_tensorflow_quietly(verbose)  # a Dask client needs no TensorFlow: its workers do
     if args.command == "fit":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 from ..errors import TEMInputError
 
@@ -23,11 +24,35 @@ def as_input_errors(handler):
     return wrapped
 
 
+def note(message) -> None:
+    """One plain line on stderr: ``tem-keras: note: MESSAGE`` (white space runs collapsed)."""
+    print(f"tem-keras: note: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+#: the warnings already shown as notes in this process
+_SAID: set[str] = set()
+
+
+def warnings_as_notes() -> None:
+    """Show each warning as one :func:`note` (no category, source file or code line), once per
+    process: a message said before is not said again. Call inside ``warnings.catch_warnings()``,
+    which restores Python's own display afterwards. The filters stay Python's (deprecations in
+    libraries are not shown)."""
+
+    def show(message, *args, **kwargs) -> None:
+        text = " ".join(str(message).split())
+        if text not in _SAID:
+            _SAID.add(text)
+            note(text)
+
+    warnings.showwarning = show
+
+
 def note_pixel_size(name) -> bool:
     """Say once, on stderr, that sizes in nm need a pixel size and how to give it."""
     from ..particles import PIXEL_SIZE_HELP
 
-    print(f"tem-keras: note: {name}: {PIXEL_SIZE_HELP}", file=sys.stderr)
+    note(f"{name}: {PIXEL_SIZE_HELP}")
     return True
 
 
