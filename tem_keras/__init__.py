@@ -25,6 +25,7 @@ _API = {
     "TEMInputError": "tem_keras.errors",
     "discover": "tem_keras.data.datasets",
     "fit": "tem_keras.training",
+    "plan": "tem_keras.training.planning",
     "sweep": "tem_keras.training",
     "Run": "tem_keras.artifacts",
     "ModelBundle": "tem_keras.artifacts",

@@ -304,3 +304,50 @@ def test_a_folder_of_few_masks_and_many_frames_trains_on_both(tmp_path):
                                                                               "test": []}
     ring = ignore_edges(np.pad(np.ones((5, 5), np.uint8), 3), 1)  # a 5 px particle keeps its 3×3 core
     assert (ring == 1).sum() == 9 and (ring == 255).sum() == 5 * 5 - 9 + 4 * 5
+
+
+@pytest.mark.slow
+def test_plan_file_is_written_edited_and_trained_from(tmp_path):
+    """`tem-keras plan DIR` writes the fingerprint and plan; fit(plan=FILE) follows the edits,
+    refuses inconsistent ones, and fit(config=TrainingConfig(...)) takes options as one object."""
+    import tem_keras
+    from tem_keras.cli import main
+    from tem_keras.errors import TEMInputError
+    from tem_keras.training import TrainingConfig
+
+    data = make_dataset(tmp_path / "data", n_images=6, size=64, seed=6, particle_diameter_nm=(4.0, 0.5))
+    out = tmp_path / "plan.json"
+    assert main(["plan", str(data), "-o", str(out), "--quiet"]) == 0
+    record = json.loads(out.read_text())
+    fp = record["fingerprint"]
+    assert fp["images"] == {k: len(v) for k, v in record["split"].items()} and sum(fp["images"].values()) == 6
+    assert fp["image_height_px"]["median"] == 64 and fp["labels"]["hand_drawn"] == 6
+    assert 6 < fp["particle_diameter_px"]["median"] < 10  # 4 nm at the generator's 0.5 nm/px
+    assert record["plan"]["model"]["name"] == "residual_unet" and record["plan"]["epochs"] is None
+    assert main(["plan", str(data), "-o", str(out), "--quiet"]) == 2  # not replaced without --overwrite
+
+    record["plan"].update(model={"name": "unet", "depth": 2, "base_filters": 4}, patch_size=32, batch_size=2,
+                          epochs=1, steps_per_epoch=2, pretrained=None)
+    moved = record["split"]["train"].pop()
+    record["split"]["val"].append(moved)
+    out.write_text(json.dumps(record))
+    run = fit(data, plan=out, run_dir=tmp_path / "run", augment=False, mixed_precision="float32", verbose=0)
+    assert run.split["val"] == record["split"]["val"] and moved not in run.split["train"]
+    plan = run.config["plan"]
+    assert (plan["patch_size"], plan["batch_size"], plan["epochs"], plan["steps_per_epoch"]) == (32, 2, 1, 2)
+    assert plan["model"]["name"] == "unet" and len(run.history) == 1
+
+    for field, value, match in [("patch_size", 200, "patch_size 200"), ("batch_size", 0, "batch_size"),
+                                ("model", {"name": "nonsense"}, "does not build"), ("colour", 3, "unknown plan field")]:
+        bad = json.loads(out.read_text())
+        bad["plan"][field] = value
+        out.write_text(json.dumps(bad))
+        with pytest.raises((ValueError, TEMInputError), match=match):
+            fit(data, plan=out, run_dir=tmp_path / f"bad_{field}", verbose=0)
+    with pytest.raises(ValueError, match="not both.*epochs"):
+        fit(data, config=TrainingConfig(epochs=1), epochs=2, run_dir=tmp_path / "both")
+    run = fit(data, config=TrainingConfig(model=dict(TINY), epochs=1, steps_per_epoch=1, patch_size=32,
+                                          batch_size=2, augment=False, mixed_precision="float32"),
+              run_dir=tmp_path / "config", verbose=0)
+    assert run.config["request"]["epochs"] == 1 and run.config["data"]["augmentation"] is None
+    assert tem_keras.plan is not None

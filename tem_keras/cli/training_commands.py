@@ -117,14 +117,43 @@ def training_options(args) -> dict:
                 pairing=args.pairing, verbose=0 if args.quiet else 1)
 
 
+def check_fit(args) -> None:
+    """``tem-keras fit``'s data set and run folder, checked before TensorFlow starts (the model
+    options need the builders: :func:`check_model_options`)."""
+    from ..data.datasets import discover
+    from ..outputs import OutputExistsError
+    from ..training.rundir import check_run_dir, default_run_dir
+
+    discover(args.dataset_dir, pairing=args.pairing)
+    run_dir = args.run_dir or default_run_dir(args.dataset_dir, args.model, args.seed,
+                                              f"-{args.folds}fold" if args.folds else "")
+    check_run_dir(run_dir, [args.dataset_dir])
+    if (run_dir / "metrics.json").is_file() and not args.overwrite:
+        raise OutputExistsError("holds a finished run; pass --overwrite to replace it, or choose "
+                                "another --run-dir", run_dir)
+
+
 def run_fit(args) -> None:
     """``tem-keras fit``: train one model; prints the run folder."""
     from ..training import fit
 
     run = fit(args.dataset_dir, args.model, seed=args.seed, run_dir=args.run_dir,
-              resume=not args.no_resume, overwrite=args.overwrite, **training_options(args),
+              resume=not args.no_resume, overwrite=args.overwrite, plan=args.plan, **training_options(args),
               **model_options(args.model_options))
     print(f"run folder: {run.path}")
+
+
+def run_plan(args) -> None:
+    """``tem-keras plan``: the fingerprint and plan of ``fit`` as an editable JSON file."""
+    from ..training.config import TrainingConfig
+    from ..training.planning import plan
+
+    options = training_options(args)
+    spec = {"name": args.model, **model_options(args.model_options)} if args.model else None
+    config = TrainingConfig(model=spec, seed=args.seed, **{k: v for k, v in options.items()
+                                                          if k not in ("devices", "pairing", "verbose")})
+    plan(args.dataset_dir, args.out, config=config, overwrite=args.overwrite, verbose=options["verbose"])
+    print(f"plan written to {args.out}; edit it, then: tem-keras fit {args.dataset_dir} --plan {args.out}")
 
 
 def run_sweep(args) -> None:
@@ -140,9 +169,20 @@ def run_sweep(args) -> None:
     print(f"tables and plot in {args.out_dir}")
 
 
+def _demo_arguments(args) -> dict:
+    return dict(n_images=args.n_images, size=args.size, epochs=args.epochs, time_limit=args.time_limit,
+                mode=args.mode, seed=args.seed, overwrite=args.overwrite)
+
+
+def check_demo_command(args) -> None:
+    """``tem-keras demo``'s arguments and folder, checked before TensorFlow starts."""
+    from ..demo import check_demo
+
+    check_demo(args.out_dir, **_demo_arguments(args))
+
+
 def run_demo_command(args) -> None:
     """``tem-keras demo``: the guided tour on generated micrographs."""
     from ..demo import run_demo
 
-    run_demo(args.out_dir, n_images=args.n_images, size=args.size, epochs=args.epochs,
-             time_limit=args.time_limit, mode=args.mode, seed=args.seed, overwrite=args.overwrite)
+    run_demo(args.out_dir, **_demo_arguments(args))

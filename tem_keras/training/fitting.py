@@ -72,7 +72,8 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
         patience: int | None = None, folds: int | None = None, split=(0.7, 0.1, 0.2), augment=True,
         seed: int = 0, mixed_precision="auto", pretrained: str | None = "auto", run_dir=None, devices=None, resume: bool = True,
         overwrite: bool = False, preprocessing=None, pairing: str = "stem", images=None, masks=None,
-        labels: str = "masks", particles: str = "dark", verbose: int = 1, **model_kwargs) -> Run:
+        labels: str = "masks", particles: str = "dark", verbose: int = 1, config: TrainingConfig | None = None,
+        plan=None, **model_kwargs) -> Run:
     """Train a segmentation model on a dataset folder and write a run folder.
 
     Every option left at ``None`` is chosen from the data and the hardware and printed as a plan
@@ -128,6 +129,13 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
     verbose : int
         0 quiet; 1 the plan, then a line per epoch (and Keras's step bar on a terminal); 2 the plan
         and a line per epoch.
+    config : TrainingConfig, optional
+        All training options as one object, instead of the keywords above (giving both is an
+        error).
+    plan : str or Path, optional
+        A plan file written by :func:`tem_keras.plan` (``tem-keras plan DIR``) and maybe edited:
+        its model, patch, batch, steps, epochs, time limit, warm start and split replace those
+        planned from the data (see :mod:`tem_keras.training.planning`).
     **model_kwargs
         Arguments of the model builder, e.g. ``base_filters=8``.
 
@@ -140,13 +148,30 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
     started = time.monotonic()
     spec, built = _model_spec(model, model_kwargs)
     augmentation = augment if isinstance(augment, Augmentation) else Augmentation() if augment else None
-    config = TrainingConfig(
+    config_keywords = TrainingConfig(
         model=spec, recipe=recipe, time_limit=time_limit, epochs=epochs, steps_per_epoch=steps_per_epoch,
         batch_size=batch_size, patch_size=patch_size, learning_rate=learning_rate,
         weight_decay=weight_decay, optimizer=optimizer, schedule=schedule, loss=loss,
         foreground_fraction=foreground_fraction, patience=patience, folds=folds, split=split,
         augment=augmentation is not None, seed=seed, mixed_precision=mixed_precision,
         pretrained=pretrained)
+    if config is not None:
+        if not isinstance(config, TrainingConfig):
+            raise TypeError(f"config must be a TrainingConfig, got {type(config).__name__}")
+        given = [name for name, value in config_keywords.to_dict().items() if value != TrainingConfig().to_dict()[name]]
+        if given:
+            raise ValueError(f"give the training options either in config=TrainingConfig(...) or as keywords, "
+                             f"not both (keywords given: {', '.join(given)})")
+        if not isinstance(augment, Augmentation):
+            augmentation = Augmentation() if config.augment else None
+    config = config or config_keywords
+    given_plan = plan_split = None
+    if plan is not None:
+        from .planning import read_plan_file
+
+        if config.folds:
+            raise ValueError("plan=... trains one model from an edited plan; it does not combine with folds")
+        given_plan, plan_split = read_plan_file(plan)
     if labels not in ("masks", "auto"):
         raise ValueError(f"labels must be 'masks' or 'auto', got {labels!r}")
     if built is not None and config.model is None:
@@ -167,4 +192,4 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
             from .folds import fit_folds
 
             return fit_folds(Path(dataset_dir), config, **common)
-        return train(Path(dataset_dir), config, **common)
+        return train(Path(dataset_dir), config, split=plan_split, plan=given_plan, **common)

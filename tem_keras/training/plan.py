@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 __all__ = ["Plan", "MAX_EPOCHS", "POOL_LADDER", "particle_diameters", "choose_model", "default_time_limit",
-           "plan_training", "pretrained_key"]
+           "plan_training", "pretrained_key", "check_plan"]
 
 #: per-replica batch of 256² patches on a CPU and on a GPU (scaled for other patch sizes)
 _BATCH_256 = {"cpu": 8, "gpu": 16}
@@ -264,3 +264,55 @@ def pretrained_key(pretrained: str | None, spec) -> str | None:
                          f"({key or 'not a residual UNet with 1 channel'}); shipped: "
                          f"{', '.join(available_keys()) or 'none'}. Use pretrained=None (--pretrained none).")
     return key
+
+
+def check_plan(plan: Plan, shapes, num_classes: int) -> Plan:
+    """``plan`` (edited by a user) checked against the training images' ``shapes`` and classes.
+
+    The model must build with ``num_classes`` outputs; the patch must be a multiple of its
+    down-sampling factor no larger than the smallest image; batch, steps and epochs positive
+    integers; epochs or a time limit given.
+
+    Raises
+    ------
+    ValueError
+        Naming the field and what is wrong.
+    """
+    from ..models.receptive_field import downsampling_factor, receptive_field
+    from ..models.registry import build_model
+
+    def positive(name, value, optional=False):
+        if value is None and optional:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"plan: {name} must be a positive integer{' or null' if optional else ''}, got {value!r}")
+
+    if not isinstance(plan.model, dict) or "name" not in plan.model:
+        raise ValueError(f"plan: model must be {{\"name\": ..., builder options}}, got {plan.model!r}")
+    if plan.model.get("num_classes", num_classes) != num_classes:
+        raise ValueError(f"plan: model has num_classes={plan.model['num_classes']} but the masks have "
+                         f"{num_classes} classes")
+    try:
+        probe = build_model({**plan.model, "num_classes": num_classes})
+    except (ValueError, TypeError, KeyError) as error:
+        raise ValueError(f"plan: model {plan.model!r} does not build: {error}") from None
+    positive("patch_size", plan.patch_size)
+    positive("batch_size", plan.batch_size)
+    positive("steps_per_epoch", plan.steps_per_epoch, optional=True)
+    positive("epochs", plan.epochs, optional=True)
+    if plan.epochs is not None and plan.steps_per_epoch is None:
+        raise ValueError("plan: epochs set but steps_per_epoch null: give both, or neither (from the time limit)")
+    factor, smallest = downsampling_factor(probe), min(min(s) for s in shapes)
+    if plan.patch_size % factor or plan.patch_size > smallest:
+        raise ValueError(f"plan: patch_size {plan.patch_size} must be a multiple of the model's down-sampling "
+                         f"factor {factor} and at most the smallest training image ({smallest} px)")
+    if plan.time_limit_s is not None and (isinstance(plan.time_limit_s, bool)
+                                          or not isinstance(plan.time_limit_s, (int, float))
+                                          or not math.isfinite(plan.time_limit_s) or plan.time_limit_s <= 0):
+        raise ValueError(f"plan: time_limit_s must be positive seconds or null, got {plan.time_limit_s!r}")
+    if plan.epochs is None and plan.time_limit_s is None:
+        raise ValueError("plan: give epochs or time_limit_s (both are null)")
+    plan.model = {**plan.model, "num_classes": num_classes}
+    plan.receptive_field_px = int(receptive_field(probe))
+    plan.pretrained = pretrained_key("auto", plan.model) if plan.pretrained else None  # follows an edited model
+    return plan

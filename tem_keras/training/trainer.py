@@ -23,7 +23,7 @@ from .. import _env  # noqa: F401
 from ..artifacts import Run
 from ..errors import TEMInputError
 from .config import TrainingConfig
-from .labels import edge_radius, ignore_edges, route, split_with_pseudo_labels
+from .inputs import read_training_inputs
 from .rundir import default_run_dir, prepare_run_dir
 
 __all__ = ["train", "split_images", "plan_for_built"]
@@ -107,21 +107,22 @@ def _measure(net, sampler, heldout, plan, augmentation, seed, factor, global_bat
 def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None, run_dir=None, devices=None,
           resume: bool = True, overwrite: bool = False, preprocessing=None, discover_kwargs=None,
           labels: str = "masks", particles: str = "dark", verbose: int = 1, started: float | None = None,
-          split: dict | None = None) -> Run:
+          split: dict | None = None, plan=None) -> Run:
     """Train one model for a validated ``config`` and write its run folder (the body of
     :func:`~tem_keras.training.fit`; also used for each fold of a k-fold run).
 
     ``split`` fixes the images of each split (default: ``dataset.json`` or ``config.split``);
+    ``plan`` (a :class:`~tem_keras.training.plan.Plan`) replaces the one planned from the data;
     ``started`` is the ``time.monotonic()`` the time limit counts from (default: now).
     """
+    given_plan = plan
     started = time.monotonic() if started is None else started
     discover_kwargs = discover_kwargs or {}
     dataset_dir = Path(dataset_dir)
     import keras
     import tensorflow as tf
 
-    from ..data.datasets import discover
-    from ..data.pipeline import load_images, random_patch_pipeline
+    from ..data.pipeline import random_patch_pipeline
     from ..data.preprocess import Preprocessing
     from ..data.sampling import PatchSampler
     from ..distribute import (PerformanceHint, choose_precision, choose_strategy, dtype_policy, is_chief,
@@ -134,7 +135,7 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     from ..models.tem_weights import load_tem_weights
     from . import callbacks as cb
     from .heldout import HeldOut, choose_threshold, test_metrics
-    from .plan import MAX_EPOCHS, MAX_MONITORED, Plan, plan_training
+    from .plan import MAX_EPOCHS, MAX_MONITORED, Plan, check_plan, plan_training
 
     tune_allocator()
     strategy = choose_strategy(devices)  # first: a multi-worker strategy must precede other TF ops
@@ -143,22 +144,11 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     device = "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
     request = config.to_dict()
     trained = config.with_recipe()
-    dataset = discover(dataset_dir, include_unlabelled=labels == "auto", **discover_kwargs)
-    hand = [s.stem for s in dataset.labelled]
-    pseudo_dir = None
-    if labels == "auto" and len(dataset.labelled) < len(dataset):
-        from ..data.labelling import pseudo_label_dataset
-
-        pseudo_dir = Path(tempfile.mkdtemp(prefix="tem_keras_pseudo_labels_"))
-        dataset = pseudo_label_dataset(dataset, pseudo_dir, particles=particles, progress=verbose > 0)
-    pseudo = sorted({s.stem for s in dataset.labelled} - set(hand))
-    if split is None and pseudo and hand:  # hand-drawn masks judge, pseudo-labels train
-        split = split_with_pseudo_labels(hand, pseudo, config.split, fixed=dataset.split, seed=config.seed)
-    split = split or split_images(dataset, config, dataset_dir)
+    inputs = read_training_inputs(dataset_dir, config, labels=labels, particles=particles,
+                                  discover_kwargs=discover_kwargs, preprocessing=preprocessing, split=split,
+                                  verbose=verbose)
+    dataset, split, read = inputs.dataset, inputs.split, inputs.read
     preprocessing = preprocessing or Preprocessing()
-    read = {name: load_images(dataset, split[name], preprocessing=preprocessing, progress=verbose > 0,
-                              desc=f"reading {name} images") for name in ("train", "val", "test") if split[name]}
-    edge_px = _ignore_pseudo_label_edges(read["train"], split["train"], set(pseudo)) if pseudo else None
     num_classes = dataset.num_classes
 
     chief = is_chief()
@@ -166,12 +156,14 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     stored = prepare_run_dir(run_dir, request, resume=resume, overwrite=overwrite) if chief else None
     if stored is not None:
         plan = Plan(**stored["plan"])
+    elif given_plan is not None:  # a plan the user edited (tem-keras plan DIR), checked against the data
+        plan = check_plan(given_plan, [i.shape for i in read["train"][0]], num_classes)
     elif built is not None:
         plan = plan_for_built(built, trained, read["train"], num_classes, device, replicas)
     else:
         plan = plan_training(trained, read["train"][0], read["train"][1], num_classes=num_classes,
                              device=device, replicas=replicas)
-    plan.labels = route(len(hand), len(pseudo), edge_px)
+    plan.labels = inputs.labels
     global_batch = plan.batch_size * replicas
     loss_name = trained.loss if isinstance(trained.loss, str) else None
     sampler = PatchSampler(read["train"][0], read["train"][1], plan.patch_size,
@@ -201,14 +193,16 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
         raise ValueError("training on several machines needs epochs=... (--epochs): every worker must "
                          "run the same number of epochs, which a time limit cannot promise")
     # epochs planned from the time budget are re-planned after every epoch (EpochBudget)
-    adaptive = trained.epochs is None and plan.time_limit_s is not None
+    planned_epochs = given_plan.epochs if given_plan is not None and stored is None else trained.epochs
+    adaptive = planned_epochs is None and plan.time_limit_s is not None
     image_s = None
     if plan.epochs is None:
         step_s, image_s = _measure(net, sampler, val, plan, augmentation, trained.seed, factor, global_batch)
     reserve = _reserve(image_s, val, test)  # threshold, test images, plots
     if plan.epochs is None:
         plan.fill_epochs(step_s, image_s, plan.time_limit_s - (time.monotonic() - started) - reserve,
-                         n_val=len(val), fixed_steps=trained.steps_per_epoch is not None)
+                         n_val=len(val), fixed_steps=trained.steps_per_epoch is not None
+                         or (given_plan is not None and given_plan.steps_per_epoch is not None))
     monitored = val.subset(plan.monitored_images or MAX_MONITORED, seed=config.seed)  # judged every epoch
 
     pixel_sizes = [p for name in read for p in read[name][2].values() if p]
@@ -220,7 +214,7 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
                  "sampling": "random", "foreground_fraction": trained.foreground_fraction,
                  "split": list(config.split), "pairing": discover_kwargs.get("pairing"), "labels": labels,
                  "particles": particles if labels == "auto" else None,
-                 "pseudo_labelled": pseudo, "ignored_edge_px": edge_px,
+                 "pseudo_labelled": inputs.pseudo, "ignored_edge_px": inputs.edge_px,
                  "augmentation": augmentation.to_dict() if augmentation else None},
         "training": {"recipe": trained.recipe, "epochs": plan.epochs, "steps_per_epoch": plan.steps_per_epoch,
                      "batch_size": plan.batch_size, "global_batch_size": global_batch,
@@ -239,9 +233,9 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     if chief:
         (run_dir / "config.json").write_text(json.dumps(config_json, indent=2))
         (run_dir / "split.json").write_text(json.dumps(split, indent=2))
-        if pseudo_dir is not None:  # keep the labels the model was trained on with the run
+        if inputs.pseudo_dir is not None:  # keep the labels the model was trained on with the run
             shutil.rmtree(run_dir / "pseudo_labels", ignore_errors=True)
-            shutil.move(str(pseudo_dir), run_dir / "pseudo_labels")
+            shutil.move(str(inputs.pseudo_dir), run_dir / "pseudo_labels")
         out_dir = run_dir
     else:  # other workers write to a scratch folder, as Keras's multi-worker guide recommends
         out_dir = Path(tempfile.mkdtemp(prefix="tem_keras_worker_"))
@@ -318,17 +312,6 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     if verbose:
         _report(run, threshold, time_use)
     return run
-
-
-def _ignore_pseudo_label_edges(train, stems, pseudo: set) -> int:
-    """Marks the pixels near the edges of the pseudo-labelled training masks as ignored (in place
-    in ``train``'s mask list); returns the band's half-width in px."""
-    masks = train[1]
-    radius = edge_radius([m for stem, m in zip(stems, masks) if stem in pseudo])
-    for i, stem in enumerate(stems):
-        if stem in pseudo:
-            masks[i] = ignore_edges(masks[i], radius)
-    return radius
 
 
 def _reserve(image_seconds, val, test) -> float:

@@ -1,0 +1,123 @@
+"""What training reads: the split, the labels (hand-drawn or pseudo) and the preprocessed images,
+and the data's fingerprint.
+
+:func:`read_training_inputs` is the first named step of :func:`~tem_keras.training.fit` (and of
+:func:`~tem_keras.training.planning.plan`): images are decoded once, here. :func:`fingerprint`
+summarises what the plan is derived from, as nnU-Net's dataset fingerprint does [1]_.
+
+References
+----------
+.. [1] Isensee, F. et al. nnU-Net: a self-configuring method for deep learning-based biomedical
+   image segmentation. Nat. Methods 18, 203-211 (2021).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import TrainingConfig
+from .labels import edge_radius, ignore_edges, route, split_with_pseudo_labels
+
+__all__ = ["TrainingInputs", "read_training_inputs", "fingerprint"]
+
+
+@dataclass
+class TrainingInputs:
+    """The images of each split, read and preprocessed, with where their labels came from.
+
+    ``read[name]`` is ``(images, masks, pixel sizes by stem)`` of split ``name`` (absent when the
+    split is empty); training masks of pseudo-labelled images have their edges ignored.
+    """
+
+    dataset: object
+    split: dict
+    read: dict
+    hand: list = field(default_factory=list)
+    pseudo: list = field(default_factory=list)
+    pseudo_dir: Path | None = None
+    edge_px: int | None = None
+
+    @property
+    def labels(self) -> str:
+        """The plan line saying which labels train (:func:`~tem_keras.training.labels.route`)."""
+        return route(len(self.hand), len(self.pseudo), self.edge_px)
+
+
+def read_training_inputs(dataset_dir, config: TrainingConfig, *, labels: str = "masks", particles: str = "dark",
+                         discover_kwargs=None, preprocessing=None, split: dict | None = None,
+                         verbose: int = 1) -> TrainingInputs:
+    """Discover ``dataset_dir``, pseudo-label its unlabelled images when ``labels="auto"``, split
+    it and read every image once.
+
+    ``split`` fixes the images of each split (default: ``dataset.json``'s, or hand-drawn masks for
+    validation and test with pseudo-labels in training, or ``config.split`` of all of them).
+    """
+    from ..data.datasets import discover
+    from ..data.pipeline import load_images
+    from ..data.preprocess import Preprocessing
+    from .trainer import split_images
+
+    dataset_dir = Path(dataset_dir)
+    dataset = discover(dataset_dir, include_unlabelled=labels == "auto", **(discover_kwargs or {}))
+    hand = [s.stem for s in dataset.labelled]
+    pseudo_dir = None
+    if labels == "auto" and len(dataset.labelled) < len(dataset):
+        from ..data.labelling import pseudo_label_dataset
+
+        pseudo_dir = Path(tempfile.mkdtemp(prefix="tem_keras_pseudo_labels_"))
+        dataset = pseudo_label_dataset(dataset, pseudo_dir, particles=particles, progress=verbose > 0)
+    pseudo = sorted({s.stem for s in dataset.labelled} - set(hand))
+    if split is None and pseudo and hand:  # hand-drawn masks judge, pseudo-labels train
+        split = split_with_pseudo_labels(hand, pseudo, config.split, fixed=dataset.split, seed=config.seed)
+    split = split or split_images(dataset, config, dataset_dir)
+    preprocessing = preprocessing or Preprocessing()
+    read = {name: load_images(dataset, split[name], preprocessing=preprocessing, progress=verbose > 0,
+                              desc=f"reading {name} images") for name in ("train", "val", "test") if split[name]}
+    inputs = TrainingInputs(dataset, split, read, hand, pseudo, pseudo_dir)
+    if pseudo:  # pixels near pseudo-label edges carry no loss
+        masks = read["train"][1]
+        inputs.edge_px = edge_radius([m for s, m in zip(split["train"], masks) if s in set(pseudo)])
+        for i, stem in enumerate(split["train"]):
+            if stem in set(pseudo):
+                masks[i] = ignore_edges(masks[i], inputs.edge_px)
+    return inputs
+
+
+def _spread(values) -> dict:
+    v = np.asarray(values, float)
+    if not v.size:
+        return {"count": 0}
+    p10, median, p90 = np.percentile(v, (10, 50, 90))
+    return {"count": int(v.size), "min": float(v.min()), "p10": float(p10), "median": float(median),
+            "p90": float(p90), "max": float(v.max())}
+
+
+def fingerprint(inputs: TrainingInputs, raw_intensities=None) -> dict:
+    """What the plan is derived from: images per split, image sizes, pixel sizes, particle
+    diameters and class fractions of the training masks, and (given ``raw_intensities``, one
+    ``(p1, median, p99)`` per image) the stored intensities."""
+    from .plan import particle_diameters
+
+    images, masks, pixel_sizes = inputs.read["train"]
+    known = [p for name in inputs.read for p in inputs.read[name][2].values() if p]
+    counts = np.bincount(np.concatenate([np.asarray(m).ravel() for m in masks]).astype(np.int64))
+    labelled = counts[:255].sum() if counts.size > 255 else counts.sum()
+    out = {
+        "images": {name: len(inputs.split[name]) for name in ("train", "val", "test")},
+        "labels": {"hand_drawn": len(inputs.hand), "pseudo_labelled": len(inputs.pseudo),
+                   "ignored_edge_px": inputs.edge_px},
+        "image_height_px": _spread([i.shape[0] for name in inputs.read for i in inputs.read[name][0]]),
+        "image_width_px": _spread([i.shape[1] for name in inputs.read for i in inputs.read[name][0]]),
+        "pixel_size_nm": _spread(known) if known else None,
+        "particle_diameter_px": _spread(particle_diameters(masks)),
+        "class_fractions": {str(c): round(float(n) / max(float(labelled), 1.0), 5)
+                            for c, n in enumerate(counts[:255]) if n},
+    }
+    if raw_intensities is not None:
+        raw = np.asarray(raw_intensities, float).reshape(-1, 3)
+        out["intensity"] = {"p1": _spread(raw[:, 0]), "median": _spread(raw[:, 1]), "p99": _spread(raw[:, 2])}
+    return out
