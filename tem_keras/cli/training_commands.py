@@ -124,7 +124,8 @@ def check_fit(args) -> None:
     from ..outputs import OutputExistsError
     from ..training.rundir import check_run_dir, default_run_dir
 
-    discover(args.dataset_dir, pairing=args.pairing)
+    discover(args.dataset_dir, pairing=args.pairing,
+             include_unlabelled=getattr(args, "labels", "masks") == "auto")
     run_dir = args.run_dir or default_run_dir(args.dataset_dir, args.model, args.seed,
                                               f"-{args.folds}fold" if args.folds else "")
     check_run_dir(run_dir, [args.dataset_dir])
@@ -138,7 +139,8 @@ def run_fit(args) -> None:
     from ..training import fit
 
     run = fit(args.dataset_dir, args.model, seed=args.seed, run_dir=args.run_dir,
-              resume=not args.no_resume, overwrite=args.overwrite, plan=args.plan, **training_options(args),
+              resume=not args.no_resume, overwrite=args.overwrite, plan=args.plan, labels=args.labels,
+              particles=args.particles, **training_options(args),
               **model_options(args.model_options))
     print(f"run folder: {run.path}")
 
