@@ -58,7 +58,7 @@ def test_the_demo_hides_only_fits_warning_about_its_few_validation_images(tmp_pa
     from tem_keras.data.synthetic import make_dataset
     from tem_keras.demo import SMALL_VALIDATION_WARNING
     from tem_keras.training.config import TrainingConfig
-    from tem_keras.training.trainer import split_images
+    from tem_keras.training.inputs import split_images
 
     data = make_dataset(tmp_path / "data", n_images=24, size=32, progress=False)  # the demo's count
     with pytest.warns(UserWarning, match=SMALL_VALIDATION_WARNING):

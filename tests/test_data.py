@@ -74,7 +74,7 @@ def test_discover_split_folders(tmp_path):
 
 def test_split_folders_without_validation_give_validation_images_from_train(tmp_path):
     from tem_keras.training import TrainingConfig
-    from tem_keras.training.trainer import split_images
+    from tem_keras.training.inputs import split_images
 
     root = tmp_path / "d"
     make_folder(root / "train", n=10)

@@ -14,15 +14,17 @@ References
 from __future__ import annotations
 
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import TEMInputError
 from .config import TrainingConfig
 from .labels import edge_radius, ignore_edges, route, split_with_pseudo_labels
 
-__all__ = ["TrainingInputs", "read_training_inputs", "fingerprint"]
+__all__ = ["TrainingInputs", "read_training_inputs", "split_images", "fingerprint"]
 
 
 @dataclass
@@ -59,7 +61,6 @@ def read_training_inputs(dataset_dir, config: TrainingConfig, *, labels: str = "
     from ..data.datasets import discover
     from ..data.pipeline import load_images
     from ..data.preprocess import Preprocessing
-    from .trainer import split_images
 
     dataset_dir = Path(dataset_dir)
     dataset = discover(dataset_dir, include_unlabelled=labels == "auto", **(discover_kwargs or {}))
@@ -85,6 +86,34 @@ def read_training_inputs(dataset_dir, config: TrainingConfig, *, labels: str = "
             if stem in set(pseudo):
                 masks[i] = ignore_edges(masks[i], inputs.edge_px)
     return inputs
+
+
+def split_images(dataset, config: TrainingConfig, dataset_dir: Path) -> dict:
+    """Train/val/test stems: ``dataset.json``'s split or ``config.split`` of the labelled images;
+    a warning when fewer than 3 images validate."""
+    from ..data.datasets import split_samples
+
+    labelled = [s.stem for s in dataset.labelled]
+    if not labelled:
+        raise TEMInputError("no labelled images: every image needs a mask to train on", dataset_dir)
+    chosen = dataset.split or split_samples(labelled, config.split, seed=config.seed)
+    split = {k: list(chosen.get(k, [])) for k in ("train", "val", "test")}
+    if not split["train"]:
+        raise TEMInputError("the split leaves no image for training", dataset_dir)
+    if dataset.split and not split["val"] and len(split["train"]) > 1 and config.split[1] > 0:
+        # a fixed split without validation images (e.g. train/ and test/ folders): carve them
+        # out of the training images in the proportion of config.split
+        share = config.split[1] / (config.split[0] + config.split[1])
+        carved = split_samples(split["train"], (1 - share, share, 0.0), seed=config.seed)
+        split["train"], split["val"] = carved["train"], carved["val"]
+    if not split["val"]:
+        raise TEMInputError("the split leaves no validation image; checkpoints are chosen on one "
+                            "(give split=(train, val, test) with val > 0 or more images)", dataset_dir)
+    if len(split["val"]) < 3:
+        warnings.warn(f"only {len(split['val'])} validation image(s): the best epoch is chosen on "
+                      "them and the threshold stays at 0.5; label more images or use folds=5",
+                      UserWarning, stacklevel=4)
+    return split
 
 
 def _spread(values) -> dict:

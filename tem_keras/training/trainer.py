@@ -21,12 +21,11 @@ import numpy as np
 
 from .. import _env  # noqa: F401
 from ..artifacts import Run
-from ..errors import TEMInputError
 from .config import TrainingConfig
 from .inputs import read_training_inputs
 from .rundir import default_run_dir, prepare_run_dir
 
-__all__ = ["train", "split_images", "plan_for_built"]
+__all__ = ["train", "plan_for_built"]
 
 _TIMING_STEPS = 3
 #: validation images whose prediction time is measured before a budget-planned run
@@ -41,34 +40,6 @@ def _versions() -> dict:
 
     return {"tem_keras": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
             "numpy": np.__version__}
-
-
-def split_images(dataset, config: TrainingConfig, dataset_dir: Path) -> dict:
-    """Train/val/test stems: ``dataset.json``'s split or ``config.split`` of the labelled images;
-    a warning when fewer than 3 images validate."""
-    from ..data.datasets import split_samples
-
-    labelled = [s.stem for s in dataset.labelled]
-    if not labelled:
-        raise TEMInputError("no labelled images: every image needs a mask to train on", dataset_dir)
-    chosen = dataset.split or split_samples(labelled, config.split, seed=config.seed)
-    split = {k: list(chosen.get(k, [])) for k in ("train", "val", "test")}
-    if not split["train"]:
-        raise TEMInputError("the split leaves no image for training", dataset_dir)
-    if dataset.split and not split["val"] and len(split["train"]) > 1 and config.split[1] > 0:
-        # a fixed split without validation images (e.g. train/ and test/ folders): carve them
-        # out of the training images in the proportion of config.split
-        share = config.split[1] / (config.split[0] + config.split[1])
-        carved = split_samples(split["train"], (1 - share, share, 0.0), seed=config.seed)
-        split["train"], split["val"] = carved["train"], carved["val"]
-    if not split["val"]:
-        raise TEMInputError("the split leaves no validation image; checkpoints are chosen on one "
-                            "(give split=(train, val, test) with val > 0 or more images)", dataset_dir)
-    if len(split["val"]) < 3:
-        warnings.warn(f"only {len(split['val'])} validation image(s): the best epoch is chosen on "
-                      "them and the threshold stays at 0.5; label more images or use folds=5",
-                      UserWarning, stacklevel=4)
-    return split
 
 
 def _optimizer(config: TrainingConfig):
