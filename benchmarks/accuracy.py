@@ -293,7 +293,7 @@ def fit_options(args) -> list[str]:
     return (["--time-limit", limit] if limit else []) + list(args.fit_args)
 
 
-def fit_masks(ctx: SetContext, key: str, extra: list[str] = ()) -> dict:
+def fit_masks(ctx: SetContext, key: str, extra: list[str] = (), data_dir: Path | None = None) -> dict:
     """Train with ``tem-keras fit DIR --run-dir <work>/runs/<set>[-key] [options] [extra]``
     (a fresh run) and predict the set's test images whole with the run. The run's
     ``split.json`` becomes the set's split when ``key == "fit"``; another run must not train
@@ -302,7 +302,7 @@ def fit_masks(ctx: SetContext, key: str, extra: list[str] = ()) -> dict:
     run_dir = ctx.work / "runs" / (ctx.run_name + ("" if key == "fit" else f"-{key}"))
     if run_dir.exists():
         shutil.rmtree(run_dir)            # a fresh run, never a resumed one (our scratch folder)
-    cmd = [str(TEM_KERAS), "fit", str(ctx.data_dir), "--run-dir", str(run_dir), *extra,
+    cmd = [str(TEM_KERAS), "fit", str(data_dir or ctx.data_dir), "--run-dir", str(run_dir), *extra,
            *fit_options(args)]
     done = run_logged(cmd, ctx.work / "logs" / f"{run_dir.name}.log", args.fit_timeout)
     info = {**done, "run_dir": str(run_dir),
@@ -357,6 +357,43 @@ def _peer(ctx: SetContext) -> dict:
     return {"masks": {s: read_mask(out / "masks" / f"{s}.png") > 0 for s in ctx.test},
             **done, **record, "budget_from": "--peer-seconds" if ctx.args.peer_seconds
             else "fit wall time"}
+
+
+def label_free_folder(ctx: SetContext, n_masks: int) -> Path:
+    """The set's training and validation images (never its test images) in a folder of their
+    own, with the masks of only the first ``n_masks`` training images: what a lab with few
+    masks and many frames has. Symlinks; no dataset.json, so fit splits as it would for a user."""
+    folder = ctx.work / "label_free" / f"{ctx.run_name}-{n_masks}masks"
+    if folder.exists():
+        shutil.rmtree(folder)
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    stems = ctx.split["train"] + ctx.split["val"]
+    for stem in stems:
+        image = ctx.samples[stem].image
+        (folder / "images" / image.name).symlink_to(image.resolve())
+    for stem in ctx.split["train"][:n_masks]:
+        mask = ctx.samples[stem].mask
+        (folder / "masks" / f"{stem}{mask.suffix}").symlink_to(mask.resolve())
+    return folder
+
+
+def _label_free(ctx: SetContext, n_masks: int) -> dict:
+    folder = label_free_folder(ctx, n_masks)
+    out = fit_masks(ctx, f"{n_masks}masks", ["--labels", "auto", "--particles", "auto"], data_dir=folder)
+    return {**out, "hand_masks": n_masks, "unmasked_images": len(list((folder / "images").iterdir())) - n_masks}
+
+
+@method("zero_mask", "fit --labels auto, no mask (pseudo-labels only)",
+        applies=lambda ctx: ctx.args.label_free and ctx.particle_class == 1)
+def _zero_mask(ctx: SetContext) -> dict:
+    return _label_free(ctx, 0)
+
+
+@method("two_mask", "fit --labels auto, 2 masks + the other images unmasked",
+        applies=lambda ctx: ctx.args.label_free and ctx.particle_class == 1)
+def _two_mask(ctx: SetContext) -> dict:
+    return _label_free(ctx, 2)
 
 
 @method("otsu", "Otsu σ=1, oracle polarity per image")
@@ -714,6 +751,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--time-limit", default=None, help="`tem-keras fit --time-limit` (e.g. 10min)")
     ap.add_argument("--quick", action="store_true", help="smoke test: fewer images, tiny budget")
     ap.add_argument("--no-peer", action="store_true", help="do not train the PyTorch peer")
+    ap.add_argument("--label-free", action="store_true",
+                    help="also the zero-mask and two-mask rows (fit --labels auto on the training "
+                         "images with 0 or 2 of their masks; binary sets)")
     ap.add_argument("--peer-seconds", type=float, default=None,
                     help="the peer's training budget (default: the wall time of that set's fit)")
     ap.add_argument("--work", default=str(DEFAULT_WORK),
