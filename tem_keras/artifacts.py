@@ -37,7 +37,7 @@ from . import _env  # noqa: F401
 from .errors import TEMInputError
 
 __all__ = ["ModelBundle", "Run", "ExportedModel", "SavedModelNetwork", "load", "load_keras_model",
-           "read_threshold", "write_threshold"]
+           "model_kind", "read_threshold", "write_threshold"]
 
 #: name of the file holding a run's tuned threshold (``{"threshold": float, ...}``)
 THRESHOLDS_FILE = "thresholds.json"
@@ -406,21 +406,44 @@ def load(model_or_path) -> ModelBundle:
         raise TypeError(f"expected a keras.Model, a Run, an ExportedModel or a path, "
                         f"got {type(model_or_path).__name__}")
     path = Path(model_or_path)
+    kind = model_kind(path)
+    if kind == "run":
+        return Run.load(path)
+    if kind == "export":
+        return _open_export_folder(path)
+    return ModelBundle(load_keras_model(path if kind == "keras" else path / "model.keras"))
+
+
+def model_kind(path) -> str:
+    """What a model path holds, from its file names only (no TensorFlow, nothing read).
+
+    Returns
+    -------
+    {"keras", "run", "export", "model_folder"}
+        A ``.keras`` file, a run folder (``config.json`` + ``best.keras``), an export folder
+        (``tem_keras.json``) or a folder holding only ``model.keras``.
+
+    Raises
+    ------
+    TEMInputError
+        No such path, another kind of file, a partial export or a folder of none of these kinds.
+    """
+    path = Path(path)
     if not path.exists():
         raise TEMInputError("no such model file (.keras), run folder or export folder", path)
     if path.is_file():
         if path.suffix.lower() != ".keras":
             raise TEMInputError("expected a run folder, an export folder or a .keras file", path)
-        return ModelBundle(load_keras_model(path))
+        return "keras"
     if (path / "config.json").is_file() and (path / "best.keras").is_file():
-        return Run.load(path)
+        return "run"
     if (path / "tem_keras.json").is_file():
-        return _open_export_folder(path)
+        return "export"
     present = [n for n in ("saved_model", "README.md") if (path / n).exists()]
     if present:
         raise TEMInputError(f"looks like a partial export ({', '.join(present)} but no tem_keras.json): "
                             "the export was interrupted; export it again", path)
     if (path / "model.keras").is_file():
-        return ModelBundle(load_keras_model(path / "model.keras"))
+        return "model_folder"
     raise TEMInputError("is neither a run folder (config.json + best.keras) nor an export folder "
                         "(tem_keras.json)", path)

@@ -51,8 +51,21 @@ SMALL_VALIDATION_WARNING = r"only \d+ validation image"
 DEMO_ENTRIES = ("data", "run", "export", "report")
 
 
-def _check_arguments(n_images, size, epochs, time_limit, mode, seed, overwrite) -> None:
-    """Every argument of :func:`run_demo`, checked before anything on disk is touched."""
+_LEGACY_DEMO = legacy_folder("report", DEMO_ENTRIES)
+
+
+def check_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, epochs: int | None = None,
+               time_limit=None, mode: str = "bright-field", seed: int = 0, overwrite: bool = False) -> None:
+    """Every argument of :func:`run_demo` and its output folder, checked touching nothing (and
+    without TensorFlow: ``tem-keras demo`` answers at once).
+
+    Raises
+    ------
+    ValueError, TypeError
+        A bad argument.
+    OutputExistsError
+        ``out_dir`` holds an earlier demo and not ``overwrite``, or files the demo did not write.
+    """
     from .data.synthetic.params import canonical_mode, synthesis_params
     from .training.config import TrainingConfig
 
@@ -61,6 +74,7 @@ def _check_arguments(n_images, size, epochs, time_limit, mode, seed, overwrite) 
     check_bool("overwrite", overwrite)
     synthesis_params(None, {}, caller="run_demo").resolve(size, canonical_mode(mode))
     TrainingConfig(epochs=epochs, time_limit=time_limit, seed=seed)
+    OutputFolder(Path(out_dir), "demo").check_prepare(overwrite=overwrite, legacy=_LEGACY_DEMO)
 
 
 def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, epochs: int | None = None,
@@ -94,9 +108,9 @@ def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, e
     from .training import fit
 
     out = Path(out_dir)
-    _check_arguments(n_images, size, epochs, time_limit, mode, seed, overwrite)  # before any removal
-    OutputFolder(out, "demo").prepare(overwrite=overwrite, legacy=legacy_folder("report", DEMO_ENTRIES),
-                                      entries=DEMO_ENTRIES)
+    check_demo(out, n_images=n_images, size=size, epochs=epochs, time_limit=time_limit, mode=mode,
+               seed=seed, overwrite=overwrite)  # before any removal
+    OutputFolder(out, "demo").prepare(overwrite=overwrite, legacy=_LEGACY_DEMO, entries=DEMO_ENTRIES)
     start = time.perf_counter()
     data_dir = make_dataset(out / "data", n_images=n_images, size=size, mode=mode, seed=seed)
     if verbose:

@@ -274,8 +274,24 @@ class OutputFolder:
                                     "is never replaced by one; choose another folder", path)
         return any((path / n).exists() or (path / n).is_symlink() for n in self.listed())
 
+    def check_prepare(self, *, overwrite: bool, legacy=None) -> bool:
+        """What :meth:`prepare` would refuse, checked touching nothing (commands check their
+        outputs before the long work starts); returns whether an earlier output is there.
+
+        Raises
+        ------
+        OutputExistsError
+            An earlier output is there and not ``overwrite``; see also :meth:`holds_output`.
+        """
+        held = self.holds_output(legacy)
+        if held and not overwrite:
+            raise OutputExistsError(
+                f"already exists and is not empty (a tem_keras {self.kind} folder); pass "
+                "--overwrite (overwrite=True) to replace it, or choose another folder", self.path)
+        return held
+
     def prepare(self, *, overwrite: bool, legacy=None, entries=()) -> "OutputFolder":
-        """Make the folder ready for a new output: check it (:meth:`holds_output`), remove
+        """Make the folder ready for a new output: check it (:meth:`check_prepare`), remove
         the earlier output when ``overwrite`` (:meth:`clear`), create it and record ``entries``.
 
         Raises
@@ -283,11 +299,7 @@ class OutputFolder:
         OutputExistsError
             An earlier output is there and not ``overwrite``; see also :meth:`holds_output`.
         """
-        if self.holds_output(legacy):
-            if not overwrite:
-                raise OutputExistsError(
-                    f"already exists and is not empty (a tem_keras {self.kind} folder); pass "
-                    "--overwrite (overwrite=True) to replace it, or choose another folder", self.path)
+        if self.check_prepare(overwrite=overwrite, legacy=legacy):
             self.clear()
         self.record(*entries)
         return self

@@ -211,8 +211,9 @@ def test_export_then_predict_from_the_export(tiny_run, tiny_dataset, tmp_path, c
     assert "not empty" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # builds the 14 networks of the table at paper widths (VGG16, ResNet-34, ...)
 def test_models_lists_the_zoo(capsys):
+    """From the numbers cached for this version (tests/test_models.py checks them against the
+    builders)."""
     from tem_keras.models.describe import TABLE_MODELS
 
     assert main(["models", "--pixel-size-nm", "0.5"]) == 0

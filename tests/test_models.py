@@ -310,3 +310,50 @@ def test_fcn8s_runs_at_sizes_that_need_cropping_and_padding(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
     assert "Ignoring Assert operator" not in proc.stderr
+
+
+# ------------------------------------------------------------------ the cached table of `tem-keras models`
+def _check_cache(configs):
+    """The cached numbers of ``configs`` are those of the real builders."""
+    from tem_keras._model_table import COLUMNS, cached_rows, model_label
+
+    cached = {row["model"]: row for row in cached_rows()}
+    built = tm.model_table(configs)
+    assert list(built.index) == [model_label(c) for c in configs]
+    for label, row in built.to_dict("index").items():
+        assert {k: cached[label][k] for k in COLUMNS} == pytest.approx({k: row[k] for k in COLUMNS}), label
+
+
+def test_the_cached_model_table_is_fresh_and_equals_the_builders_on_small_models():
+    from tem_keras import __version__
+    from tem_keras._model_table import CACHE_FILE, PLANNED_MODELS, cached_rows
+
+    assert json.loads(CACHE_FILE.read_text())["tem_keras"] == __version__
+    assert cached_rows() is not None  # written by this version for exactly TABLE_MODELS
+    _check_cache(["residual_unet_sytwu", "shallow_cnn_single", PLANNED_MODELS[0]])
+
+
+@pytest.mark.slow  # builds the 18 networks (VGG16, ResNet-34, ...): about a minute
+def test_the_cached_model_table_equals_the_builders():
+    from tem_keras._model_table import TABLE_MODELS
+
+    _check_cache(list(TABLE_MODELS))
+
+
+def test_the_table_lists_the_models_fit_plans():
+    """fit's planned residual UNets (16 base filters, the pool ladder) are rows of the table; the
+    3-block one has 516,386 parameters and a 96 px receptive field."""
+    from tem_keras._model_table import PLANNED_MODELS, TABLE_MODELS, cached_rows, format_rows
+    from tem_keras.training.plan import POOL_LADDER, choose_model
+
+    assert [tuple(c["pool_sizes"]) for c in PLANNED_MODELS] == list(POOL_LADDER)
+    assert all(c in TABLE_MODELS for c in PLANNED_MODELS)
+    planned = choose_model([10.0])  # small particles: the first rung
+    assert {**planned, "pool_sizes": tuple(planned["pool_sizes"])} == PLANNED_MODELS[0]
+    rows = {row["model"]: row for row in cached_rows(pixel_size_nm=0.5)}
+    first = rows["residual_unet(n_blocks=3, base_filters=16, pool_sizes=(2, 2, 2))"]
+    assert (first["parameters"], first["receptive_field_px"], first["receptive_field_nm"]) == (516386, 96, 48.0)
+    text = format_rows(cached_rows())
+    assert ("| `residual_unet(n_blocks=3, base_filters=16, pool_sizes=(2, 2, 2))` (planned by fit) | "
+            "516,386 | 96 | 8 |") in text
+    assert "| `residual_unet_sytwu` | 8,154 | 120 | 16 | 2.08 |" in text

@@ -21,13 +21,14 @@ from pathlib import Path
 from .. import _env  # noqa: F401
 from ..errors import TEMInputError
 from ..outputs import output_error
-from .console import raised_by_tem_keras, warnings_as_notes
+from .console import command_line_spelling, raised_by_tem_keras, warnings_as_notes
 from .data_commands import run_check, run_info, run_label, run_measure, run_synth
-from .model_commands import run_explain, run_export, run_models
-from .prediction_commands import (add_prediction_options, onnx_predicts, parse_shard, run_evaluate,
-                                  run_predict)
-from .training_commands import (add_training_options, check_model_options, model_options,
-                                run_demo_command, run_fit, run_sweep)
+from .model_commands import check_export_command, run_explain, run_export, run_models
+from .prediction_commands import (add_prediction_options, check_evaluate, check_predict, onnx_predicts,
+                                  parse_shard, run_evaluate, run_predict)
+from .training_commands import (add_training_options, check_demo_command, check_fit,
+                                check_model_options, model_options, run_demo_command, run_fit,
+                                run_sweep)
 from .watch_command import add_watch_command
 
 __all__ = ["build_parser", "main", "model_options"]
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, default=None)
     p.add_argument("--no-resume", action="store_true", help="do not continue an unfinished run")
     add_training_options(p)
-    p.set_defaults(func=run_fit, model_options=[])
+    p.set_defaults(func=run_fit, check=check_fit, model_options=[])
 
     p = sub.add_parser("sweep", help="train several models × seeds and tabulate dice against receptive field")
     p.add_argument("dataset_dir", type=Path)
@@ -112,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "tile go to TensorFlow); onnx: every image whole through model.onnx")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_predict)
+    p.set_defaults(func=run_predict, check=check_predict)
 
     p = sub.add_parser("evaluate", help="score a model on a labelled dataset folder")
     p.add_argument("model", help="run folder, export folder or .keras file")
@@ -128,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store the best threshold in the run folder (thresholds.json); predict uses it")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=run_evaluate)
+    p.set_defaults(func=run_evaluate, check=check_evaluate)
 
     add_watch_command(sub)
 
@@ -161,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("bright-field", "haadf", "hrtem"), default="bright-field")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing demo folder")
-    p.set_defaults(func=run_demo_command)
+    p.set_defaults(func=run_demo_command, check=check_demo_command)
 
     p = sub.add_parser("export", help="export a run: SavedModel with preprocessing inside, .keras, ONNX, "
                        "bioimage.io package, model card")
@@ -176,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="model name in the card (default: the run folder's name)")
     p.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty OUT_DIR")
     p.add_argument("--quiet", action="store_true", help="print nothing")
-    p.set_defaults(func=run_export)
+    p.set_defaults(func=run_export, check=check_export_command)
 
     p = sub.add_parser("explain",
                        help="explain a model: Grad-CAM, kernels, activations, effective receptive field")
@@ -221,9 +222,9 @@ def choose_cpu_kernels(args, verbose: bool = False) -> None:
               "(TF_ENABLE_ONEDNN_OPTS=0 keeps TensorFlow's choice)", file=sys.stderr)
 
 
-#: sub-commands that start TensorFlow
-_TENSORFLOW_COMMANDS = ("fit", "sweep", "predict", "evaluate", "watch", "export", "explain", "demo",
-                        "models")
+#: sub-commands that start TensorFlow (after their ``check``, when they have one: the arguments,
+#: inputs and outputs that can be checked without it)
+_TENSORFLOW_COMMANDS = ("fit", "sweep", "predict", "evaluate", "watch", "export", "explain", "demo")
 _GLOBAL_FLAGS = {"--verbose": "show TensorFlow's start-up log lines and its CPU kernel choice",
                  "--debug": "show the Python traceback of an error (implies --verbose)"}
 
@@ -248,18 +249,21 @@ def main(argv=None) -> int:
 
 
 def _run(parser, args, *, verbose: bool, debug: bool) -> int:
-    """Start TensorFlow when the command needs it, run the command, report its error in one line."""
+    """Check the command's arguments, start TensorFlow when it needs it, run it, and report its
+    error in one line."""
     from .._env import import_tensorflow_quietly, quiet_console
 
     quiet_console(verbose)
-    light = args.command == "predict" and onnx_predicts(args)  # model.onnx, no TensorFlow
-    if args.command in ("predict", "evaluate", "watch", "explain", "demo", "fit") and not light:
-        choose_cpu_kernels(args, verbose)
-    if args.command in _TENSORFLOW_COMMANDS and not light and not getattr(args, "scheduler", None):
-        import_tensorflow_quietly(verbose)  # a Dask client needs no TensorFlow: its workers do
-    if args.command == "fit":
-        check_model_options(parser, args)
     try:
+        if getattr(args, "check", None) is not None:
+            args.check(args)  # before TensorFlow: a wrong path or a refused overwrite answers at once
+        light = args.command == "predict" and onnx_predicts(args)  # model.onnx, no TensorFlow
+        if args.command in ("predict", "evaluate", "watch", "explain", "demo", "fit") and not light:
+            choose_cpu_kernels(args, verbose)
+        if args.command in _TENSORFLOW_COMMANDS and not light and not getattr(args, "scheduler", None):
+            import_tensorflow_quietly(verbose)  # a Dask client needs no TensorFlow: its workers do
+        if args.command == "fit":
+            check_model_options(parser, args)
         status = args.func(args)  # watch returns 130 after Ctrl-C; the others return None
     except (TEMInputError, OSError, ValueError, TypeError) as err:
         if debug:
@@ -267,7 +271,7 @@ def _run(parser, args, *, verbose: bool, debug: bool) -> int:
         if isinstance(err, OSError) and err.errno is not None:  # a read-only folder, a full disk...
             err = output_error(err)
         ours = isinstance(err, (TEMInputError, OSError)) or raised_by_tem_keras(err)
-        message = " ".join(str(err).split()) or type(err).__name__
+        message = command_line_spelling(" ".join(str(err).split()) or type(err).__name__)
         if not ours:
             message = f"{type(err).__name__}: {message} (run with --debug for the traceback)"
         print(f"tem-keras {args.command}: error: {message}", file=sys.stderr)

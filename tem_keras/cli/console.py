@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 
@@ -54,6 +55,15 @@ def note_pixel_size(name) -> bool:
 
     note(f"{name}: {PIXEL_SIZE_HELP}")
     return True
+
+
+#: the Python API's ``overwrite=True``, alone or beside ``--overwrite``, in a message
+_OVERWRITE = re.compile(r"--overwrite \(overwrite=True\)|overwrite=True \(--overwrite\)|overwrite=True")
+
+
+def command_line_spelling(message: str) -> str:
+    """A library message as the command line says it: ``--overwrite``, not ``overwrite=True``."""
+    return _OVERWRITE.sub("--overwrite", message)
 
 
 def raised_by_tem_keras(error: BaseException) -> bool:

@@ -6,21 +6,43 @@ from .console import as_input_errors
 
 
 def run_models(args) -> None:
-    """``tem-keras models``: the model zoo table."""
-    from ..models.describe import format_model_table, model_table
+    """``tem-keras models``: the model zoo table, from the numbers cached for this version (no
+    TensorFlow), else from the networks built."""
+    from .._model_table import cached_rows, format_rows
 
-    print(format_model_table(model_table(pixel_size_nm=args.pixel_size_nm)))
+    rows = cached_rows(args.pixel_size_nm)
+    if rows is None:
+        from .._env import import_tensorflow_quietly
+        from ..models.describe import format_model_table, model_table
+
+        import_tensorflow_quietly()
+        print(format_model_table(model_table(pixel_size_nm=args.pixel_size_nm)))
+        return
+    print(format_rows(rows))
+
+
+def _export_arguments(args) -> dict:
+    from ..export import FORMATS
+
+    return dict(formats=args.formats or FORMATS, overwrite=args.overwrite, threshold=args.threshold,
+                pixel_size_nm=args.pixel_size_nm)
+
+
+@as_input_errors
+def check_export_command(args) -> None:
+    """``tem-keras export``'s options, run folder and export folder, checked before TensorFlow
+    starts."""
+    from ..export import check_export
+
+    check_export(args.run_dir, args.out_dir, **_export_arguments(args))
 
 
 @as_input_errors
 def run_export(args) -> None:
     """``tem-keras export``: export a run folder."""
-    from ..export import FORMATS, export
+    from ..export import export
 
-    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip()) if args.formats else FORMATS
-    export(args.run_dir, args.out_dir, formats=formats, overwrite=args.overwrite,
-           threshold=args.threshold, pixel_size_nm=args.pixel_size_nm, name=args.name,
-           verbose=not args.quiet)
+    export(args.run_dir, args.out_dir, name=args.name, verbose=not args.quiet, **_export_arguments(args))
 
 
 @as_input_errors

@@ -66,6 +66,38 @@ def onnx_predicts(args) -> bool:
         return False  # run_predict reports it
 
 
+def _to_store(args) -> bool:
+    """Whether ``tem-keras predict`` writes one Zarr store (:func:`run_predict_store`)."""
+    return bool(args.scheduler) or Path(args.out).suffix.lower() == ".zarr"
+
+
+def _predict_outputs(args) -> tuple[OutputFolder, Path | None]:
+    """The output folder of ``tem-keras predict`` and its ``particles.csv`` (None without
+    ``--particles``), checked touching nothing."""
+    out = Path(args.out)
+    if args.track:
+        raise ValueError("--track links particles across the frames of a .zarr store: give -o OUT.zarr")
+    folder = OutputFolder(out, inputs=[args.model, *args.inputs])
+    refuse_inputs(out, folder.inputs, within=False)  # masks among the images they come from
+    csv_path = None
+    if args.particles:
+        suffix = "" if args.shard is None else "_shard{}of{}".format(*args.shard.split("/"))
+        csv_path = folder.check(f"particles{suffix}.csv", overwrite=args.overwrite)
+    return folder, csv_path
+
+
+def check_predict(args) -> None:
+    """``tem-keras predict``'s model, inputs (file headers) and output folder, checked before
+    TensorFlow starts (a Zarr store checks its own)."""
+    from ..artifacts import model_kind
+    from ..inference import input_sources
+
+    model_kind(args.model)
+    input_sources([str(p) for p in args.inputs])
+    if not _to_store(args):
+        _predict_outputs(args)
+
+
 @as_input_errors
 def run_predict(args) -> None:
     """``tem-keras predict``: masks (and optionally probabilities, overlays, particles.csv)."""
@@ -73,17 +105,10 @@ def run_predict(args) -> None:
 
     from ..inference import particle_rows, predict_stack, save_prediction
 
-    if args.scheduler or Path(args.out).suffix.lower() == ".zarr":
+    if _to_store(args):
         return run_predict_store(args)
     out = Path(args.out)
-    csv_path = None
-    if args.track:
-        raise ValueError("--track links particles across the frames of a .zarr store: give -o OUT.zarr")
-    folder = OutputFolder(out, inputs=[args.model, *args.inputs])
-    refuse_inputs(out, folder.inputs, within=False)  # masks among the images they come from
-    if args.particles:
-        suffix = "" if args.shard is None else "_shard{}of{}".format(*args.shard.split("/"))
-        csv_path = folder.check(f"particles{suffix}.csv", overwrite=args.overwrite)
+    folder, csv_path = _predict_outputs(args)
     n_images = n_particles = 0
     writer = handle = lock = None
     noted = False
@@ -213,6 +238,30 @@ def _check_threshold_source(model_dir: Path, dataset_dir: Path, split) -> None:
                                 f"threshold on its {len(test)} test image(s); use --split val", model_dir)
 
 
+def _evaluate_outputs(args) -> OutputFolder | None:
+    """The output folder of ``tem-keras evaluate`` (None without ``-o``) with its four files,
+    and ``--save-threshold``'s source, checked touching nothing."""
+    if args.save_threshold:
+        _check_threshold_source(Path(args.model), Path(args.dataset_dir), args.split)
+    if args.out is None:
+        return None
+    folder = OutputFolder(args.out, inputs=[args.model, args.dataset_dir])
+    for name in _EVALUATE_FILES:
+        folder.check(name, overwrite=args.overwrite)
+    return folder
+
+
+def check_evaluate(args) -> None:
+    """``tem-keras evaluate``'s model, data set folder and outputs, checked before TensorFlow
+    starts."""
+    from ..artifacts import model_kind
+    from ..data.datasets import discover
+
+    model_kind(args.model)
+    discover(args.dataset_dir)
+    _evaluate_outputs(args)
+
+
 @as_input_errors
 def run_evaluate(args) -> None:
     """``tem-keras evaluate``: scores, best threshold and curve on a labelled folder."""
@@ -220,13 +269,9 @@ def run_evaluate(args) -> None:
 
     from ..inference import evaluate
 
-    if args.save_threshold:
-        _check_threshold_source(Path(args.model), Path(args.dataset_dir), args.split)
-    plot = folder = None
-    if args.out is not None:  # every output checked before the model runs
-        folder = OutputFolder(args.out, inputs=[args.model, args.dataset_dir])
-        for name in _EVALUATE_FILES:
-            folder.check(name, overwrite=args.overwrite)
+    plot = None
+    folder = _evaluate_outputs(args)  # every output checked before the model runs
+    if folder is not None:
         plot = folder.claim("threshold_curve.png", overwrite=args.overwrite)
     per_image, overall = evaluate(args.model, args.dataset_dir, threshold=args.threshold, split=args.split,
                                   metric=args.metric, tile_size=args.tile_size, overlap=args.overlap,

@@ -74,6 +74,7 @@ from importlib import import_module
 # public name -> module that defines it (imported on first use)
 _API = {
     "export": "tem_keras.export.folder",
+    "check_export": "tem_keras.export.folder",
     "FORMATS": "tem_keras.export.folder",
     "EXPORT_FORMAT": "tem_keras.export.folder",
     "serving_module": "tem_keras.export.serving",

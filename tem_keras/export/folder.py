@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import ExportedModel, Run, SavedModelNetwork, load
+from ..artifacts import ExportedModel, Run, SavedModelNetwork, load, model_kind
 from ..data.preprocess import pad_to_multiple
 from ..distribute import float32_model
 from .. import runtime
@@ -31,7 +31,7 @@ from .card import model_card
 from .saved_model import write_saved_model
 from .serving import serving_module
 
-__all__ = ["export", "FORMATS", "EXPORT_FORMAT"]
+__all__ = ["export", "check_export", "FORMATS", "EXPORT_FORMAT"]
 
 #: every format :func:`export` knows, in the order it writes them
 FORMATS = ("saved_model", "keras", "onnx", "bioimageio")
@@ -73,16 +73,50 @@ EXPORT_ENTRIES = ("model.keras", "saved_model", "model.onnx", "predict.py", "bio
                   "tem_keras.json")
 
 
-def _prepare_out_dir(out_dir: Path, overwrite: bool, inputs=()) -> None:
-    """Check the export folder and remove an earlier export there (``overwrite``), never
-    anything else: see :class:`tem_keras.outputs.OutputFolder`."""
+_LEGACY_EXPORT = legacy_folder("tem_keras.json", EXPORT_ENTRIES)
+
+
+def _out_folder(out_dir: Path, overwrite: bool, inputs=()) -> OutputFolder:
+    """The export folder, checked touching nothing: see :class:`tem_keras.outputs.OutputFolder`."""
     folder = OutputFolder(out_dir, "export", inputs=inputs)
     if (out_dir.is_dir() and folder.owner is None and (out_dir / "config.json").is_file()
             and (out_dir / "best.keras").is_file()):
         raise TEMInputError("is a training run folder; export into another folder (it is never "
                             "overwritten, even with overwrite=True)", out_dir)
-    folder.prepare(overwrite=overwrite, legacy=legacy_folder("tem_keras.json", EXPORT_ENTRIES),
-                   entries=EXPORT_ENTRIES)
+    folder.check_prepare(overwrite=overwrite, legacy=_LEGACY_EXPORT)
+    return folder
+
+
+def _checked_formats(formats, threshold, pixel_size_nm, overwrite) -> tuple:
+    """The formats as a tuple, after checking them and the other options of :func:`export`."""
+    if isinstance(formats, str):
+        formats = tuple(f.strip() for f in formats.split(",") if f.strip())
+    check_number("threshold", threshold, 0.0, 1.0, optional=True)
+    check_pixel_size("pixel_size_nm", pixel_size_nm)
+    check_bool("overwrite", overwrite)
+    formats = tuple(formats)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown export formats {unknown}; choose from {FORMATS}")
+    if "bioimageio" in formats and "saved_model" not in formats:
+        raise ValueError("the bioimage.io package holds the SavedModel: add 'saved_model' to formats")
+    return formats
+
+
+def check_export(run_dir, out_dir, formats=FORMATS, overwrite: bool = False, *,
+                 threshold: float | None = None, pixel_size_nm: float | None = None) -> None:
+    """The arguments of :func:`export` for a model on disk, checked touching nothing and without
+    TensorFlow (``tem-keras export`` answers at once): the options, that ``run_dir`` is a run
+    folder, export folder or ``.keras`` file, and that ``out_dir`` may be written.
+
+    Raises
+    ------
+    TEMInputError, ValueError
+        As :func:`export` would, before it loads the model.
+    """
+    _checked_formats(formats, threshold, pixel_size_nm, overwrite)
+    model_kind(run_dir)
+    _out_folder(Path(out_dir), overwrite, inputs=[run_dir])
 
 
 def _example_image(src: _Source, d: int, size=(90, 125)) -> tuple[np.ndarray, str]:
@@ -175,17 +209,7 @@ def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
     >>> import tensorflow as tf                                                 # doctest: +SKIP
     >>> probabilities = tf.saved_model.load("exports/unet_seed0/saved_model").serve(images)  # doctest: +SKIP
     """
-    if isinstance(formats, str):
-        formats = tuple(f.strip() for f in formats.split(",") if f.strip())
-    check_number("threshold", threshold, 0.0, 1.0, optional=True)
-    check_pixel_size("pixel_size_nm", pixel_size_nm)
-    check_bool("overwrite", overwrite)
-    formats = tuple(formats)
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown:
-        raise ValueError(f"unknown export formats {unknown}; choose from {FORMATS}")
-    if "bioimageio" in formats and "saved_model" not in formats:
-        raise ValueError("the bioimage.io package holds the SavedModel: add 'saved_model' to formats")
+    formats = _checked_formats(formats, threshold, pixel_size_nm, overwrite)
     src = _source(run_or_model, preprocessing, threshold)
     model = src.model
     if isinstance(model, SavedModelNetwork):
@@ -196,7 +220,8 @@ def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
         raise ValueError(f"export needs a model with one 1-channel input, got inputs "
                          f"{[tuple(i.shape) for i in model.inputs]}")
     out_dir = Path(out_dir)
-    _prepare_out_dir(out_dir, overwrite, inputs=[run_or_model, src.run_path])
+    _out_folder(out_dir, overwrite, inputs=[run_or_model, src.run_path]).prepare(
+        overwrite=overwrite, legacy=_LEGACY_EXPORT, entries=EXPORT_ENTRIES)
     say = print if verbose else (lambda *a, **k: None)
 
     from ..models.describe import describe

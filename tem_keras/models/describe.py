@@ -6,28 +6,11 @@ import math
 
 import keras
 
+from .._model_table import CACHE_FILE, COLUMNS, TABLE_MODELS, cached_rows, format_rows, model_label
 from .receptive_field import graph_summary
 
-__all__ = ["describe", "activation_bytes_per_pixel", "model_table", "format_model_table", "TABLE_MODELS"]
-
-#: the configurations of :func:`model_table`: every builder at its paper default
-TABLE_MODELS = (
-    "unet_horwath_512",
-    "unet_horwath_1024",
-    "unet_groschner",
-    "encoder_decoder_horwath",
-    "residual_unet_sytwu",
-    {"name": "residual_unet", "n_blocks": 2, "pool_sizes": (2, 2)},
-    {"name": "residual_unet", "n_blocks": 2, "pool_sizes": (8, 8)},
-    {"name": "residual_unet", "n_blocks": 3, "pool_sizes": (2, 2, 2)},
-    {"name": "residual_unet", "n_blocks": 4, "pool_sizes": (2, 2, 2, 2)},
-    {"name": "fcn8s", "weights": None},
-    {"name": "fcn8s", "weights": None, "dilated": True},
-    "shallow_cnn_single",
-    "shallow_cnn_wide",
-    {"name": "sm", "arch": "Unet", "backbone": "resnet34"},
-)
-
+__all__ = ["describe", "activation_bytes_per_pixel", "model_table", "format_model_table", "write_model_table",
+           "TABLE_MODELS"]
 
 def _count(weights) -> int:
     return int(sum(math.prod(w.shape) for w in weights))
@@ -78,7 +61,8 @@ def model_table(configs=TABLE_MODELS, pixel_size_nm: float | None = None):
     ----------
     configs : sequence of str or dict
         Names or configs accepted by :func:`~tem_keras.models.registry.build_model`; default:
-        every builder at its paper default (:data:`TABLE_MODELS`; pretrained weights are not loaded).
+        every builder at its paper default and the residual UNets ``fit`` plans
+        (:data:`TABLE_MODELS`; pretrained weights are not loaded).
     pixel_size_nm : float, optional
         Adds the receptive field in nm.
 
@@ -94,13 +78,7 @@ def model_table(configs=TABLE_MODELS, pixel_size_nm: float | None = None):
     rows = []
     for cfg in configs:
         model = build_model(cfg)
-        row = describe(model, pixel_size_nm)
-        if isinstance(cfg, str):
-            label = cfg
-        else:
-            args = {k: v for k, v in cfg.items() if k != "name"}
-            label = cfg["name"] + "(" + ", ".join(f"{k}={v!r}" for k, v in args.items()) + ")"
-        row = {"model": label, **row}
+        row = {"model": model_label(cfg), **describe(model, pixel_size_nm)}
         if pixel_size_nm is None:
             row.pop("receptive_field_nm")
         rows.append(row)
@@ -115,28 +93,33 @@ def format_model_table(table=None) -> str:
     Parameters
     ----------
     table : pandas.DataFrame, optional
-        A table from :func:`model_table`; built with the defaults when omitted.
+        A table from :func:`model_table`; default: the table of :data:`TABLE_MODELS`, from the
+        numbers cached for this version (:mod:`tem_keras._model_table`) or built.
 
     Returns
     -------
     str
     """
-    if table is None:
-        table = model_table()
-    cols = ["parameters", "receptive_field_px", "downsampling", "gflops_per_megapixel"]
-    if "receptive_field_nm" in table.columns:
-        cols.insert(2, "receptive_field_nm")
-    header = ["model", "parameters", "RF (px)"] + (["RF (nm)"] if "receptive_field_nm" in cols else []) + [
-        "down-sampling", "GFLOPs / MP"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    for label, row in table[cols].iterrows():
-        rf = row["receptive_field_px"]
-        cells = [f"`{label}`", f"{int(row['parameters']):,}", "∞" if math.isinf(rf) else f"{int(rf)}"]
-        if "receptive_field_nm" in cols:
-            cells.append(f"{row['receptive_field_nm']:.2f}")
-        cells += [f"{int(row['downsampling'])}", f"{row['gflops_per_megapixel']:.2f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = cached_rows() if table is None else None
+    if rows is None:
+        table = model_table() if table is None else table
+        rows = [{"model": label, **row} for label, row in table.to_dict("index").items()]
+    return format_rows(rows)
+
+
+def write_model_table(path=CACHE_FILE) -> Path:
+    """Build the networks of :data:`TABLE_MODELS` and cache their numbers for this version of
+    tem_keras (what ``tem-keras models`` prints without building them); returns the file."""
+    import json
+    from pathlib import Path
+
+    from .. import __version__
+
+    table = model_table()
+    rows = [{"model": label, **{k: row[k] for k in COLUMNS}} for label, row in table.to_dict("index").items()]
+    path = Path(path)
+    path.write_text(json.dumps({"tem_keras": __version__, "rows": rows}, indent=1) + "\n", encoding="utf-8")
+    return path
 
 
 def activation_bytes_per_pixel(model: keras.Model, dtype_bytes: int = 4, probe: int = 256) -> float:
