@@ -28,7 +28,7 @@ from .prediction_commands import (add_prediction_options, check_evaluate, check_
                                   parse_shard, run_evaluate, run_predict)
 from .training_commands import (add_training_options, check_demo_command, check_fit,
                                 check_model_options, model_options, run_demo_command, run_fit,
-                                run_sweep)
+                                run_plan, run_sweep)
 from .watch_command import add_watch_command
 
 __all__ = ["build_parser", "main", "model_options"]
@@ -73,8 +73,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-dir", type=Path, default=None)
     p.add_argument("--no-resume", action="store_true", help="do not continue an unfinished run")
+    p.add_argument("--plan", type=Path, default=None,
+                   help="train from a plan file written by `tem-keras plan` (and edited)")
+    p.add_argument("--labels", choices=("masks", "auto"), default="masks",
+                   help="auto: images without a mask get pseudo-labels and train beside the hand-drawn "
+                        "masks, which alone validate and test")
+    p.add_argument("--particles", choices=("dark", "bright", "auto"), default="dark",
+                   help="particle contrast for the pseudo-labels (default: dark, bright-field)")
     add_training_options(p)
     p.set_defaults(func=run_fit, check=check_fit, model_options=[])
+
+    p = sub.add_parser("plan", help="write the data fingerprint and the training plan to an editable JSON file",
+                       description="What `tem-keras fit DIR` would do, without training: the data's "
+                       "fingerprint, the plan and the split. Edit it and train with `tem-keras fit DIR --plan FILE`.")
+    p.add_argument("dataset_dir", type=Path)
+    p.add_argument("-o", "--out", type=Path, default=Path("plan.json"), help="the JSON file (default plan.json)")
+    p.add_argument("--model", default=None, help="registry name (default: a residual UNet sized to the particles)")
+    p.add_argument("--seed", type=int, default=0)
+    add_training_options(p)
+    p.set_defaults(func=run_plan, model_options=[])
 
     p = sub.add_parser("sweep", help="train several models × seeds and tabulate dice against receptive field")
     p.add_argument("dataset_dir", type=Path)
@@ -224,7 +241,7 @@ def choose_cpu_kernels(args, verbose: bool = False) -> None:
 
 #: sub-commands that start TensorFlow (after their ``check``, when they have one: the arguments,
 #: inputs and outputs that can be checked without it)
-_TENSORFLOW_COMMANDS = ("fit", "sweep", "predict", "evaluate", "watch", "export", "explain", "demo")
+_TENSORFLOW_COMMANDS = ("fit", "plan", "sweep", "predict", "evaluate", "watch", "export", "explain", "demo")
 _GLOBAL_FLAGS = {"--verbose": "show TensorFlow's start-up log lines and its CPU kernel choice",
                  "--debug": "show the Python traceback of an error (implies --verbose)"}
 
