@@ -103,7 +103,7 @@ def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, e
     from .inference import predict
     from .io import read_image, write_mask
     from .metrics import segmentation_scores
-    from .particles import measure_particles, plot_size_distribution, size_distribution
+    from .particles import add_source_columns, measure_particles, plot_size_distribution, size_distribution
     from .plots import new_figure, save_figure
     from .training import fit
 
@@ -141,8 +141,8 @@ def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, e
         _overlay(micrograph.data, truth, predicted, report / f"overlay_{stem}.png",
                  f"{stem}: dice {score['dice']:.3f}")
         table = measure_particles(probabilities, micrograph.pixel_size_nm, image=micrograph.data)
-        tables.append(table.assign(image=stem))
-        true_tables.append(measure_particles(truth, micrograph.pixel_size_nm).assign(image=stem))
+        tables.append(add_source_columns(table, stem))  # the columns of predict's particles.csv
+        true_tables.append(add_source_columns(measure_particles(truth, micrograph.pixel_size_nm), stem))
     particles = pd.concat(tables, ignore_index=True)
     truth_particles = pd.concat(true_tables, ignore_index=True)
     particles.to_csv(report / "particles.csv", index=False)

@@ -41,7 +41,7 @@ from .errors import TEMInputError
 __all__ = ["confusion_counts", "dice", "soft_dice", "iou", "precision", "recall", "f1",
            "precision_recall_f1", "segmentation_scores", "threshold_curve",
            "plot_threshold_curve", "best_threshold", "otsu_threshold", "missed_area",
-           "missed_area_dice", "per_image_scores"]
+           "missed_area_dice", "per_image_scores", "mean_and_std"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -364,13 +364,23 @@ def per_image_scores(preds, truths, *, class_index=None) -> dict:
     if not rows:
         raise ValueError("per_image_scores needs at least one image")
     keys = ("dice", "iou", "precision", "recall")
-    summary = {k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows]))}
-               for k in keys}
+    summary = mean_and_std(rows, keys)
     tp, fp, fn = (sum(r[k] for r in rows) for k in ("tp", "fp", "fn"))
     p, r, f, j = scores_from_counts(tp, fp, fn)
     pooled = {"dice": float(f), "iou": float(j), "precision": float(p), "recall": float(r)}
     images = [{k: r[k] for k in (*keys, "tp", "fp", "fn")} for r in rows]
     return {"per_image": summary, "pooled": pooled, "images": images, "n_images": len(rows)}
+
+
+def mean_and_std(rows, keys=("dice", "iou", "precision", "recall")) -> dict:
+    """``{key: {"mean", "std"}}`` of per-image scores over images (std with ``ddof=0``), as
+    :func:`per_image_scores` and ``evaluate`` report them.
+
+    >>> mean_and_std([{"dice": 0.9}, {"dice": 0.5}], ["dice"])
+    {'dice': {'mean': 0.7, 'std': 0.2}}
+    """
+    return {k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows]))}
+            for k in keys}
 
 
 # --------------------------------------------------------------------------------------------

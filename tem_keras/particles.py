@@ -27,7 +27,8 @@ from .validation import check_bool, check_int, check_number
 
 __all__ = ["particle_mask", "label_particles", "measure_particles", "count_particles",
            "MissingPixelSizeWarning", "size_distribution",
-           "plot_size_distribution", "track_particles", "plot_size_vs_time", "MEASUREMENT_COLUMNS"]
+           "plot_size_distribution", "track_particles", "plot_size_vs_time", "MEASUREMENT_COLUMNS",
+           "SOURCE_COLUMNS", "add_source_columns"]
 
 #: Columns of :func:`measure_particles`, in order (``mean_intensity`` only with an image).
 MEASUREMENT_COLUMNS = (
@@ -36,6 +37,29 @@ MEASUREMENT_COLUMNS = (
     "minor_axis_px", "major_axis_nm", "minor_axis_nm", "eccentricity", "perimeter_px",
     "circularity", "solidity", "touches_border",
 )
+
+#: The first columns of every particle table of a prediction (``predict --particles``, ``watch``,
+#: the demo's report), before :data:`MEASUREMENT_COLUMNS`: see :func:`add_source_columns`.
+SOURCE_COLUMNS = ("image", "frame")
+
+
+def add_source_columns(table, image: str, frame: int | None = None):
+    """A table of :func:`measure_particles` with :data:`SOURCE_COLUMNS` first: ``image`` (its
+    name) and ``frame`` (its index in a stack; missing for a single image, an empty cell in a
+    CSV file). One column order for every particle table of tem_keras.
+
+    >>> import numpy as np
+    >>> mask = np.zeros((8, 8), bool); mask[2:6, 2:6] = True
+    >>> add_source_columns(measure_particles(mask, 0.5, min_area=1), "a")[["image", "frame", "area_px"]]
+      image  frame  area_px
+    0     a   <NA>     16.0
+    """
+    import pandas as pd
+
+    table = table.copy()
+    table.insert(0, SOURCE_COLUMNS[0], image)
+    table.insert(1, SOURCE_COLUMNS[1], pd.array([frame] * len(table), dtype="Int64"))
+    return table
 
 
 # --------------------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ __all__ = [
     "ExportInputError",
     "OnnxModel",
     "foreground_probability",
+    "input_files",
     "labels_from_probabilities",
     "main",
     "parse_threshold",
@@ -235,6 +236,25 @@ def _grey(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def input_files(paths) -> list[Path]:
+    """The files of ``paths`` (files, and the image files of folders, sorted), each once: a file
+    given twice, or given and inside a folder given, is predicted once, where it first appears."""
+    files, seen = [], set()
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ExportInputError(f"holds no image files ({', '.join(IMAGE_SUFFIXES)})", path)
+        else:
+            found = [path]
+        for file in found:
+            key = file.resolve()
+            if key not in seen:
+                seen.add(key)
+                files.append(file)
+    return files
+
+
 def read_frames(path):
     """``(name, image [H, W] float32)`` of every frame of one file, or of every image of a folder.
 
@@ -243,10 +263,7 @@ def read_frames(path):
     """
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise ExportInputError(f"holds no image files ({', '.join(IMAGE_SUFFIXES)})", path)
-        for p in files:
+        for p in input_files([path]):
             yield from read_frames(p)
         return
     if not path.is_file():
@@ -361,7 +378,7 @@ def main(argv=None) -> int:
         model = OnnxModel(args.model, threads=args.threads)
         threshold = model.threshold if args.threshold is None else args.threshold
         n = 0
-        for source in args.images:
+        for source in input_files(args.images):  # each file once
             for name, image in read_frames(source):
                 start = time.perf_counter()
                 gb = model.activation_gb(image.shape)

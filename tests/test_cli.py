@@ -131,7 +131,12 @@ def test_predict_with_particles(tiny_run, tiny_dataset, tmp_path, capsys):
         assert (out / f"{image.stem}_mask.png").is_file()
         assert (out / f"{image.stem}_overlay.png").is_file()
     table = pd.read_csv(out / "particles.csv")
-    assert {"image", "frame", "equivalent_diameter_nm", "area_nm2"} <= set(table.columns)
+    from tem_keras.particles import MEASUREMENT_COLUMNS, SOURCE_COLUMNS
+
+    # one column order for particle tables; single images have an empty frame
+    assert list(table.columns) == [*SOURCE_COLUMNS, *MEASUREMENT_COLUMNS, "mean_intensity"]
+    assert len(table) and table["frame"].isna().all()
+    assert ",," in (out / "particles.csv").read_text().splitlines()[1]
     assert set(table["image"]) <= {p.stem for p in images}
     # the masks are those of the Python API, with the run's threshold
     from tem_keras import predict
@@ -157,12 +162,17 @@ def test_evaluate_writes_tables_and_saves_the_threshold(tiny_run, tiny_dataset, 
     assert main(["evaluate", str(run_dir), str(tiny_dataset), "--split", "test", "-o", str(out),
                  "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert "overall" in printed and "best threshold for f1" in printed
+    assert "pixels of all images pooled" in printed and "best threshold for f1" in printed
     per_image = pd.read_csv(out / "per_image.csv")
     assert sorted(per_image["image"]) == sorted(tiny_run.split["test"])
     assert per_image[["dice", "precision", "recall"]].apply(lambda c: c.between(0, 1)).all().all()
     overall = json.loads((out / "overall.json").read_text())
     assert overall["n_images"] == len(tiny_run.split["test"])
+    # the per-image headline first: mean ± std (ddof=0) of the per-image dice
+    dice = per_image["dice"]
+    assert overall["per_image"]["dice"] == pytest.approx({"mean": dice.mean(), "std": dice.std(ddof=0)})
+    assert printed.splitlines()[0] == (f"dice {dice.mean():.3f} ± {dice.std(ddof=0):.3f} per image over "
+                                       f"{len(dice)} image(s), threshold {overall['threshold']:.2f}")
     assert (out / "threshold_curve.png").stat().st_size > 1000
     # tables are not overwritten without being asked
     assert main(["evaluate", str(run_dir), str(tiny_dataset), "-o", str(out), "--quiet"]) == 2

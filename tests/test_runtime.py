@@ -148,6 +148,21 @@ def test_predict_py_errors_name_the_file(tiny_export, tmp_path):
     assert done.returncode == 2 and "flat.npy: image is constant" in done.stderr, done.stderr
 
 
+def test_predict_py_predicts_a_file_given_twice_once(tiny_export, tmp_path):
+    from tem_keras.runtime import input_files
+
+    (tmp_path / "d").mkdir()
+    np.save(tmp_path / "d" / "a.npy", _image(32, 40, seed=1))
+    np.save(tmp_path / "d" / "b.npy", _image(32, 40, seed=2))
+    assert input_files([tmp_path / "d" / "a.npy", tmp_path / "d", tmp_path / "d" / ".." / "d" / "b.npy"]) == [
+        tmp_path / "d" / "a.npy", tmp_path / "d" / "b.npy"]
+    done = subprocess.run([sys.executable, str(tiny_export / "predict.py"), "d/a.npy", "d", "d/a.npy",
+                           "-o", "out", "--quiet"], check=False, capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path)
+    assert done.returncode == 0 and "wrote 2 mask(s)" in done.stdout, done.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_mask.png", "b_mask.png"]
+
+
 def test_cli_predict_on_an_export_does_not_start_tensorflow(tiny_export, bundle, images, tmp_path):
     """tem-keras predict EXPORT ... and tem_keras.predict("EXPORT", ...) with tensorflow and keras
     refused: masks, particles.csv."""

@@ -101,8 +101,6 @@ def check_predict(args) -> None:
 @as_input_errors
 def run_predict(args) -> None:
     """``tem-keras predict``: masks (and optionally probabilities, overlays, particles.csv)."""
-    import csv
-
     from ..inference import particle_rows, predict_stack, save_prediction
 
     if _to_store(args):
@@ -110,7 +108,7 @@ def run_predict(args) -> None:
     out = Path(args.out)
     folder, csv_path = _predict_outputs(args)
     n_images = n_particles = 0
-    writer = handle = lock = None
+    handle = lock = None
     noted = False
     try:
         if csv_path is not None:
@@ -130,11 +128,10 @@ def run_predict(args) -> None:
                 if result.pixel_size_nm is None and not noted:
                     noted = note_pixel_size(result.name)
                 table = particle_rows(result, min_area=args.min_area)
-                if writer is None:
+                header = handle is None
+                if header:
                     handle = open(lock, "w", newline="")  # rows go to the claimed file
-                    writer = csv.writer(handle)
-                    writer.writerow(table.columns)
-                writer.writerows(table.itertuples(index=False))
+                table.to_csv(handle, header=header, index=False)
                 n_particles += len(table)
         if handle is not None:
             handle.close()
@@ -279,9 +276,12 @@ def run_evaluate(args) -> None:
                                   plot=plot, progress=not args.quiet, tta=args.tta)
     columns = [c for c in ("image", "threshold", "dice", "iou", "precision", "recall", "f1")
                if c in per_image]
+    dice, used = overall["per_image"]["dice"], overall["threshold"]
+    print(f"dice {dice['mean']:.3f} ± {dice['std']:.3f} per image over {overall['n_images']} image(s), "
+          + (f"threshold {used:.2f}" if isinstance(used, float) else "thresholds per image"))
     print(per_image[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     s = overall["scores"]
-    print(f"overall ({overall['n_images']} images, pixels pooled): dice {s['dice']:.4f}  iou {s['iou']:.4f}  "
+    print(f"pixels of all images pooled: dice {s['dice']:.4f}  iou {s['iou']:.4f}  "
           f"precision {s['precision']:.4f}  recall {s['recall']:.4f}")
     print(f"best threshold for {overall['metric']}: {overall['best_threshold']:.2f} "
           f"({overall['metric']} {overall['at_best'][{'dice': 'f1'}.get(overall['metric'], overall['metric'])]:.4f})")

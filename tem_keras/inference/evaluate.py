@@ -55,8 +55,10 @@ def evaluate(model_or_run, dataset_dir, *, threshold=None, split: str | None = N
         One row per image: ``image`` and the scores of
         :func:`tem_keras.metrics.segmentation_scores` (plus ``threshold``).
     overall : dict
-        ``n_images``; ``threshold`` used; ``scores`` over all pixels pooled (sums of the
-        per-image counts); ``mean`` of the per-image scores; ``best_threshold`` for ``metric``
+        ``n_images``; ``threshold`` used; ``per_image``: the headline, ``{score: {"mean",
+        "std"}}`` of dice, IoU, precision and recall over the images (each judged on its own);
+        ``scores`` over all pixels pooled (sums of the per-image counts); ``mean`` of every
+        per-image score; ``best_threshold`` for ``metric``
         on the pooled pixels (thresholds 0, 0.01, ..., 1) and the scores there (``at_best``);
         ``curve``, the pooled threshold curve (DataFrame: threshold, tp, fp, fn, precision,
         recall, f1, iou). Binary (particle vs background) scores; for multi-class models the
@@ -71,7 +73,7 @@ def evaluate(model_or_run, dataset_dir, *, threshold=None, split: str | None = N
     import pandas as pd
 
     from ..data.datasets import discover, read_mask
-    from ..metrics import segmentation_scores, threshold_curve
+    from ..metrics import mean_and_std, segmentation_scores, threshold_curve
 
     thresholds = np.linspace(0.0, 1.0, 101)
     column = {"f1": "f1", "dice": "f1", "iou": "iou"}.get(metric)
@@ -123,6 +125,7 @@ def evaluate(model_or_run, dataset_dir, *, threshold=None, split: str | None = N
     numeric = per_image.drop(columns=["image"]).select_dtypes("number")
     overall = {"n_images": len(rows), "threshold": rows[0]["threshold"] if len(
                    {r["threshold"] for r in rows}) == 1 else "per image",
+               "per_image": mean_and_std(rows),
                "scores": {**pooled, **sums},
                "mean": {k: float(v) for k, v in numeric.mean().items() if k not in sums},
                "metric": metric, "best_threshold": float(curve["threshold"].iloc[best]),

@@ -78,21 +78,20 @@ def save_prediction(prediction, out_dir, *, mask_format: str = "png",
 
 def particle_rows(prediction, *, min_area: int = 10, split_touching: bool = True):
     """The particles of a :class:`~tem_keras.inference.Prediction` as rows of a particle table:
-    ``image`` (:attr:`~tem_keras.inference.Prediction.name`) and ``frame`` (-1 for a single
-    image) first, then :func:`tem_keras.particles.measure_particles`' columns (with
-    ``mean_intensity`` when the prediction kept its image). The missing-pixel-size warning is
-    left to the caller (the ``*_nm`` columns are NaN then)."""
+    ``image`` (:attr:`~tem_keras.inference.Prediction.name`) and ``frame`` (missing for a single
+    image) first (:func:`tem_keras.particles.add_source_columns`), then
+    :func:`tem_keras.particles.measure_particles`' columns (with ``mean_intensity`` when the
+    prediction kept its image). The missing-pixel-size warning is left to the caller (the
+    ``*_nm`` columns are NaN then)."""
     import warnings
 
-    from ..particles import MissingPixelSizeWarning, measure_particles
+    from ..particles import MissingPixelSizeWarning, add_source_columns, measure_particles
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MissingPixelSizeWarning)
         table = measure_particles(prediction.mask, prediction.pixel_size_nm, image=prediction.image,
                                   min_area=min_area, split_touching=split_touching)
-    table.insert(0, "image", prediction.name)
-    table.insert(1, "frame", -1 if prediction.frame is None else prediction.frame)
-    return table
+    return add_source_columns(table, prediction.name, prediction.frame)
 
 
 def plot_threshold_curve(curve, path, *, best: float | None = None):

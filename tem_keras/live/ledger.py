@@ -137,10 +137,7 @@ class ParticleTable:
         """Append the rows of a :func:`~tem_keras.particles.measure_particles` table (with the
         ``image`` and ``frame`` columns first); the header is written with the first rows."""
         buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            writer.writerow(table.columns)
-        writer.writerows(table.itertuples(index=False))
+        table.to_csv(buffer, header=not self.path.exists() or self.path.stat().st_size == 0, index=False)
         _append_durably(self.path, buffer.getvalue())
 
     def remove(self, names: set[str]) -> None:
