@@ -14,7 +14,8 @@ recipe, written once and never tuned per set:
   follows elapsed / budget seconds), loss BCE + soft dice of the one logit, as many threads as
   CPUs, tensors in PyTorch's faster ``channels_last`` layout on CPUs;
 * checkpointing: the whole validation images are segmented every 50 steps (and at the end), the
-  state of the best mean per-image dice at 0.5 is kept; at the end the threshold that maximises
+  state of the best mean per-image dice (each validation at its best threshold) is kept; at the
+  end the threshold that maximises
   that mean on the validation images (grid 0.05, 0.10, ..., 0.95) is chosen, and images are
   predicted whole (reflected to a multiple of 8) with it.
 
@@ -201,7 +202,7 @@ class PeerModel:
     record : dict
         ``steps``, ``train_s`` (the training loop, validations included), ``validation_s``,
         ``wall_s`` (everything), ``best_val_dice``
-        (at 0.5), ``best_step``, ``threshold``, ``val_dice_at_threshold``, the recipe, versions.
+        (at the best threshold of that validation), ``best_step``, ``threshold``, ``val_dice_at_threshold``, the recipe, versions.
     """
 
     net: UNet
@@ -247,8 +248,8 @@ def train_peer(train, val, seconds: float, seed: int = 0, log=None) -> PeerModel
     Returns
     -------
     PeerModel
-        At the state of the best mean per-image validation dice (threshold 0.5), with the
-        threshold chosen on the validation images.
+        At the state of the best mean per-image validation dice (each validation at its best
+        threshold), with the threshold chosen on the validation images.
     """
     start = time.perf_counter()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -267,8 +268,9 @@ def train_peer(train, val, seconds: float, seed: int = 0, log=None) -> PeerModel
         done = elapsed >= seconds
         if steps and (done or steps % VAL_EVERY == 0):
             t0 = time.perf_counter()
-            score = float(np.mean([dice(p > 0.5, m) for p, (_, m) in
-                                   zip(_validate(model, val), val)]))
+            # judged at its best threshold: a state whose probabilities are only shifted
+            # (e.g. batch-norm statistics behind the weights early on) is not thrown away
+            score = best_threshold(_validate(model, val), [m for _, m in val])[1]
             validations, val_s = validations + 1, val_s + time.perf_counter() - t0
             if score > best[0]:
                 best = (score, steps, copy.deepcopy(model.net.state_dict()))
