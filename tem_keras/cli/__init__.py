@@ -191,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None,
                    help="particle probability threshold stored with the model (default: the run's, else 0.5)")
     p.add_argument("--pixel-size-nm", type=float, default=None, help="override the run's pixel size")
-    p.add_argument("--name", default=None, help="model name in the card (default: the run folder's name)")
+    p.add_argument("--name", default=None, help="model name in the card (default: the architecture and "
+                   "its training data, e.g. 'residual_unet for synthetic bright-field micrographs')")
     p.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty OUT_DIR")
     p.add_argument("--quiet", action="store_true", help="print nothing")
     p.set_defaults(func=run_export, check=check_export_command)

@@ -44,7 +44,7 @@ ${training_block}
 2. $normalisation_step
 3. Reflect-padding at the bottom and right to the down-sampling multiple; the output is cropped back.
 
-## Metrics (test split of the training run, patches)
+## Metrics (test images of the training run, whole images)
 
 ${metrics_block}
 ## Threshold

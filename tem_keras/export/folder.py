@@ -182,7 +182,8 @@ def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
     pixel_size_nm : float, optional
         Overrides the run's (for a bare model, the only source).
     name : str, optional
-        Model name in the card and the bioimage.io package; default the run folder's name.
+        Model name in the card and the bioimage.io package; default the architecture and what it
+        was trained on (``"residual_unet for synthetic bright-field micrographs"``).
     authors : list of str, optional
         For the bioimage.io package (default: the user name).
     verbose : bool
@@ -234,7 +235,8 @@ def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
                                             else {str(k): f"class_{k}" for k in range(num_classes)})
     if src.threshold is None and num_classes <= 2:
         src.threshold = 0.5
-    name = name or (src.run_path.name if src.run_path else model.name)
+    training = _training_summary(src)
+    name = name or _default_name(src.config.get("model", {}).get("name") or model.name, training)
     image, image_source = _example_image(src, d)
     reference = _in_memory_probabilities(src, image, d)
     written, checks, skipped = {}, {}, {}
@@ -302,7 +304,7 @@ def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
         "gflops_per_megapixel": info["gflops_per_megapixel"],
         "model": src.config.get("model", {"name": model.name}),
         "metrics": src.metrics,
-        "training": _training_summary(src),
+        "training": training,
         "checks": checks,
         "test_image": image_source,
         "versions": _versions(),
@@ -373,6 +375,18 @@ def _training_summary(src: _Source) -> dict:
             ds = json.loads(dataset_json.read_text())
             out["dataset_name"] = ds.get("name")
             out["dataset_mode"] = ds.get("mode")
-        except ValueError:
+            if isinstance(ds.get("generator"), dict):  # made by tem_keras.data.synthetic
+                out["synthetic"] = ds["generator"].get("function", "a generator")
+        except (ValueError, AttributeError):
             pass
     return out
+
+
+def _default_name(architecture: str, training: dict) -> str:
+    """The model's name when none is given: its architecture and what it was trained on
+    (``"residual_unet for synthetic bright-field micrographs"``), not the run folder's name."""
+    if training.get("synthetic"):
+        data = " ".join(filter(None, ("synthetic", training.get("dataset_mode"), "micrographs")))
+    else:
+        data = training.get("dataset_name") or Path(training.get("dataset_dir") or "").name
+    return f"{architecture} for {data}" if data else architecture
