@@ -17,7 +17,48 @@ from pathlib import Path
 
 from .card_template import BIOIMAGEIO_SECTION, CARD, TRUST
 
-__all__ = ["model_card"]
+__all__ = ["model_card", "training_summary", "default_name"]
+
+
+def training_summary(config: dict, split: dict | None = None) -> dict:
+    """What the card says about training, from a run's ``config.json`` and ``split.json``
+    (``tem_keras.json["training"]``): the data set folder, its ``dataset.json`` name and mode,
+    ``synthetic`` (the generator function) when a generator record says it was made by
+    :mod:`tem_keras.data.synthetic`, images per split and the main training settings. Empty
+    without a config (a bare model)."""
+    if not config:
+        return {}
+    out = {"dataset_dir": config.get("data", {}).get("dataset_dir"),
+           "patch_size": config.get("data", {}).get("patch_size"),
+           "images": {k: len(v) for k, v in (split or {}).items()},
+           "augmentation": config.get("data", {}).get("augmentation"),
+           **{k: config.get("training", {}).get(k) for k in ("epochs", "batch_size", "learning_rate",
+                                                           "loss", "seed", "mixed_precision")}}
+    dataset_json = Path(out["dataset_dir"] or "") / "dataset.json"
+    if out["dataset_dir"] and dataset_json.is_file():
+        try:
+            ds = json.loads(dataset_json.read_text())
+            out["dataset_name"] = ds.get("name")
+            out["dataset_mode"] = ds.get("mode")
+            if isinstance(ds.get("generator"), dict):  # made by tem_keras.data.synthetic
+                out["synthetic"] = ds["generator"].get("function", "a generator")
+        except (ValueError, AttributeError):
+            pass
+    return out
+
+
+def default_name(architecture: str, training: dict) -> str:
+    """The model's name when none is given: its architecture and what it was trained on
+    (``"residual_unet for synthetic bright-field micrographs"``), not the run folder's name.
+
+    >>> default_name("unet", {"dataset_dir": "/data/pt_alumina"}), default_name("unet", {})
+    ('unet for pt_alumina', 'unet')
+    """
+    if training.get("synthetic"):
+        data = " ".join(filter(None, ("synthetic", training.get("dataset_mode"), "micrographs")))
+    else:
+        data = training.get("dataset_name") or Path(training.get("dataset_dir") or "").name
+    return f"{architecture} for {data}" if data else architecture
 
 
 def _fmt(value, digits=4):

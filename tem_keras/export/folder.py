@@ -27,7 +27,7 @@ from ..validation import check_bool, check_number, check_pixel_size
 from . import onnx_file
 from .bioimageio import write_bioimageio
 from .keras_file import write_keras
-from .card import model_card
+from .card import default_name, model_card, training_summary
 from .saved_model import write_saved_model
 from .serving import serving_module
 
@@ -235,8 +235,8 @@ def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
                                             else {str(k): f"class_{k}" for k in range(num_classes)})
     if src.threshold is None and num_classes <= 2:
         src.threshold = 0.5
-    training = _training_summary(src)
-    name = name or _default_name(src.config.get("model", {}).get("name") or model.name, training)
+    training = training_summary(src.config, src.split)
+    name = name or default_name(src.config.get("model", {}).get("name") or model.name, training)
     image, image_source = _example_image(src, d)
     reference = _in_memory_probabilities(src, image, d)
     written, checks, skipped = {}, {}, {}
@@ -357,36 +357,3 @@ def _versions() -> dict:
         except PackageNotFoundError:
             continue
     return out
-
-
-def _training_summary(src: _Source) -> dict:
-    config = src.config
-    if not config:
-        return {}
-    out = {"dataset_dir": config.get("data", {}).get("dataset_dir"),
-           "patch_size": config.get("data", {}).get("patch_size"),
-           "images": {k: len(v) for k, v in (src.split or {}).items()},
-           "augmentation": config.get("data", {}).get("augmentation"),
-           **{k: config.get("training", {}).get(k) for k in ("epochs", "batch_size", "learning_rate",
-                                                           "loss", "seed", "mixed_precision")}}
-    dataset_json = Path(out["dataset_dir"] or "") / "dataset.json"
-    if out["dataset_dir"] and dataset_json.is_file():
-        try:
-            ds = json.loads(dataset_json.read_text())
-            out["dataset_name"] = ds.get("name")
-            out["dataset_mode"] = ds.get("mode")
-            if isinstance(ds.get("generator"), dict):  # made by tem_keras.data.synthetic
-                out["synthetic"] = ds["generator"].get("function", "a generator")
-        except (ValueError, AttributeError):
-            pass
-    return out
-
-
-def _default_name(architecture: str, training: dict) -> str:
-    """The model's name when none is given: its architecture and what it was trained on
-    (``"residual_unet for synthetic bright-field micrographs"``), not the run folder's name."""
-    if training.get("synthetic"):
-        data = " ".join(filter(None, ("synthetic", training.get("dataset_mode"), "micrographs")))
-    else:
-        data = training.get("dataset_name") or Path(training.get("dataset_dir") or "").name
-    return f"{architecture} for {data}" if data else architecture
