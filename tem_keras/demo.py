@@ -66,15 +66,16 @@ def check_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256,
     OutputExistsError
         ``out_dir`` holds an earlier demo and not ``overwrite``, or files the demo did not write.
     """
-    from .data.synthetic.params import canonical_mode, synthesis_params
     from .training.config import TrainingConfig
 
     check_int("n_images", n_images, 3)  # one image each for training, validation and test
     check_int("size", size, 32, 4096)
     check_bool("overwrite", overwrite)
-    synthesis_params(None, {}, caller="run_demo").resolve(size, canonical_mode(mode))
     TrainingConfig(epochs=epochs, time_limit=time_limit, seed=seed)
     OutputFolder(Path(out_dir), "demo").check_prepare(overwrite=overwrite, legacy=_LEGACY_DEMO)
+    from .data.synthetic.params import canonical_mode, synthesis_params  # imports SciPy: after the folder
+
+    synthesis_params(None, {}, caller="run_demo").resolve(size, canonical_mode(mode))
 
 
 def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, epochs: int | None = None,
