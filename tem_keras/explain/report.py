@@ -24,7 +24,8 @@ def _safe(name: str) -> str:
 
 
 def write_explanation(model, image, method: str, out_dir, *, layer=None, class_index: int = 1,
-                      target="particle", preprocessing=None, overwrite: bool = False) -> list[Path]:
+                      target="particle", preprocessing=None, overwrite: bool = False,
+                      class_names: dict | None = None) -> list[Path]:
     """Compute one explanation and write its figure(s) and arrays into ``out_dir``.
 
     ========================  =========================================================================
@@ -55,6 +56,8 @@ def write_explanation(model, image, method: str, out_dir, *, layer=None, class_i
         Grad-CAM target pixels.
     preprocessing : callable, optional
         Image preprocessing (a run's); default standardisation.
+    class_names : dict, optional
+        ``{"1": "particle", ...}`` (a run's classes): the explained class by name in the figure.
     overwrite : bool
         Replace files an earlier explanation wrote (listed in the folder's manifest,
         ``.tem_keras_output``); otherwise an existing file raises ``FileExistsError`` before
@@ -94,7 +97,8 @@ def write_explanation(model, image, method: str, out_dir, *, layer=None, class_i
 
     if method in ("gradcam", "gradcam++"):
         cam, fig = grad_cam(model, image, layer=layer, target=target, class_index=class_index,
-                            method=method, preprocessing=preprocessing, return_figure=True)
+                            method=method, preprocessing=preprocessing, return_figure=True,
+                            class_name=(class_names or {}).get(str(class_index)))
         save_array("gradcam.npy", cam)
         save_fig("gradcam.png", fig)
     elif method == "kernels":
