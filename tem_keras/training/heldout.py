@@ -125,16 +125,16 @@ def choose_threshold(probabilities, masks) -> dict:
     """
     n = len(probabilities)
     if not n or probabilities[0].shape[-1] != 2:
-        return {"threshold": 0.5, "source": "default (multi-class: argmax)", "n_images": n}
+        return {"threshold": 0.5, "source": "default: multi-class, argmax", "n_images": n}
     at_half = mean_dice(probabilities, masks, 0.5)
     if n < MIN_IMAGES_FOR_THRESHOLD:
-        return {"threshold": 0.5, "source": f"default ({n} held-out image(s) are too few to choose one)",
+        return {"threshold": 0.5, "source": f"default: {n} held-out image(s) are too few to choose one",
                 "n_images": n, "dice_at_0.5": at_half}
     grid = np.round(np.arange(0.1, 0.91, 0.05), 2)
     dice = np.array([mean_dice(probabilities, masks, t) for t in grid])
     best = float(grid[int(np.argmax(dice))])
     if dice.max() < at_half + _MIN_GAIN:
-        return {"threshold": 0.5, "source": "held-out images (no threshold beats 0.5)", "n_images": n,
+        return {"threshold": 0.5, "source": "held-out images: no threshold beats 0.5", "n_images": n,
                 "dice_at_0.5": at_half, "dice_at_threshold": at_half}
     return {"threshold": best, "source": "held-out images", "n_images": n, "dice_at_0.5": at_half,
             "dice_at_threshold": float(dice.max())}

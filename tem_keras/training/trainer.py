@@ -96,16 +96,11 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     from ..data.pipeline import random_patch_pipeline
     from ..data.preprocess import Preprocessing
     from ..data.sampling import PatchSampler
-    from ..distribute import (PerformanceHint, choose_precision, choose_strategy, dtype_policy, is_chief,
-                              is_multi_worker, onednn_hint, prepare_for_multi_worker, strategy_name,
-                              tune_allocator)
-    from ..keras_metrics import default_metrics
-    from ..losses import get_loss, inverse_frequency_weights
+    from ..distribute import (PerformanceHint, choose_precision, choose_strategy, is_chief, is_multi_worker,
+                              onednn_hint, tune_allocator)
+    from ..losses import inverse_frequency_weights
     from ..models.receptive_field import downsampling_factor
-    from ..models.registry import build_model
-    from ..models.tem_weights import load_tem_weights
-    from . import callbacks as cb
-    from .heldout import HeldOut, choose_threshold, test_metrics
+    from .heldout import HeldOut
     from .plan import MAX_EPOCHS, MAX_MONITORED, Plan, check_plan, plan_training
 
     tune_allocator()
@@ -146,19 +141,7 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     test = HeldOut(split["test"], *read["test"][:2]) if "test" in read else None
 
     precision = choose_precision(trained.mixed_precision)
-    previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(dtype_policy(precision))
-    try:
-        with strategy.scope():
-            net = built if built is not None else build_model(dict(plan.model))
-            if plan.pretrained:  # a resumed run's backup, restored later, overrides them
-                load_tem_weights(net, plan.pretrained)
-            net.compile(optimizer=_optimizer(trained), loss=get_loss(trained.loss, class_weights),
-                        metrics=default_metrics())
-            if is_multi_worker(strategy):
-                prepare_for_multi_worker(net)
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
+    net = _build_network(plan, trained, strategy, built, precision, class_weights)
     factor = downsampling_factor(net)
     if plan.epochs is None and is_multi_worker(strategy):
         raise ValueError("training on several machines needs epochs=... (--epochs): every worker must "
@@ -176,31 +159,8 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
                          or (given_plan is not None and given_plan.steps_per_epoch is not None))
     monitored = val.subset(plan.monitored_images or MAX_MONITORED, seed=config.seed)  # judged every epoch
 
-    pixel_sizes = [p for name in read for p in read[name][2].values() if p]
-    config_json = {
-        "request": request,
-        "plan": plan.to_dict(),
-        "model": plan.model if built is None else {"name": net.name, "custom": True},
-        "data": {"dataset_dir": str(Path(dataset_dir).resolve()), "patch_size": plan.patch_size,
-                 "sampling": "random", "foreground_fraction": trained.foreground_fraction,
-                 "split": list(config.split), "pairing": discover_kwargs.get("pairing"), "labels": labels,
-                 "particles": particles if labels == "auto" else None,
-                 "pseudo_labelled": inputs.pseudo, "ignored_edge_px": inputs.edge_px,
-                 "augmentation": augmentation.to_dict() if augmentation else None},
-        "training": {"recipe": trained.recipe, "epochs": plan.epochs, "steps_per_epoch": plan.steps_per_epoch,
-                     "batch_size": plan.batch_size, "global_batch_size": global_batch,
-                     "optimizer": trained.optimizer, "learning_rate": trained.learning_rate,
-                     "weight_decay": trained.weight_decay, "schedule": trained.schedule,
-                     "loss": loss_name or repr(trained.loss), "class_weights": class_weights,
-                     "seed": trained.seed, "patience": trained.patience, "time_limit_s": plan.time_limit_s,
-                     "mixed_precision": precision},
-        "preprocessing": preprocessing.to_dict(),
-        "classes": {str(k): v for k, v in dataset.class_names.items()},
-        "num_classes": num_classes,
-        "pixel_size_nm": dataset.pixel_size_nm or (float(np.median(pixel_sizes)) if pixel_sizes else None),
-        "strategy": {"type": strategy_name(strategy), "replicas": replicas},
-        "versions": _versions(),
-    }
+    config_json = _config_record(request, plan, built, net, dataset_dir, trained, config, discover_kwargs, labels,
+                                 particles, inputs, augmentation, class_weights, precision, preprocessing, strategy)
     if chief:
         (run_dir / "config.json").write_text(json.dumps(config_json, indent=2))
         (run_dir / "split.json").write_text(json.dumps(split, indent=2))
@@ -220,6 +180,94 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
         warnings.warn(hint, PerformanceHint, stacklevel=3)
 
     deadline = started + plan.time_limit_s if plan.time_limit_s else None
+    callbacks, clock, keras_verbose = _callbacks(plan, trained, out_dir, monitored, factor, deadline,
+                                                 reserve if adaptive else None, resumed=stored is not None,
+                                                 verbose=verbose)
+    train = random_patch_pipeline(sampler, global_batch, augmentation=augmentation, seed=trained.seed)
+    net.fit(train, epochs=MAX_EPOCHS if adaptive else plan.epochs, steps_per_epoch=plan.steps_per_epoch,
+            callbacks=callbacks, shuffle=False, verbose=keras_verbose)
+    net.save(out_dir / "last.keras")
+    if (out_dir / "best.keras").is_file():
+        net.load_weights(out_dir / "best.keras")
+    else:  # resumed after the last improvement: the restored weights are the best we have
+        net.save(out_dir / "best.keras")
+    return _finalise(net, factor, val, test, split, config_json, clock, started, run_dir, out_dir, chief, verbose)
+
+
+def _config_record(request, plan, built, net, dataset_dir, trained, config, discover_kwargs, labels, particles,
+                   inputs, augmentation, class_weights, precision, preprocessing, strategy) -> dict:
+    """``config.json``: the request, the plan, the model, data, training and preprocessing settings,
+    classes, pixel size, strategy and versions: everything to rebuild the run."""
+    from ..distribute import strategy_name
+
+    replicas = strategy.num_replicas_in_sync
+    global_batch = plan.batch_size * replicas
+    loss_name = trained.loss if isinstance(trained.loss, str) else None
+    dataset, read = inputs.dataset, inputs.read
+    pixel_sizes = [p for name in read for p in read[name][2].values() if p]
+    return {
+        "request": request,
+        "plan": plan.to_dict(),
+        "model": plan.model if built is None else {"name": net.name, "custom": True},
+        "data": {"dataset_dir": str(Path(dataset_dir).resolve()), "patch_size": plan.patch_size,
+                 "sampling": "random", "foreground_fraction": trained.foreground_fraction,
+                 "split": list(config.split), "pairing": discover_kwargs.get("pairing"), "labels": labels,
+                 "particles": particles if labels == "auto" else None,
+                 "pseudo_labelled": inputs.pseudo, "ignored_edge_px": inputs.edge_px,
+                 "augmentation": augmentation.to_dict() if augmentation else None},
+        "training": {"recipe": trained.recipe, "epochs": plan.epochs, "steps_per_epoch": plan.steps_per_epoch,
+                     "batch_size": plan.batch_size, "global_batch_size": global_batch,
+                     "optimizer": trained.optimizer, "learning_rate": trained.learning_rate,
+                     "weight_decay": trained.weight_decay, "schedule": trained.schedule,
+                     "loss": loss_name or repr(trained.loss), "class_weights": class_weights,
+                     "seed": trained.seed, "patience": trained.patience, "time_limit_s": plan.time_limit_s,
+                     "mixed_precision": precision},
+        "preprocessing": preprocessing.to_dict(),
+        "classes": {str(k): v for k, v in dataset.class_names.items()},
+        "num_classes": dataset.num_classes,
+        "pixel_size_nm": dataset.pixel_size_nm or (float(np.median(pixel_sizes)) if pixel_sizes else None),
+        "strategy": {"type": strategy_name(strategy), "replicas": replicas},
+        "versions": _versions(),
+    }
+
+
+def _build_network(plan, trained, strategy, built, precision: str, class_weights):
+    """The compiled network: built from the plan (or the user's), under the precision's dtype
+    policy and the strategy's scope, from the warm-start weights when the plan names them."""
+    import keras
+
+    from ..distribute import dtype_policy, is_multi_worker, prepare_for_multi_worker
+    from ..keras_metrics import default_metrics
+    from ..losses import get_loss
+    from ..models.registry import build_model
+    from ..models.tem_weights import load_tem_weights
+
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(dtype_policy(precision))
+    try:
+        with strategy.scope():
+            net = built if built is not None else build_model(dict(plan.model))
+            if plan.pretrained:  # a resumed run's backup, restored later, overrides them
+                load_tem_weights(net, plan.pretrained)
+            net.compile(optimizer=_optimizer(trained), loss=get_loss(trained.loss, class_weights),
+                        metrics=default_metrics())
+            if is_multi_worker(strategy):
+                prepare_for_multi_worker(net)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    return net
+
+
+def _callbacks(plan, trained, out_dir: Path, monitored, factor: int, deadline, reserve, *, resumed: bool,
+               verbose: int):
+    """``(callbacks, clock, Keras verbosity)`` of the training loop; ``reserve`` (seconds kept
+    after training) is given when the time budget re-plans the epochs."""
+    import keras
+
+    from . import callbacks as cb
+    from .plan import MAX_EPOCHS
+
+    adaptive = reserve is not None
     budget = cb.EpochBudget(plan.epochs, plan.steps_per_epoch, max_epochs=MAX_EPOCHS,
                             deadline=deadline - reserve if adaptive else None)
     progress, keras_verbose = cb.make_progress(budget, deadline, verbose)
@@ -232,7 +280,7 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
         cb.make_validation(monitored, factor, clock),
         keras.callbacks.BackupAndRestore(str(out_dir / "backup"), delete_checkpoint=True),
         cb.make_checkpoint(out_dir / "best.keras", budget if trained.schedule == "cosine" else None),
-        keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=stored is not None),
+        keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=resumed),
         keras.callbacks.TensorBoard(str(out_dir / "logs")),
         keras.callbacks.TerminateOnNaN(),
     ]
@@ -243,16 +291,15 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
         callbacks.append(cb.make_time_limit(deadline, budget if adaptive else None))
     if verbose:
         callbacks.append(progress)
-    train = random_patch_pipeline(sampler, global_batch, augmentation=augmentation, seed=trained.seed)
-    net.fit(train, epochs=MAX_EPOCHS if adaptive else plan.epochs, steps_per_epoch=plan.steps_per_epoch, callbacks=callbacks, shuffle=False,
-            verbose=keras_verbose if verbose else 0)
-    net.save(out_dir / "last.keras")
-    if (out_dir / "best.keras").is_file():
-        net.load_weights(out_dir / "best.keras")
-    else:  # resumed after the last improvement: the restored weights are the best we have
-        net.save(out_dir / "best.keras")
+    return callbacks, clock, keras_verbose if verbose else 0
 
+
+def _finalise(net, factor, val, test, split, config_json, clock, started, run_dir, out_dir, chief, verbose) -> Run:
+    """After training: the threshold on the validation images, the test images scored whole, the
+    time record, the run folder's last files and plots; the :class:`Run`."""
     import pandas as pd
+
+    from .heldout import choose_threshold, test_metrics
 
     history = pd.read_csv(out_dir / "history.csv")
     threshold = choose_threshold(val.predict(net, factor), val.masks)
@@ -319,7 +366,7 @@ def _report(run: Run, threshold: dict, time_use: dict) -> None:
     if dice:
         print(f"test: dice {dice['mean']:.3f} ± {dice['std']:.3f} per image over "
               f"{run.metrics['n_images']} image(s) (pooled {pooled:.3f}) at threshold "
-              f"{threshold['threshold']:.2f} ({threshold['source']}); {spent}; "
+              f"{threshold['threshold']:.2f}, {threshold['source']}; {spent}; "
               f"{run.path}", flush=True)
     else:
         print(f"no test images; threshold {threshold['threshold']:.2f}; {spent}; {run.path}", flush=True)
