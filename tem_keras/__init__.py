@@ -47,6 +47,7 @@ _API = {
     "best_threshold": "tem_keras.metrics",
     "otsu_threshold": "tem_keras.metrics",
     "pseudo_labels": "tem_keras.baselines",
+    "auto_labels": "tem_keras.autolabel",
     "otsu_segment": "tem_keras.baselines",
     "fourier_filter": "tem_keras.baselines",
     "build_model": "tem_keras.models.registry",
@@ -55,7 +56,7 @@ _API = {
 }
 
 # sub-packages reachable as attributes without an explicit import (``tem_keras.explain.grad_cam``)
-_SUBMODULES = ("baselines", "data", "explain", "metrics", "models", "particles")
+_SUBMODULES = ("autolabel", "baselines", "data", "explain", "metrics", "models", "particles")
 
 __all__ = sorted(_API) + ["__version__"]
 

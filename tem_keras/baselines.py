@@ -23,13 +23,14 @@ References
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 
 from .errors import TEMInputError
 
 __all__ = ["otsu_segment", "pseudo_labels", "fourier_filter", "radial_power_spectrum",
-           "reconstruct_from_border"]
+           "reconstruct_from_border", "otsu_split", "OtsuSplit"]
 
 _POLARITIES = ("dark", "bright", "auto")
 
@@ -38,7 +39,7 @@ _POLARITIES = ("dark", "bright", "auto")
 # Input checks and small helpers
 # --------------------------------------------------------------------------------------------
 
-def _as_image(image, name="image") -> np.ndarray:
+def as_image(image, name="image") -> np.ndarray:
     """2-D finite float32 array from an array or a Micrograph (``.data``)."""
     data = getattr(image, "data", image)
     try:
@@ -65,7 +66,7 @@ def _check_polarity(particles: str) -> str:
     return particles
 
 
-def _gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
+def gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur with the kernel and edges of ``skimage.filters.gaussian`` (truncate 4)."""
     if sigma <= 0:
         return image.astype(np.float32, copy=True)
@@ -77,7 +78,7 @@ def _gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
                             sigmaY=sigma, borderType=cv2.BORDER_REPLICATE)
 
 
-def _sobel_magnitude(image: np.ndarray) -> np.ndarray:
+def sobel_magnitude(image: np.ndarray) -> np.ndarray:
     """Sobel gradient magnitude, same normalisation as ``skimage.filters.sobel``."""
     import cv2
 
@@ -102,11 +103,41 @@ def _grey_opening(image: np.ndarray, radius: int) -> np.ndarray:
     return cv2.morphologyEx(image, cv2.MORPH_OPEN, _disk(radius), borderType=cv2.BORDER_REFLECT)
 
 
-def _otsu_level(values: np.ndarray, nbins: int = 256) -> float:
-    """Otsu's threshold [4]_ on a histogram of ``nbins`` equal bins between min and max.
+class OtsuSplit(NamedTuple):
+    """Otsu's two-class split of a set of values (see :func:`otsu_split`)."""
 
-    Same histogram and criterion as ``skimage.filters.threshold_otsu`` (the threshold is the
-    centre of the last bin of the lower class), computed with one ``bincount``.
+    threshold: float
+    """The threshold: the lower class is ``values <= threshold``."""
+    effectiveness: float
+    """Otsu's separability measure eta = between-class variance / total variance, in [0, 1]."""
+    separation: float
+    """Fisher's separation of the classes, (mean_upper - mean_lower) / sqrt((var_lower +
+    var_upper) / 2)."""
+    upper_fraction: float
+    """Fraction of the values in the upper class."""
+
+
+def otsu_split(values, nbins: int = 256) -> OtsuSplit:
+    """Otsu's threshold [4]_ with the separability of the two classes it makes.
+
+    The histogram has ``nbins`` equal bins between the minimum and the maximum, as in
+    ``skimage.filters.threshold_otsu`` (the threshold is the centre of the last bin of the lower
+    class); class means and variances are computed from the bin centres.
+
+    Parameters
+    ----------
+    values : array_like
+        Any shape; all values count.
+    nbins : int
+        Histogram bins.
+
+    Returns
+    -------
+    OtsuSplit
+        Threshold, Otsu's effectiveness eta (the between-class variance the threshold achieves
+        over the total variance: 1 for two separated spikes, 2/pi for one Gaussian), Fisher's
+        separation and the upper class's share. Constant values give threshold = the value
+        and zero separability.
     """
     import cv2
 
@@ -115,7 +146,7 @@ def _otsu_level(values: np.ndarray, nbins: int = 256) -> float:
         flat = flat.reshape(1, -1)
     lo, hi = cv2.minMaxLoc(flat)[:2]
     if hi <= lo:
-        return float(lo)
+        return OtsuSplit(float(lo), 0.0, 0.0, 0.0)
     width = (hi - lo) / nbins
     # bins [lo + i w, lo + (i + 1) w); the maximum itself goes into the last bin
     hist = cv2.calcHist([flat], [0], None, [nbins], [lo, hi]).ravel().astype(np.float64)
@@ -128,7 +159,24 @@ def _otsu_level(values: np.ndarray, nbins: int = 256) -> float:
         mean2 = (np.cumsum((hist * centres)[::-1]) / weight2[::-1])[::-1]
         between = weight1[:-1] * weight2[1:] * (mean1[:-1] - mean2[1:]) ** 2
     between = np.nan_to_num(between, nan=-1.0)
-    return float(centres[int(np.argmax(between))])
+    k = int(np.argmax(between))
+    total = weight1[-1]
+    lower, upper = slice(0, k + 1), slice(k + 1, nbins)
+    m0, m1 = mean1[k], mean2[k + 1]
+    v0 = float(np.sum(hist[lower] * (centres[lower] - m0) ** 2) / weight1[k])
+    v1 = float(np.sum(hist[upper] * (centres[upper] - m1) ** 2) / weight2[k + 1])
+    mean = float(np.sum(hist * centres) / total)
+    var = float(np.sum(hist * (centres - mean) ** 2) / total)
+    eta = float(between[k] / total ** 2 / var) if var > 0 else 0.0
+    spread = np.sqrt(0.5 * (v0 + v1))
+    return OtsuSplit(float(centres[k]), min(eta, 1.0),
+                     float((m1 - m0) / spread) if spread > 0 else float("inf"),
+                     float(weight2[k + 1] / total))
+
+
+def _otsu_level(values: np.ndarray, nbins: int = 256) -> float:
+    """Otsu's threshold [4]_ (:func:`otsu_split`, the threshold only)."""
+    return otsu_split(values, nbins).threshold
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,7 +244,7 @@ def reconstruct_from_border(image, method: str = "dilation", *, levels: int = 25
     """
     if method not in ("dilation", "erosion"):
         raise TEMInputError(f"method must be 'dilation' or 'erosion'; got {method!r}")
-    arr = _as_image(image)
+    arr = as_image(image)
     if levels not in (256, 65536):
         raise TEMInputError(f"levels must be 256 or 65536; got {levels}")
     dtype = np.uint8 if levels == 256 else np.uint16
@@ -252,9 +300,9 @@ def otsu_segment(image, *, sigma: float = 2.0, particles: str = "dark") -> np.nd
     (H, W) ndarray of bool
         True on particles.
     """
-    arr = _as_image(image)
+    arr = as_image(image)
     _check_polarity(particles)
-    smoothed = _gaussian(arr, sigma)
+    smoothed = gaussian(arr, sigma)
     if particles == "auto":
         particles = _auto_polarity(smoothed)
     level = _otsu_level(smoothed)
@@ -321,13 +369,13 @@ def pseudo_labels(image, *, sigma: float = 2.0, disk_radius: int = 3, particles:
     Particles cut by the image border are not domes of the border-seeded reconstruction and
     are therefore not labelled.
     """
-    arr = _as_image(image)
+    arr = as_image(image)
     _check_polarity(particles)
     if disk_radius < 0:
         raise TEMInputError(f"disk_radius must be >= 0; got {disk_radius}")
     if levels not in (256, 65536):
         raise TEMInputError(f"levels must be 256 or 65536; got {levels}")
-    smoothed = _gaussian(arr, sigma)
+    smoothed = gaussian(arr, sigma)
     if particles == "auto":
         particles = _auto_polarity(smoothed)
     lo, hi = float(smoothed.min()), float(smoothed.max())
@@ -336,7 +384,7 @@ def pseudo_labels(image, *, sigma: float = 2.0, disk_radius: int = 3, particles:
     q = _quantise_minmax(smoothed, levels, invert=particles == "dark")
     dilated, eroded = _border_reconstructions(q, ("dilation", "erosion"))
     # |grad f| = |grad smoothed| / span whatever the inversion
-    edges = _sobel_magnitude(smoothed)
+    edges = sobel_magnitude(smoothed)
     edges *= np.float32(1.0 / span)
     # (f - D) - (E - f) in grey levels of the quantised image, back to [0, 1] units
     contrast = (2 * q.astype(np.int32) - dilated - eroded.astype(np.int32)).astype(np.float32)
@@ -380,7 +428,7 @@ def radial_power_spectrum(image, *, window: bool = True):
     """
     import scipy.fft
 
-    arr = _as_image(image)
+    arr = as_image(image)
     arr = arr - arr.mean()
     if window:
         arr = arr * np.outer(np.hanning(arr.shape[0]), np.hanning(arr.shape[1])).astype(np.float32)
@@ -458,7 +506,7 @@ def _periodic_component(image: np.ndarray) -> np.ndarray:
     return (image - smooth).astype(np.float32)
 
 
-def _smooth_envelope(values: np.ndarray, sigma: float) -> np.ndarray:
+def gaussian_wide(values: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur; for wide kernels (sigma > 8 px) done on a block-averaged copy and
     interpolated back (the envelope is smooth on that scale)."""
     import cv2
@@ -466,9 +514,9 @@ def _smooth_envelope(values: np.ndarray, sigma: float) -> np.ndarray:
     factor = int(sigma // 4) if sigma > 8 else 1
     height, width = values.shape
     if factor <= 1 or min(height, width) // factor < 8:
-        return _gaussian(values, sigma)
+        return gaussian(values, sigma)
     small = cv2.resize(values, (width // factor, height // factor), interpolation=cv2.INTER_AREA)
-    small = _gaussian(small, sigma / factor)
+    small = gaussian(small, sigma / factor)
     return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
@@ -510,7 +558,7 @@ def fourier_filter(image, band=None, sigma: float | None = None, *, return_filte
     """
     import scipy.fft
 
-    arr = _as_image(image)
+    arr = as_image(image)
     n = max(arr.shape)
     peak = None
     if band is None:
@@ -536,7 +584,7 @@ def fourier_filter(image, band=None, sigma: float | None = None, *, return_filte
     radius = _frequency_radius(arr.shape)
     spectrum *= (radius >= band[0]) & (radius <= band[1])
     filtered = scipy.fft.irfft2(spectrum, s=arr.shape, workers=-1).astype(np.float32)
-    amplitude = _smooth_envelope(np.abs(filtered), sigma)
+    amplitude = gaussian_wide(np.abs(filtered), sigma)
     level = _otsu_level(amplitude)
     mask = amplitude > level
     if return_filtered:

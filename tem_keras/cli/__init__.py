@@ -160,12 +160,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=run_measure)
 
-    p = sub.add_parser("label", help="make pseudo-label masks (filters + reconstruction + Otsu) for a dataset folder")
+    p = sub.add_parser("label", help="make automatic particle masks for images, written as a dataset folder")
     p.add_argument("images", nargs="+", type=Path, help="image files, stacks or folders")
     p.add_argument("-o", "--out", type=Path, required=True, help="dataset folder (images/ + masks/)")
-    p.add_argument("--sigma", type=float, default=2.0, help="Gaussian smoothing in px")
-    p.add_argument("--disk-radius", type=int, default=3, help="grey opening radius in px")
-    p.add_argument("--particles", choices=("dark", "bright", "auto"), default="dark")
+    p.add_argument("--method", choices=("auto", "horwath", "otsu"), default="auto",
+                   help="auto: polarity, particle size and smoothing read from each image (default); "
+                        "horwath: Horwath et al. 2020's filters + reconstruction + Otsu; otsu: Gaussian + Otsu")
+    p.add_argument("--particles", choices=("dark", "bright", "auto"), default="auto",
+                   help="particle contrast (default: estimated per image)")
+    p.add_argument("--scale", type=float, default=None, metavar="PX",
+                   help="particle diameter in px (--method auto; default: estimated per image)")
+    p.add_argument("--sigma", type=float, default=None,
+                   help="Gaussian smoothing in px (--method horwath or otsu; default 2)")
+    p.add_argument("--disk-radius", type=int, default=None,
+                   help="grey opening radius in px (--method horwath; default 3)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run_label)

@@ -109,20 +109,40 @@ def run_measure(args) -> None:
     print(f"{len(table)} particles in {len(tables)} mask(s){size}; table in {args.out}")
 
 
+def _label_options(args) -> dict:
+    """Keyword arguments of :func:`tem_keras.autolabel.label_image` from the ``label`` options."""
+    given = {"--scale": args.scale, "--sigma": args.sigma, "--disk-radius": args.disk_radius}
+    takes = {"auto": ("--scale",), "horwath": ("--sigma", "--disk-radius"), "otsu": ("--sigma",)}
+    wrong = [name for name, value in given.items()
+             if value is not None and name not in takes[args.method]]
+    if wrong:
+        raise TEMInputError(f"{', '.join(wrong)} do(es) not apply to --method {args.method} "
+                            f"(it takes {', '.join(takes[args.method])})")
+    if args.method == "auto":
+        return {"scale_px": args.scale}
+    options = {"sigma": 2.0 if args.sigma is None else args.sigma}
+    if args.method == "horwath":
+        options["disk_radius"] = 3 if args.disk_radius is None else args.disk_radius
+    return options
+
+
 @as_input_errors
 def run_label(args) -> None:
-    """``tem-keras label``: pseudo-label masks for images, written as a data set folder.
+    """``tem-keras label``: automatic particle masks for images, written as a data set folder.
 
     The folder may not be or hold the images labelled; files are added to it (``images/``,
-    ``masks/``) and replace only files an earlier ``label`` wrote, with ``--overwrite``.
+    ``masks/``) and replace only files an earlier ``label`` wrote, with ``--overwrite``. One line
+    per image says what the labeller chose and how confident it is (unless ``--quiet``); the
+    last line gives the confidence over all images.
     """
     import numpy as np
     from tqdm.auto import tqdm
 
-    from ..baselines import pseudo_labels
+    from ..autolabel import label_image
     from ..inference.sources import input_sources, select_frames
     from ..io import write_image, write_mask
 
+    options = _label_options(args)
     out = Path(args.out)
     refuse_inputs(out, args.images, within=True)  # a data set holding its own sources would mix them
     folder = OutputFolder(out, "dataset", inputs=args.images)
@@ -139,15 +159,24 @@ def run_label(args) -> None:
             stem = stem_of(source, frame)
             folder.check(f"images/{stem}.tif", overwrite=args.overwrite)
             folder.check(f"masks/{stem}.png", overwrite=args.overwrite)
-    n = 0
+    confidence = {}
     for _, source, frame in tqdm(frames, unit="image", desc="label", disable=args.quiet):
         mg = source.get(frame)
         stem = stem_of(source, frame, mg)
-        labels = pseudo_labels(mg, sigma=args.sigma, disk_radius=args.disk_radius, particles=args.particles)
+        labels, record = label_image(mg, args.method, particles=args.particles, **options)
         write_image(folder.claim(f"images/{stem}.tif", overwrite=args.overwrite), mg.data,
                     mg.pixel_size_nm, overwrite=True)
         write_mask(folder.claim(f"masks/{stem}.png", overwrite=args.overwrite),
                    np.asarray(labels, dtype="uint8"), overwrite=True)
-        n += 1
-    print(f"wrote {n} image(s) with pseudo-label masks to {out}/images and {out}/masks "
-          "(check them before training)")
+        if not args.quiet:
+            tqdm.write(f"{stem}: {record.summary()}")
+        if record.confidence is not None:
+            confidence[stem] = record.confidence
+    n = len(frames)
+    summary = ""
+    if confidence:
+        lowest = min(confidence, key=confidence.get)
+        summary = (f"; confidence median {np.median(list(confidence.values())):.2f}, lowest "
+                   f"{confidence[lowest]:.2f} ({lowest})")
+    print(f"wrote {n} image(s) with automatic masks ({args.method}) to {out}/images and "
+          f"{out}/masks{summary} (check them before training)")
