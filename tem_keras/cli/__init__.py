@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", choices=("masks", "auto"), default="masks",
                    help="auto: images without a mask get pseudo-labels and train beside the hand-drawn "
                         "masks, which alone validate and test")
-    p.add_argument("--particles", choices=("dark", "bright", "auto"), default="dark",
-                   help="particle contrast for the pseudo-labels (default: dark, bright-field)")
+    p.add_argument("--particles", choices=("dark", "bright", "auto"), default="auto",
+                   help="particle contrast for the pseudo-labels (default: auto, chosen per image)")
     add_training_options(p)
     p.set_defaults(func=run_fit, check=check_fit, model_options=[])
 

@@ -72,7 +72,7 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
         patience: int | None = None, folds: int | None = None, split=(0.7, 0.1, 0.2), augment=True,
         seed: int = 0, mixed_precision="auto", pretrained: str | None = "auto", run_dir=None, devices=None, resume: bool = True,
         overwrite: bool = False, preprocessing=None, pairing: str = "stem", images=None, masks=None,
-        labels: str = "masks", particles: str = "dark", verbose: int = 1, config: TrainingConfig | None = None,
+        labels: str = "masks", particles: str = "auto", verbose: int = 1, config: TrainingConfig | None = None,
         plan=None, **model_kwargs) -> Run:
     """Train a segmentation model on a dataset folder and write a run folder.
 
@@ -123,9 +123,11 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
     preprocessing, pairing, images, masks
         See :func:`tem_keras.data.discover` and :class:`~tem_keras.data.preprocess.Preprocessing`.
     labels : {"masks", "auto"}
-        ``"auto"``: images without a mask get Horwath et al.'s pseudo-labels.
-    particles : {"dark", "bright", "auto"}
-        Particle contrast for the pseudo-labels.
+        ``"auto"``: images without a mask get pseudo-labels (:func:`tem_keras.auto_labels`, which
+        chooses polarity, scale and pipeline per image) and train beside the hand-drawn masks,
+        which alone validate and test (see :mod:`tem_keras.training.labels`).
+    particles : {"auto", "dark", "bright"}
+        Particle contrast for the pseudo-labels (``"auto"``: chosen per image).
     verbose : int
         0 quiet; 1 the plan, then a line per epoch (and Keras's step bar on a terminal); 2 the plan
         and a line per epoch.

@@ -49,7 +49,7 @@ class TrainingInputs:
         return route(len(self.hand), len(self.pseudo), self.edge_px)
 
 
-def read_training_inputs(dataset_dir, config: TrainingConfig, *, labels: str = "masks", particles: str = "dark",
+def read_training_inputs(dataset_dir, config: TrainingConfig, *, labels: str = "masks", particles: str = "auto",
                          discover_kwargs=None, preprocessing=None, split: dict | None = None,
                          verbose: int = 1) -> TrainingInputs:
     """Discover ``dataset_dir``, pseudo-label its unlabelled images when ``labels="auto"``, split

@@ -32,7 +32,7 @@ EDITABLE = ("model", "patch_size", "batch_size", "steps_per_epoch", "epochs", "t
 
 
 def plan(dataset_dir, out=None, *, config: TrainingConfig | None = None, labels: str = "masks",
-         particles: str = "dark", preprocessing=None, overwrite: bool = False, verbose: int = 1) -> dict:
+         particles: str = "auto", preprocessing=None, overwrite: bool = False, verbose: int = 1) -> dict:
     """The fingerprint and plan of ``fit(dataset_dir, config=config)``, written to ``out`` (JSON).
 
     Parameters

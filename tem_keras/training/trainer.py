@@ -77,7 +77,7 @@ def _measure(net, sampler, heldout, plan, augmentation, seed, factor, global_bat
 
 def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None, run_dir=None, devices=None,
           resume: bool = True, overwrite: bool = False, preprocessing=None, discover_kwargs=None,
-          labels: str = "masks", particles: str = "dark", verbose: int = 1, started: float | None = None,
+          labels: str = "masks", particles: str = "auto", verbose: int = 1, started: float | None = None,
           split: dict | None = None, plan=None) -> Run:
     """Train one model for a validated ``config`` and write its run folder (the body of
     :func:`~tem_keras.training.fit`; also used for each fold of a k-fold run).
