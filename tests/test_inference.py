@@ -415,7 +415,7 @@ def test_cli_predict_evaluate_measure_label(tmp_path, capsys):
     assert main(["evaluate", str(run_dir), str(ds), "-o", str(tmp_path / "eval"), "--quiet",
                  "--save-threshold"]) == 0
     printed = capsys.readouterr().out
-    assert "overall" in printed and "best threshold" in printed
+    assert "per image" in printed and "pooled" in printed and "best threshold" in printed
     assert (tmp_path / "eval" / "threshold_curve.png").is_file()
     assert len(pd.read_csv(tmp_path / "eval" / "per_image.csv")) == 2
     saved = json.loads((run_dir / "thresholds.json").read_text())["threshold"]

@@ -93,4 +93,4 @@ def test_pretraining_records_its_provenance(weights_dir, tmp_path):
     assert record["corpus_images"] == 8 and record["corpus_size_px"] == 64 and record["corpus_seed"] == 7
     assert record["seed"] == 3 and record["steps"] >= 4 and record["wall_s"] > 0
     assert 0.0 <= record["test_dice"] <= 1.0 and 0.0 <= record["best_val_dice"] <= 1.0
-    assert sum(record["split"].values()) == 8
+    assert record["split"]["train"] >= 1 and record["split"]["val"] >= 1 and sum(record["split"].values()) <= 8
