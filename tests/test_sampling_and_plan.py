@@ -125,6 +125,18 @@ def test_default_budget_grows_with_the_training_images_and_patches_stay_256():
     assert plan.time_limit_s == 540 + 3 * 10
 
 
+def test_a_few_large_particles_among_many_small_ones_set_the_receptive_field():
+    """A mixed collection: 2000 particles of 6 px and 20 of 150 px. Counted, 99 % are small; by
+    area, 86 % of the particle pixels are in the large ones, and the model must see them whole."""
+    from tem_keras.training.plan import large_diameter
+
+    diameters = np.array([6.0] * 2000 + [150.0] * 20)
+    assert np.percentile(diameters, 90) == 6.0 and large_diameter(diameters) == 150.0
+    assert choose_model(diameters)["pool_sizes"] == [2, 2, 4, 4]  # 504 px ≥ 2 × 150 + 16
+    assert choose_model([6.0] * 2000)["pool_sizes"] == [2, 2, 2]
+    assert large_diameter([]) == 0.0
+
+
 def test_training_config_validates_and_round_trips():
     config = TrainingConfig(time_limit="1h30min", epochs=5, split=[0.6, 0.2, 0.2])
     assert config.time_limit == 5400.0 and config.split == (0.6, 0.2, 0.2)

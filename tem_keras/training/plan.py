@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-__all__ = ["Plan", "MAX_EPOCHS", "POOL_LADDER", "particle_diameters", "choose_model", "default_time_limit",
-           "plan_training", "pretrained_key", "check_plan"]
+__all__ = ["Plan", "MAX_EPOCHS", "POOL_LADDER", "particle_diameters", "large_diameter", "choose_model",
+           "default_time_limit", "plan_training", "pretrained_key", "check_plan"]
 
 #: per-replica batch of 256² patches on a CPU and on a GPU (scaled for other patch sizes)
 _BATCH_256 = {"cpu": 8, "gpu": 16}
@@ -61,13 +61,31 @@ def particle_diameters(masks) -> np.ndarray:
 POOL_LADDER = ((2, 2, 2), (2, 2, 2, 2), (2, 2, 2, 4), (2, 2, 4, 4))
 
 
+def large_diameter(diameters_px, share: float = 0.9) -> float:
+    """The diameter (px) up to which particles hold ``share`` of the particle area: the 90th
+    percentile weighted by area (∝ d²), so that a few large particles among thousands of small
+    ones (a mixed collection) still count by the pixels they cover.
+
+    >>> large_diameter([5.0] * 1000 + [200.0] * 10)   # 1 % of the particles, difference in area
+    200.0
+    >>> large_diameter([10.0] * 50)
+    10.0
+    """
+    d = np.sort(np.asarray(diameters_px, float))
+    if not d.size:
+        return 0.0
+    area = np.cumsum(d ** 2)
+    return float(d[min(int(np.searchsorted(area, share * area[-1])), d.size - 1)])
+
+
 def choose_model(diameters_px, *, base_filters: int = 16) -> dict:
     """A residual UNet whose receptive field covers the large particles with context around them.
 
-    The receptive field must reach at least twice the 90th-percentile particle diameter plus
-    16 px (a particle and as much again of its surroundings, so the model sees the support on both
-    sides of an edge). The first pool configuration of :data:`POOL_LADDER` that reaches it is
-    taken (the last one when none does).
+    The receptive field must reach at least twice the large-particle diameter
+    (:func:`large_diameter`: 90 % of the particle area lies in particles up to it) plus 16 px (a
+    particle and as much again of its surroundings, so the model sees the support on both sides of
+    an edge). The first pool configuration of :data:`POOL_LADDER` that reaches it is taken (the
+    last one when none does).
 
     Returns
     -------
@@ -77,9 +95,7 @@ def choose_model(diameters_px, *, base_filters: int = 16) -> dict:
     from ..models.receptive_field import receptive_field
     from ..models.registry import build_model
 
-    d = np.asarray(diameters_px, float)
-    large = float(np.percentile(d, 90)) if d.size else 0.0
-    target = 2.0 * large + 16.0
+    target = 2.0 * large_diameter(diameters_px) + 16.0
     for pools in POOL_LADDER:
         spec = {"name": "residual_unet", "n_blocks": len(pools), "base_filters": base_filters,
                 "pool_sizes": list(pools)}
@@ -168,8 +184,9 @@ class Plan:
         lines = [f"plan: {self.model.get('name')}({model})"
                  + (f", receptive field {self.receptive_field_px} px" if self.receptive_field_px else "")
                  + (f", starting from the TEM pre-trained weights {self.pretrained}" if self.pretrained else ""),
-                 f"      particles: median {d.get('median', float('nan')):.0f} px, 90th percentile "
-                 f"{d.get('p90', float('nan')):.0f} px across ({d.get('count', 0)} in the training masks)",
+                 f"      particles: median {d.get('median', float('nan')):.0f} px across, 90 % of their area in "
+                 f"particles up to {d.get('large', d.get('p90', float('nan'))):.0f} px ({d.get('count', 0)} in "
+                 "the training masks)",
                  f"      {self.patch_size}² px random patches, batch {self.batch_size}, "
                  f"{self.steps_per_epoch} steps per epoch, {self.epochs} epochs"
                  + (f" ({self.step_seconds:.2f} s per step)" if self.step_seconds else "")
@@ -209,7 +226,8 @@ def plan_training(config, train_images, train_masks, *, num_classes: int, device
     diameters = particle_diameters(train_masks)
     stats = {"count": int(diameters.size),
              "median": float(np.median(diameters)) if diameters.size else float("nan"),
-             "p90": float(np.percentile(diameters, 90)) if diameters.size else float("nan")}
+             "p90": float(np.percentile(diameters, 90)) if diameters.size else float("nan"),
+             "large": large_diameter(diameters) if diameters.size else float("nan")}
     notes = []
     if config.model is None:
         spec = choose_model(diameters)
