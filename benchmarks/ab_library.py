@@ -4,7 +4,7 @@
                as a sigmoid, up-sampling + concatenation + convolution fused) against the model as built, model call alone, residual UNet and Groschner's UNet;
 ``allocator``  the same model call in two subprocesses, with and without glibc tuned through the
                environment (``MALLOC_MMAP_MAX_=0``, ``MALLOC_TRIM_THRESHOLD_``), the tuning
-               ``tem_keras.distribute.tune_allocator`` would apply;
+               ``tem_keras.hardware.tune_allocator`` would apply;
 ``onednn``     the same model call in subprocesses with ``TF_ENABLE_ONEDNN_OPTS=0`` and ``=1``.
                TensorFlow turns its oneDNN kernels on by default only on x86 CPUs with AVX-512
                VNNI, AVX-512 BF16 or AMX (TensorFlow RFC 400); elsewhere (AVX2 CPUs such as AMD
@@ -82,7 +82,7 @@ def call_case(arch: str, size: int, batch: int, runs: int) -> dict:
 def layers_case(size: int, runs: int) -> list:
     import tensorflow as tf
 
-    from tem_keras.distribute import onednn_enabled
+    from tem_keras.hardware import onednn_enabled
 
     conv = tf.function(lambda x, k: tf.nn.relu(tf.nn.conv2d(x, k, 1, "SAME")))
     out = []
@@ -103,7 +103,7 @@ def budget_case(arch: str, size: int, budget_gb: float) -> dict:
     import numpy as np
 
     from bench_models import build
-    from tem_keras.distribute import onednn_enabled
+    from tem_keras.hardware import onednn_enabled
     from tem_keras.inference import PerformanceHint, predict
 
     warnings.simplefilter("ignore", PerformanceHint)

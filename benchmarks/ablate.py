@@ -86,9 +86,9 @@ def make_insitu_clean(folder: Path) -> Path:
 def otsu_scores(data_dir: Path, stems) -> list[float]:
     """Per-image dice of Otsu σ = 1 with the better polarity of each image."""
     import tem_keras
-    from tem_keras.baselines import otsu_segment
+    from tem_keras.analysis.baselines import otsu_segment
     from tem_keras.data.datasets import discover, read_mask
-    from tem_keras.metrics import segmentation_scores
+    from tem_keras.analysis.metrics import segmentation_scores
 
     samples = {s.stem: s for s in discover(data_dir)}
     out = []
@@ -103,7 +103,7 @@ def otsu_scores(data_dir: Path, stems) -> list[float]:
 def run_variant(name: str, data_dir: Path, work: Path, epochs: int, steps: int, seed: int) -> dict:
     import tem_keras
     from tem_keras.data.datasets import discover, read_mask
-    from tem_keras.metrics import segmentation_scores
+    from tem_keras.analysis.metrics import segmentation_scores
 
     run_dir = work / f"{data_dir.name}-{name}-s{seed}"
     t0 = time.perf_counter()

@@ -17,7 +17,7 @@ synthetic imitations made with fixed seeds):
    * ``peer``: the plain PyTorch UNet of ``peer_unet.py`` (its recipe is in its docstring),
      trained on the same train/val images for the wall time fit took (or ``--peer-seconds``),
      in a subprocess; it picks its threshold on the val images.
-   * ``otsu``: Gaussian σ = 1 px + Otsu's threshold (``tem_keras.baselines.otsu_segment``), the
+   * ``otsu``: Gaussian σ = 1 px + Otsu's threshold (``tem_keras.analysis.baselines.otsu_segment``), the
      polarity chosen per image by an oracle (the better against the mask); the one polarity
      per set that is best on average is recorded beside it.
    * ``otsu_two_level`` (sets scoring class 2: pt-alumina): σ = 1, Otsu, then Otsu again on the
@@ -112,8 +112,8 @@ def read_json(path: Path):
 
 def scores(pred, truth) -> dict:
     """Hard dice, IoU, precision, recall and pixel counts of two boolean masks of one image
-    (``tem_keras.metrics.segmentation_scores``; 1.0 when both are empty)."""
-    from tem_keras.metrics import segmentation_scores
+    (``tem_keras.analysis.metrics.segmentation_scores``; 1.0 when both are empty)."""
+    from tem_keras.analysis.metrics import segmentation_scores
 
     s = segmentation_scores(np.asarray(pred, bool), np.asarray(truth, bool))
     return {k: (float(s[k]) if k in ("dice", "iou", "precision", "recall") else int(s[k]))
@@ -215,7 +215,7 @@ class SetContext:
 
     def otsu_masks(self, stem: str) -> dict:
         """``{"dark": mask, "bright": mask}`` of Otsu σ = 1 (cached)."""
-        from tem_keras.baselines import otsu_segment
+        from tem_keras.analysis.baselines import otsu_segment
 
         if stem not in self._polarity:
             self._polarity[stem] = {p: otsu_segment(self.image(stem), sigma=1.0, particles=p)
@@ -425,7 +425,7 @@ def _otsu_two_level(ctx: SetContext) -> dict:
 
 @method("pseudo_labels", "pseudo-labels (Horwath et al. 2020)")
 def _pseudo_labels(ctx: SetContext) -> dict:
-    from tem_keras.baselines import pseudo_labels
+    from tem_keras.analysis.baselines import pseudo_labels
 
     by_mode = {"haadf": "bright", "sem": "bright", "bright-field": "dark"}
     modes = ctx.meta.get("modes", {})

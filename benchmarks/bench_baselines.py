@@ -84,7 +84,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
-    from tem_keras import baselines
+    from tem_keras.analysis import baselines
 
     reference, dice = load_reference()
     image, description, polarity = load_image()

@@ -57,7 +57,7 @@ def worker(arch: str, precision: str, case: str, size: int, batch: int, runs: in
     import numpy as np
 
     from tem_keras.data.preprocess import Preprocessing
-    from tem_keras.distribute import onednn_enabled
+    from tem_keras.hardware import onednn_enabled
     from tem_keras.inference import Predictor, predict
 
     model = build(arch)

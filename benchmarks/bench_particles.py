@@ -41,7 +41,7 @@ OLD_COMMIT = "e726c7b7ee0fafdac56ad56ec6361d779bfc88df"
 
 
 def load_old():
-    """``tem_keras.particles`` as of :data:`OLD_COMMIT`, imported as ``old_particles``."""
+    """``tem_keras.analysis.particles`` as of :data:`OLD_COMMIT`, imported as ``old_particles``."""
     source = subprocess.run(["git", "show", f"{OLD_COMMIT}:tem_keras/particles.py"], cwd=ROOT,
                             capture_output=True, text=True, check=True).stdout
     source = source.replace("from .errors", "from tem_keras.errors")
@@ -105,7 +105,7 @@ def main(argv=None):
 
     sys.path.insert(0, str(ROOT))
     from benchmarks.common import cpu_info
-    from tem_keras import particles as new
+    from tem_keras.analysis import particles as new
 
     old = load_old()
     start = time.perf_counter()

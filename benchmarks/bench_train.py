@@ -4,7 +4,7 @@ data pipeline's rate against it.
 ``train``     ``model.fit`` on in-memory random 512² patches (Adam 1e-4, sparse cross-entropy, the
               same compile as ``tem_keras.fit``): a warm-up epoch, then a timed epoch of ``steps``
               steps; ``replicas=2`` splits each batch over 2 logical CPU devices with
-              ``MirroredStrategy`` (``tem_keras.distribute.choose_strategy(2)``), ``batch`` is per
+              ``MirroredStrategy`` (``tem_keras.training.strategy.choose_strategy(2)``), ``batch`` is per
               replica as in ``tem_keras.fit``.
 ``pipeline``  patches/s delivered by ``tem_keras.data.pipeline.training_data(...).pipelines["train"]``
               (augmentation on, 512² patches from synthetic 1024² micrographs), iterated without a
@@ -39,7 +39,7 @@ def train_worker(arch: str, batch: int, replicas: int, steps: int, precision: st
     import keras
     import numpy as np
 
-    from tem_keras.distribute import choose_strategy
+    from tem_keras.training.strategy import choose_strategy
     from tem_keras.models import build_model
 
     if precision != "float32":
@@ -64,7 +64,7 @@ def train_worker(arch: str, batch: int, replicas: int, steps: int, precision: st
         model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
         times.append((time.perf_counter() - start) / steps)
     step = sorted(times)[1]
-    from tem_keras.distribute import onednn_enabled
+    from tem_keras.hardware import onednn_enabled
 
     return {"arch": arch, "batch": batch, "replicas": replicas, "global_batch": global_batch,
             "onednn": onednn_enabled(),

@@ -9,7 +9,7 @@ of every set, at full resolution, against its mask:
   (the polarity read from the mask). On sets whose particle class is the third phase
   (pt-alumina: Pt, class 2) the two-level Otsu of ``accuracy.py`` (sigma = 1, Otsu, Otsu again
   on the pixels above) with the known bright polarity, since a 2-class Otsu cannot isolate it;
-* ``horwath`` -- :func:`tem_keras.baselines.pseudo_labels` (defaults) with the polarity known
+* ``horwath`` -- :func:`tem_keras.analysis.baselines.pseudo_labels` (defaults) with the polarity known
   from the imaging mode (bright-field dark, HAADF and SEM bright).
 
 Sets: the real development sets under ``../shared/data/real-dev`` (all images, both splits;
@@ -124,7 +124,7 @@ def synthetic_set(name: str, limit: int | None):
 
 def score_set(name: str, particle_class: int, items) -> dict:
     from tem_keras.autolabel import auto_labels
-    from tem_keras.baselines import otsu_segment, pseudo_labels
+    from tem_keras.analysis.baselines import otsu_segment, pseudo_labels
 
     rows, seconds, megapixels = [], 0.0, 0.0
     for stem, image, truth, mode in items:

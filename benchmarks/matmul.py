@@ -18,7 +18,7 @@ from common import emit, measure  # noqa: E402
 def matmul_rate(n: int = 4096, runs: int = 5) -> dict:
     import tensorflow as tf
 
-    from tem_keras.distribute import onednn_enabled
+    from tem_keras.hardware import onednn_enabled
 
     out = {}
     for dtype in ("float32", "bfloat16"):

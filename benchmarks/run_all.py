@@ -17,7 +17,7 @@ Before each section the run waits up to ``--wait`` seconds for the 1-minute load
 ``--max-load``; the load at start is recorded either way.
 
 TensorFlow's CPU kernels are those the ``tem-keras`` command picks (oneDNN for networks of up to
-64 MiB of weights on x86, see ``tem_keras.distribute.prefer_onednn``; the matrix multiply with
+64 MiB of weights on x86, see ``tem_keras.hardware.prefer_onednn``; the matrix multiply with
 oneDNN, TensorFlow's faster one) unless ``TF_ENABLE_ONEDNN_OPTS`` is set for the whole run; every
 row records whether oneDNN was on. bfloat16 is measured only on CPUs with bfloat16 instructions
 (AVX512_BF16 or AMX) unless ``--precisions`` asks for it.
@@ -72,7 +72,7 @@ def kernel_env(arch: str | None = None) -> dict:
     if "TF_ENABLE_ONEDNN_OPTS" in os.environ:
         return {}
     from bench_models import ARCHS
-    from tem_keras.distribute import network_weight_bytes, onednn_pays
+    from tem_keras.hardware import network_weight_bytes, onednn_pays
 
     weights = 0 if arch is None else network_weight_bytes(*ARCHS[arch])
     return {"TF_ENABLE_ONEDNN_OPTS": "1"} if onednn_pays(weights) else {}

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 
 import tem_keras
 from tem_keras.errors import TEMInputError
-from tem_keras.outputs import OutputFolder
+from tem_keras.io.outputs import OutputFolder
 from tem_keras import explain
 from tem_keras.data.datasets import discover
 from tem_keras.data.synthetic import make_dataset

@@ -24,10 +24,10 @@ import matplotlib.pyplot as plt
 
 import tem_keras
 from tem_keras.errors import TEMInputError
-from tem_keras.outputs import OutputFolder
+from tem_keras.io.outputs import OutputFolder
 from tem_keras.data.synthetic import make_dataset, make_stack
 from tem_keras.inference import predict_stack
-from tem_keras.particles import plot_size_vs_time, track_particles
+from tem_keras.analysis.particles import plot_size_vs_time, track_particles
 
 
 #: what the example writes into --out

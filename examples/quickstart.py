@@ -20,13 +20,13 @@ import pandas as pd
 
 import tem_keras
 from tem_keras.errors import TEMInputError
-from tem_keras.outputs import OutputFolder
+from tem_keras.io.outputs import OutputFolder
 from tem_keras.data.datasets import discover, read_mask
 from tem_keras.data.synthetic import make_dataset
 from tem_keras.export import export
 from tem_keras.inference import predict
-from tem_keras.metrics import segmentation_scores
-from tem_keras.particles import size_distribution
+from tem_keras.analysis.metrics import segmentation_scores
+from tem_keras.analysis.particles import size_distribution
 
 
 #: what the example writes into --out

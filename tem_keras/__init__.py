@@ -38,32 +38,33 @@ _API = {
     "Prediction": "tem_keras.inference",
     "watch": "tem_keras.live",
     "export": "tem_keras.export",
-    "measure_particles": "tem_keras.particles",
-    "count_particles": "tem_keras.particles",
-    "size_distribution": "tem_keras.particles",
-    "track_particles": "tem_keras.particles",
-    "segmentation_scores": "tem_keras.metrics",
-    "threshold_curve": "tem_keras.metrics",
-    "best_threshold": "tem_keras.metrics",
-    "otsu_threshold": "tem_keras.metrics",
-    "pseudo_labels": "tem_keras.baselines",
+    "measure_particles": "tem_keras.analysis.particles",
+    "count_particles": "tem_keras.analysis.particles",
+    "size_distribution": "tem_keras.analysis.particles",
+    "track_particles": "tem_keras.analysis.particles",
+    "segmentation_scores": "tem_keras.analysis.metrics",
+    "threshold_curve": "tem_keras.analysis.metrics",
+    "best_threshold": "tem_keras.analysis.metrics",
+    "otsu_threshold": "tem_keras.analysis.metrics",
+    "pseudo_labels": "tem_keras.analysis.baselines",
     "auto_labels": "tem_keras.autolabel",
-    "otsu_segment": "tem_keras.baselines",
-    "fourier_filter": "tem_keras.baselines",
+    "otsu_segment": "tem_keras.analysis.baselines",
+    "fourier_filter": "tem_keras.analysis.baselines",
     "build_model": "tem_keras.models.registry",
     "describe": "tem_keras.models.describe",
     "receptive_field": "tem_keras.models.receptive_field",
 }
 
 # sub-packages reachable as attributes without an explicit import (``tem_keras.explain.grad_cam``)
-_SUBMODULES = ("autolabel", "baselines", "data", "explain", "metrics", "models", "particles")
+_SUBMODULES = {name: f"tem_keras.{name}" for name in ("analysis", "autolabel", "data", "explain", "models")}
+_SUBMODULES.update({name: f"tem_keras.analysis.{name}" for name in ("baselines", "metrics", "particles")})
 
 __all__ = sorted(_API) + ["__version__"]
 
 
 def __getattr__(name):
     if name in _SUBMODULES:
-        return import_module(f"tem_keras.{name}")
+        return import_module(_SUBMODULES[name])
     if name in _API:
         value = getattr(import_module(_API[name]), name)
         globals()[name] = value

@@ -128,7 +128,7 @@ def check_predict_arguments(*, tile_size=None, overlap="auto", batch_size=4, mix
         if overlap < 0:
             raise ValueError(f"overlap must be 'auto' or an integer >= 0, got {overlap!r}")
     check_positive_int("batch_size", batch_size)
-    from .distribute import PRECISION_ALIASES, PRECISIONS
+    from .hardware import PRECISION_ALIASES, PRECISIONS
 
     check_choice("mixed_precision", mixed_precision,
                  PRECISIONS + tuple(k for k in PRECISION_ALIASES if isinstance(k, str)))

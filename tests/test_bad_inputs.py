@@ -557,14 +557,14 @@ def test_count_particles_counts_every_component_measure_is_for_sizes():
 
 
 def test_onednn_hint_once_per_process(monkeypatch):
-    from tem_keras import distribute
+    from tem_keras import hardware
 
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
-    monkeypatch.setattr(distribute, "_ONEDNN_HINTED", {})
-    monkeypatch.setattr(distribute, "onednn_enabled", lambda: False)
-    monkeypatch.setattr(distribute, "onednn_pays", lambda weight_bytes: True)
-    assert distribute.onednn_hint(1000) is not None
-    assert distribute.onednn_hint(1000) is None
+    monkeypatch.setattr(hardware, "_ONEDNN_HINTED", {})
+    monkeypatch.setattr(hardware, "onednn_enabled", lambda: False)
+    monkeypatch.setattr(hardware, "onednn_pays", lambda weight_bytes: True)
+    assert hardware.onednn_hint(1000) is not None
+    assert hardware.onednn_hint(1000) is None
 
 
 def test_keras_verbosity_is_one_line_per_epoch_in_a_log(monkeypatch):
@@ -586,7 +586,7 @@ def test_documented_data_paths_work_after_import_tem_keras(tmp_path):
 
 def test_two_predict_processes_do_not_replace_each_others_particles(world, tmp_path, capsys):
     from tem_keras.cli import main
-    from tem_keras.outputs import claim_output, release_output
+    from tem_keras.io.outputs import claim_output, release_output
 
     out = tmp_path / "out"
     out.mkdir()

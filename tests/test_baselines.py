@@ -1,4 +1,4 @@
-"""Tests of tem_keras.baselines on drawn images with known particles and on a real micrograph."""
+"""Tests of tem_keras.analysis.baselines on drawn images with known particles and on a real micrograph."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from skimage import filters, morphology
 from skimage.draw import disk
 
-from tem_keras import baselines
+from tem_keras.analysis import baselines
 from tem_keras.errors import TEMInputError
 
 AU_EMD = "formats/temul_toolkit_experimental/example_Au_nanoparticle.emd"
@@ -268,7 +268,7 @@ def test_modules_do_not_import_tensorflow():
     import sys
 
     code = ("import sys, numpy as np\n"
-            "from tem_keras import baselines, metrics, particles\n"
+            "from tem_keras.analysis import baselines, metrics, particles\n"
             "baselines.pseudo_labels(np.random.rand(40, 40))\n"
             "particles.measure_particles(np.random.rand(40, 40) > 0.5)\n"
             "metrics.threshold_curve(np.random.rand(8, 8), np.random.rand(8, 8) > 0.5)\n"

@@ -131,7 +131,7 @@ def test_predict_with_particles(tiny_run, tiny_dataset, tmp_path, capsys):
         assert (out / f"{image.stem}_mask.png").is_file()
         assert (out / f"{image.stem}_overlay.png").is_file()
     table = pd.read_csv(out / "particles.csv")
-    from tem_keras.particles import MEASUREMENT_COLUMNS, SOURCE_COLUMNS
+    from tem_keras.analysis.particles import MEASUREMENT_COLUMNS, SOURCE_COLUMNS
 
     # one column order for particle tables; single images have an empty frame
     assert list(table.columns) == [*SOURCE_COLUMNS, *MEASUREMENT_COLUMNS, "mean_intensity"]

@@ -47,10 +47,10 @@ def test_a_warning_is_one_plain_note_line_said_once_per_process(tmp_path, capsys
 
 @pytest.mark.parametrize("verbose", [False, True])
 def test_the_onednn_choice_is_said_only_with_verbose(monkeypatch, capsys, verbose):
-    from tem_keras import distribute
+    from tem_keras import hardware
 
-    monkeypatch.setattr(distribute, "onednn_choice_open", lambda: True)
-    monkeypatch.setattr(distribute, "prefer_onednn", lambda size: True)
+    monkeypatch.setattr(hardware, "onednn_choice_open", lambda: True)
+    monkeypatch.setattr(hardware, "prefer_onednn", lambda size: True)
     choose_cpu_kernels(argparse.Namespace(command="demo"), verbose)
     said = "oneDNN kernels on" in capsys.readouterr().err
     assert said == verbose
@@ -60,7 +60,7 @@ def test_the_demo_hides_only_fits_warning_about_its_few_validation_images(tmp_pa
     """The filter of the demo matches the warning ``fit`` gives for its 2 validation images."""
     from tem_keras.data.datasets import discover
     from tem_keras.data.synthetic import make_dataset
-    from tem_keras.demo import SMALL_VALIDATION_WARNING
+    from tem_keras.cli.demo import SMALL_VALIDATION_WARNING
     from tem_keras.training.config import TrainingConfig
     from tem_keras.training.inputs import split_images
 
@@ -72,7 +72,7 @@ def test_the_demo_hides_only_fits_warning_about_its_few_validation_images(tmp_pa
 
 def _earlier_output(folder, kind, *names):
     """A folder as an earlier ``kind`` output leaves it: a manifest listing ``names``, written."""
-    from tem_keras.outputs import OutputFolder
+    from tem_keras.io.outputs import OutputFolder
 
     OutputFolder(folder, kind).prepare(overwrite=False, entries=names)
     for name in names:
@@ -131,7 +131,7 @@ def test_a_library_message_says_overwrite_as_the_command_line_does():
 
 
 def test_check_prepare_touches_nothing(tmp_path):
-    from tem_keras.outputs import OutputExistsError, OutputFolder
+    from tem_keras.io.outputs import OutputExistsError, OutputFolder
 
     demo = _earlier_output(tmp_path / "demo", "demo", "report")
     before = sorted(p.name for p in demo.iterdir())

@@ -5,7 +5,7 @@ Every command that takes ``--overwrite`` is run against a folder of the user's f
 with hand-drawn masks, notes, a model) and must refuse with a one-line error (exit status 2),
 leaving every file under the test's folder byte-identical: the user's, and any other folder (the
 commands run with that folder as the working directory, so default outputs land there too).
-The manifest rules themselves (:class:`tem_keras.outputs.OutputFolder`) are tested directly.
+The manifest rules themselves (:class:`tem_keras.io.outputs.OutputFolder`) are tested directly.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 
 from tem_keras.cli import main
 from tem_keras.errors import TEMInputError
-from tem_keras.outputs import (MANIFEST, OutputExistsError, OutputFolder, legacy_folder,
+from tem_keras.io.outputs import (MANIFEST, OutputExistsError, OutputFolder, legacy_folder,
                                output_error, refuse_inputs)
 
 #: a tiny training: one step of two 64 px patches
@@ -418,7 +418,7 @@ def test_claims_refuse_inputs_and_files_not_written(tmp_path):
 
 
 def test_two_processes_record_into_one_manifest(tmp_path):
-    code = ("import sys; from tem_keras.outputs import OutputFolder\n"
+    code = ("import sys; from tem_keras.io.outputs import OutputFolder\n"
             "f = OutputFolder(sys.argv[1])\n"
             "for i in range(200): f.record(f'{sys.argv[2]}{i}.png')\n")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), tag]) for tag in "ab"]

@@ -81,7 +81,7 @@ def test_store_in_one_process_equals_predict_stack_and_resumes(tiny_run, tmp_pat
 
 def test_store_particles_and_tracks_come_from_the_merged_table(tiny_run, tmp_path):
     from tem_keras.data.synthetic import make_stack
-    from tem_keras.particles import measure_particles, track_particles
+    from tem_keras.analysis.particles import measure_particles, track_particles
 
     frames, _, _ = make_stack(5, 64, seed=2)
     np.save(tmp_path / "video.npy", frames)

@@ -234,3 +234,73 @@ def test_checker_finds_private_names_from_other_modules(tmp_path):
         "tests/test_a.py:1: from tem_keras.a import _x",
         "benchmarks/bench.py:2: from tem_keras.b import _y",
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# The layer rule of docs/architecture.md
+# --------------------------------------------------------------------------------------------
+
+#: imports that go up a layer on purpose (docs/architecture.md says why)
+UPWARD_EXCEPTIONS = {
+    ("tem_keras.inference.masks", "tem_keras.export.predict_script"),
+    ("tem_keras.inference.onnx_engine", "tem_keras.export.predict_script"),
+    ("tem_keras.inference.predict", "tem_keras.distributed.cluster"),
+}
+
+
+def layer_table(doc: Path = ROOT / "docs" / "architecture.md") -> dict[str, int]:
+    """``{top-level package or module: layer}`` from the ```` ```layers ```` block of the doc."""
+    text = doc.read_text(encoding="utf-8")
+    block = text.split("```layers", 1)[1].split("```", 1)[0]
+    layers = {}
+    for line in block.strip().splitlines():
+        number, *names = line.split()
+        for name in names:
+            layers[name] = int(number)
+    return layers
+
+
+def _unit(module: str) -> str:
+    """The top-level package or module of ``tem_keras.a.b`` (``a``), ``""`` for the package face."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def upward_imports(root: Path = ROOT, layers: dict[str, int] | None = None) -> list[str]:
+    """Every import from a unit to one of the same or a higher layer, outside the exceptions."""
+    layers = layer_table() if layers is None else layers
+    graph = import_graph(root)
+    found = []
+    for module, edges in graph.items():
+        here = _unit(module)
+        for target, line in edges.items():
+            there = _unit(target)
+            if here == there or "" in (here, there) or (module, target) in UPWARD_EXCEPTIONS:
+                continue
+            missing = [u for u in (here, there) if u not in layers]
+            if missing:
+                found.append(f"{module}:{line} -> {target}: {missing} not in the layer table")
+            elif layers[there] >= layers[here]:
+                found.append(f"{module}:{line} -> {target} (layer {layers[here]} imports layer "
+                             f"{layers[there]})")
+    return found
+
+
+def test_every_import_goes_down_the_layers():
+    assert upward_imports() == []
+
+
+def test_the_layer_rule_finds_a_planted_upward_import(tmp_path):
+    package = tmp_path / PACKAGE
+    for name in ("io", "training"):
+        (package / name).mkdir(parents=True)
+        (package / name / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "io" / "readers.py").write_text("def read():\n    from ..training import fit\n")
+    (package / "training" / "fit.py").write_text("from ..io.readers import read\n")
+    found = upward_imports(tmp_path, {"io": 2, "training": 7})
+    assert found == ["tem_keras.io.readers:2 -> tem_keras.training.fit (layer 2 imports layer 7)"]
+    (package / "io" / "readers.py").write_text("def read():\n    from ..nowhere import x\n")
+    (package / "nowhere.py").write_text("")
+    assert upward_imports(tmp_path, {"io": 2, "training": 7}) == [
+        "tem_keras.io.readers:2 -> tem_keras.nowhere: ['nowhere'] not in the layer table"]

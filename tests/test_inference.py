@@ -286,7 +286,7 @@ def test_bad_input_names_the_file(unet, tmp_path):
 # --------------------------------------------------------------------------------------------
 
 def test_threshold_modes_on_a_known_model():
-    from tem_keras.metrics import otsu_threshold
+    from tem_keras.analysis.metrics import otsu_threshold
 
     model = known_model()
     image = smooth_image((64, 64))
@@ -438,13 +438,13 @@ def test_cli_predict_evaluate_measure_label(tmp_path, capsys):
 def test_onednn_hint_said_once_for_small_networks_when_tensorflow_runs_eigen(unet, monkeypatch):
     import warnings
 
-    from tem_keras import distribute
+    from tem_keras import hardware
     from tem_keras.inference import PerformanceHint
 
-    assert distribute.onednn_enabled() in (True, False)  # TensorFlow's answer on this machine
-    monkeypatch.setattr(distribute, "_ONEDNN_HINTED", {})
+    assert hardware.onednn_enabled() in (True, False)  # TensorFlow's answer on this machine
+    monkeypatch.setattr(hardware, "_ONEDNN_HINTED", {})
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
-    monkeypatch.setattr(distribute, "onednn_enabled", lambda: False)  # as on an AVX2 CPU
+    monkeypatch.setattr(hardware, "onednn_enabled", lambda: False)  # as on an AVX2 CPU
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")
     image = smooth_image((64, 64))
     with pytest.warns(PerformanceHint, match="TF_ENABLE_ONEDNN_OPTS=1"):
@@ -453,24 +453,24 @@ def test_onednn_hint_said_once_for_small_networks_when_tensorflow_runs_eigen(une
         warnings.simplefilter("error", PerformanceHint)
         predict(unet, image)  # said once per process
     # not for wide networks, not when the user chose, not when oneDNN is on, not off x86
-    distribute._ONEDNN_HINTED.clear()
-    assert distribute.onednn_hint(distribute.ONEDNN_HINT_MAX_WEIGHT_BYTES + 1) is None
+    hardware._ONEDNN_HINTED.clear()
+    assert hardware.onednn_hint(hardware.ONEDNN_HINT_MAX_WEIGHT_BYTES + 1) is None
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
-    assert distribute.onednn_hint(1000) is None
+    assert hardware.onednn_hint(1000) is None
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS")
-    monkeypatch.setattr(distribute, "onednn_enabled", lambda: True)
-    assert distribute.onednn_hint(1000) is None
-    monkeypatch.setattr(distribute, "onednn_enabled", lambda: False)
+    monkeypatch.setattr(hardware, "onednn_enabled", lambda: True)
+    assert hardware.onednn_hint(1000) is None
+    monkeypatch.setattr(hardware, "onednn_enabled", lambda: False)
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
-    assert distribute.onednn_hint(1000) is None
+    assert hardware.onednn_hint(1000) is None
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")
-    assert "TF_ENABLE_ONEDNN_OPTS" in distribute.onednn_hint(1000)
-    assert distribute.onednn_hint(1000) is None
+    assert "TF_ENABLE_ONEDNN_OPTS" in hardware.onednn_hint(1000)
+    assert hardware.onednn_hint(1000) is None
 
 
 @pytest.mark.slow
 def test_saved_weight_bytes_counts_the_network_not_the_optimizer(tmp_path):
-    from tem_keras.distribute import network_weight_bytes, saved_weight_bytes
+    from tem_keras.hardware import network_weight_bytes, saved_weight_bytes
 
     model = build_model("unet", depth=2, base_filters=4)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", run_eagerly=True)
@@ -499,7 +499,7 @@ def test_cli_predict_and_fit_turn_onednn_on_for_a_small_network_unless_the_user_
         assert "tensorflow" not in sys.modules
         code = main(["predict", {str(tmp_path / "small.keras")!r}, {str(tmp_path / "image.tif")!r},
                      "-o", {str(tmp_path / "out")!r}, "--overwrite", "--verbose"])
-        from tem_keras.distribute import onednn_enabled
+        from tem_keras.hardware import onednn_enabled
         print("ONEDNN", onednn_enabled(), code)
     """)
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
@@ -516,7 +516,7 @@ def test_cli_predict_and_fit_turn_onednn_on_for_a_small_network_unless_the_user_
         code = main(["fit", {str(ds)!r}, "--model", "unet", "--depth", "2", "--base-filters", "4",
                      "--epochs", "1", "--patch-size", "32", "--batch-size", "2",
                      "--run-dir", {str(tmp_path / "run")!r}, "--quiet"])
-        from tem_keras.distribute import onednn_enabled
+        from tem_keras.hardware import onednn_enabled
         print("ONEDNN", onednn_enabled(), code)
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
@@ -525,7 +525,7 @@ def test_cli_predict_and_fit_turn_onednn_on_for_a_small_network_unless_the_user_
     # the user's choice stands (checked before TensorFlow starts, as the command line does)
     done = subprocess.run([sys.executable, "-c", textwrap.dedent("""
         import os, sys
-        from tem_keras.distribute import prefer_onednn
+        from tem_keras.hardware import prefer_onednn
         print(prefer_onednn(1000), os.environ["TF_ENABLE_ONEDNN_OPTS"], "tensorflow" in sys.modules)
     """)], capture_output=True, text=True, env={**env, "TF_ENABLE_ONEDNN_OPTS": "0"}, timeout=120)
     assert done.stdout.split() == ["False", "0", "False"], done.stderr[-3000:]

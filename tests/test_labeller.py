@@ -17,7 +17,7 @@ import pytest
 from tem_keras.autolabel import (auto_labels, estimate_particle_diameter, label_image,
                                  particle_diameter, particle_polarity)
 from tem_keras.autolabel.morphology import fill_holes, remove_specks
-from tem_keras.baselines import otsu_segment, pseudo_labels
+from tem_keras.analysis.baselines import otsu_segment, pseudo_labels
 
 
 def _dice(a, b):

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from tem_keras.keras_metrics import IoU, Dice
-from tem_keras.losses import (CrossEntropyDiceLoss, DiceLoss, FocalLoss, WeightedCrossEntropy,
+from tem_keras.training.keras_metrics import IoU, Dice
+from tem_keras.training.losses import (CrossEntropyDiceLoss, DiceLoss, FocalLoss, WeightedCrossEntropy,
                               get_loss, inverse_frequency_weights)
 
 # one image of 2×2 pixels: truth [[0, 1], [1, 1]], particle probabilities [[0.2, 0.9], [0.6, 0.3]]

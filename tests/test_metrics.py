@@ -1,4 +1,4 @@
-"""Known-answer tests of tem_keras.metrics (hand-counted small cases)."""
+"""Known-answer tests of tem_keras.analysis.metrics (hand-counted small cases)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tem_keras import metrics
+from tem_keras.analysis import metrics
 from tem_keras.errors import TEMInputError
 
 # 4x4 case, counted by hand:

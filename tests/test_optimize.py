@@ -125,25 +125,25 @@ def test_activation_bytes_per_pixel_by_liveness():
 
 
 def test_auto_precision_follows_measured_bfloat16_speed(monkeypatch):
-    import tem_keras.distribute as distribute
+    from tem_keras import hardware
     from tem_keras.inference import resolve_precision
 
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("GPU present: 'auto' precision follows the GPU, not the CPU probe")
     monkeypatch.setenv("TEM_KERAS_CPU_BFLOAT16", "0")
-    assert distribute.choose_precision("auto") == "float32" and resolve_precision("auto") == "float32"
+    assert hardware.choose_precision("auto") == "float32" and resolve_precision("auto") == "float32"
     monkeypatch.setenv("TEM_KERAS_CPU_BFLOAT16", "1")
-    assert distribute.choose_precision("auto") == "bfloat16" == resolve_precision("auto")
-    assert distribute.choose_precision("mixed_float16") == "float16" and distribute.dtype_policy("float16") == \
-        "mixed_float16" and distribute.dtype_policy("float32") == "float32"
+    assert hardware.choose_precision("auto") == "bfloat16" == resolve_precision("auto")
+    assert hardware.choose_precision("mixed_float16") == "float16" and hardware.dtype_policy("float16") == \
+        "mixed_float16" and hardware.dtype_policy("float32") == "float32"
     with pytest.raises(ValueError, match="mixed_precision must be one of"):
-        distribute.choose_precision("half")
+        hardware.choose_precision("half")
     monkeypatch.delenv("TEM_KERAS_CPU_BFLOAT16")
-    speedup = distribute.bfloat16_speedup()
+    speedup = hardware.bfloat16_speedup()
     assert speedup == 0.0 or 0.05 < speedup < 50  # a measured ratio (0.0: no bfloat16 instructions)
-    assert distribute.bfloat16_speedup() == speedup  # measured once per process
-    expected = "bfloat16" if speedup >= distribute.BFLOAT16_MIN_SPEEDUP else "float32"
-    assert distribute.choose_precision("auto") == expected
+    assert hardware.bfloat16_speedup() == speedup  # measured once per process
+    expected = "bfloat16" if speedup >= hardware.BFLOAT16_MIN_SPEEDUP else "float32"
+    assert hardware.choose_precision("auto") == expected
 
 
 def test_rewritten_model_saves_and_reloads(tmp_path):

@@ -1,4 +1,4 @@
-"""Known-answer tests of tem_keras.particles on drawn disks of known size."""
+"""Known-answer tests of tem_keras.analysis.particles on drawn disks of known size."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from skimage.draw import disk, ellipse
 
-from tem_keras import particles
+from tem_keras.analysis import particles
 from tem_keras.errors import TEMInputError
 from tem_keras.io import Micrograph
 

@@ -1,4 +1,4 @@
-"""The light runtime (:mod:`tem_keras.runtime`, ``predict.py`` of export folders, the ONNX engine of
+"""The light runtime (:mod:`tem_keras.export.predict_script`, ``predict.py`` of export folders, the ONNX engine of
 ``predict``): onnxruntime and NumPy only, the masks of the TensorFlow path, no TensorFlow import.
 
 The processes that must not import TensorFlow run with a finder in ``sys.meta_path`` that refuses
@@ -98,9 +98,9 @@ def images(tmp_path_factory):
 
 
 def test_export_folder_holds_the_runtime_verbatim(tiny_export):
-    import tem_keras.runtime
+    from tem_keras.export import predict_script
 
-    assert (tiny_export / "predict.py").read_text() == Path(tem_keras.runtime.__file__).read_text()
+    assert (tiny_export / "predict.py").read_text() == Path(predict_script.__file__).read_text()
     meta = json.loads((tiny_export / "tem_keras.json").read_text())
     assert meta["files"]["runtime"] == "predict.py" and meta["files"]["onnx"] == "model.onnx"
     assert meta["activation_bytes_per_pixel"] > 0
@@ -149,7 +149,7 @@ def test_predict_py_errors_name_the_file(tiny_export, tmp_path):
 
 
 def test_predict_py_predicts_a_file_given_twice_once(tiny_export, tmp_path):
-    from tem_keras.runtime import input_files
+    from tem_keras.export.predict_script import input_files
 
     (tmp_path / "d").mkdir()
     np.save(tmp_path / "d" / "a.npy", _image(32, 40, seed=1))

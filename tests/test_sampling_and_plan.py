@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tem_keras.data.sampling import PatchSampler, clamp_patch_size
-from tem_keras.metrics import per_image_scores
+from tem_keras.analysis.metrics import per_image_scores
 from tem_keras.training import TrainingConfig, parse_duration, plan_training
 from tem_keras.training.callbacks import warmup_cosine
 from tem_keras.training.heldout import choose_threshold, scores

@@ -68,15 +68,15 @@ def test_fit_writes_complete_run_and_learns(bright_field, tmp_path):
 def test_fit_of_a_small_network_says_once_that_onednn_would_be_faster(bright_field, tmp_path, monkeypatch):
     import platform
 
-    from tem_keras import distribute
+    from tem_keras import hardware
 
-    monkeypatch.setattr(distribute, "_ONEDNN_HINTED", {})
+    monkeypatch.setattr(hardware, "_ONEDNN_HINTED", {})
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
-    monkeypatch.setattr(distribute, "onednn_enabled", lambda: False)  # as on an AVX2 CPU
+    monkeypatch.setattr(hardware, "onednn_enabled", lambda: False)  # as on an AVX2 CPU
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")
-    with pytest.warns(distribute.PerformanceHint, match="TF_ENABLE_ONEDNN_OPTS=1"):
+    with pytest.warns(hardware.PerformanceHint, match="TF_ENABLE_ONEDNN_OPTS=1"):
         fit(bright_field, dict(TINY), epochs=1, run_dir=tmp_path / "run", **FAST)
-    assert distribute._ONEDNN_HINTED == {"said": True}
+    assert hardware._ONEDNN_HINTED == {"said": True}
 
 
 @pytest.mark.slow
@@ -192,7 +192,7 @@ def test_fit_bad_inputs(tmp_path, bright_field):
 @pytest.mark.slow
 def test_fit_on_unlabelled_images_with_pseudo_labels(tmp_path):
     from tem_keras.data.datasets import read_mask
-    from tem_keras.metrics import dice
+    from tem_keras.analysis.metrics import dice
 
     source = make_dataset(tmp_path / "labelled", n_images=6, size=64, seed=2)
     unlabelled = tmp_path / "unlabelled"

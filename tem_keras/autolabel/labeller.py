@@ -55,7 +55,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..baselines import as_image, gaussian_wide, otsu_segment, otsu_split, pseudo_labels
+from ..analysis.baselines import as_image, gaussian_wide, otsu_segment, otsu_split, pseudo_labels
 from ..errors import TEMInputError
 from ..validation import check_choice, check_number
 from .morphology import fill_holes, local_background, refine_edges, remove_specks
@@ -335,8 +335,8 @@ def label_image(image, method: str = "auto", *, particles: str = "auto", **optio
         The micrograph.
     method : {"auto", "horwath", "otsu"}
         ``"auto"``: :func:`auto_labels`; ``"horwath"``: Horwath et al.'s pipeline
-        (:func:`tem_keras.baselines.pseudo_labels`, unchanged); ``"otsu"``: Gaussian + Otsu
-        (:func:`tem_keras.baselines.otsu_segment`).
+        (:func:`tem_keras.analysis.baselines.pseudo_labels`, unchanged); ``"otsu"``: Gaussian + Otsu
+        (:func:`tem_keras.analysis.baselines.otsu_segment`).
     particles : {"auto", "dark", "bright"}
         Particle contrast. ``"horwath"`` and ``"otsu"`` resolve ``"auto"`` with their own rule
         (the side of Otsu's threshold covering less of the image).

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..baselines import gaussian_wide, sobel_magnitude
+from ..analysis.baselines import gaussian_wide, sobel_magnitude
 
 __all__ = ["disk", "local_background", "remove_specks", "fill_holes", "refine_edges"]
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..baselines import gaussian, otsu_split, reconstruct_from_border
+from ..analysis.baselines import gaussian, otsu_split, reconstruct_from_border
 from .morphology import fill_holes
 
 __all__ = ["dome_heights", "particle_polarity", "particle_diameter", "estimate_particle_diameter"]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .. import _env  # noqa: F401
 from ..errors import TEMInputError
-from ..outputs import output_error
+from ..io.outputs import output_error
 from .console import command_line_spelling, raised_by_tem_keras, warnings_as_notes
 from .data_commands import run_check, run_info, run_label, run_measure, run_synth
 from .model_commands import check_export_command, run_explain, run_export, run_models
@@ -229,9 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def choose_cpu_kernels(args, verbose: bool = False) -> None:
     """oneDNN or Eigen for a small network, while TensorFlow is not imported yet (the one moment
-    the switch can act; see :func:`tem_keras.distribute.prefer_onednn`); said only when
+    the switch can act; see :func:`tem_keras.hardware.prefer_onednn`); said only when
     ``verbose``."""
-    from ..distribute import network_weight_bytes, onednn_choice_open, prefer_onednn, saved_weight_bytes
+    from ..hardware import network_weight_bytes, onednn_choice_open, prefer_onednn, saved_weight_bytes
 
     if not onednn_choice_open():
         return

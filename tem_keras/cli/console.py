@@ -51,7 +51,7 @@ def warnings_as_notes() -> None:
 
 def note_pixel_size(name) -> bool:
     """Say once, on stderr, that sizes in nm need a pixel size and how to give it."""
-    from ..particles import PIXEL_SIZE_HELP
+    from ..analysis.particles import PIXEL_SIZE_HELP
 
     note(f"{name}: {PIXEL_SIZE_HELP}")
     return True

@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import TEMInputError
-from ..outputs import OutputFolder, refuse_inputs
+from ..io.outputs import OutputFolder, refuse_inputs
 from .console import as_input_errors, note_pixel_size
 
 
@@ -85,7 +85,7 @@ def run_measure(args) -> None:
     import pandas as pd
 
     from ..data.datasets import read_mask
-    from ..particles import MissingPixelSizeWarning, measure_particles
+    from ..analysis.particles import MissingPixelSizeWarning, measure_particles
 
     folder = OutputFolder(args.out.parent, inputs=args.masks)
     folder.check(args.out.name, overwrite=args.overwrite)  # before the masks are read

@@ -6,9 +6,9 @@ import argparse
 import os
 from pathlib import Path
 
-from .. import runtime
+from ..export import predict_script
 from ..errors import TEMInputError
-from ..outputs import OutputFolder, claim_output, refuse_inputs, release_output
+from ..io.outputs import OutputFolder, claim_output, refuse_inputs, release_output
 from .console import as_input_errors, note_pixel_size
 
 
@@ -27,7 +27,7 @@ def parse_threshold(text: str):
     """A probability threshold in [0, 1] or ``otsu`` (argparse type)."""
     if text.lower() == "otsu":
         return "otsu"
-    return runtime.parse_threshold(text, " or 'otsu'")
+    return predict_script.parse_threshold(text, " or 'otsu'")
 
 
 def parse_overlap(text: str):

@@ -121,7 +121,7 @@ def check_fit(args) -> None:
     """``tem-keras fit``'s data set and run folder, checked before TensorFlow starts (the model
     options need the builders: :func:`check_model_options`)."""
     from ..data.datasets import discover
-    from ..outputs import OutputExistsError
+    from ..io.outputs import OutputExistsError
     from ..training.rundir import check_run_dir, default_run_dir
 
     discover(args.dataset_dir, pairing=args.pairing,
@@ -178,13 +178,13 @@ def _demo_arguments(args) -> dict:
 
 def check_demo_command(args) -> None:
     """``tem-keras demo``'s arguments and folder, checked before TensorFlow starts."""
-    from ..demo import check_demo
+    from .demo import check_demo
 
     check_demo(args.out_dir, **_demo_arguments(args))
 
 
 def run_demo_command(args) -> None:
     """``tem-keras demo``: the guided tour on generated micrographs."""
-    from ..demo import run_demo
+    from .demo import run_demo
 
     run_demo(args.out_dir, **_demo_arguments(args))

@@ -34,7 +34,7 @@ def pseudo_label_dataset(dataset: Dataset, out_dir, *, particles: str = "dark", 
         per image.
     sigma, disk_radius : float, int
         Smoothing and opening of ``method="horwath"`` (see
-        :func:`tem_keras.baselines.pseudo_labels`); the automatic labeller sizes its own.
+        :func:`tem_keras.analysis.baselines.pseudo_labels`); the automatic labeller sizes its own.
     overwrite : bool
         Replace existing masks and records in ``out_dir``.
     progress : bool

@@ -119,12 +119,12 @@ def _block_frames(block, frames: range, pixel_size_nm):
 
 
 def particle_table(predictions: list, min_area: int = 10):
-    """Particles of each prediction (:func:`~tem_keras.particles.measure_particles`), one table
+    """Particles of each prediction (:func:`~tem_keras.analysis.particles.measure_particles`), one table
     with columns ``index`` (frame in the store), ``image``, ``frame`` (in its file, -1 for
     single images) and the measurements."""
     import pandas as pd
 
-    from ..particles import MissingPixelSizeWarning, measure_particles
+    from ..analysis.particles import MissingPixelSizeWarning, measure_particles
 
     tables = []
     for p in predictions:

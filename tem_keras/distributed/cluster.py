@@ -113,11 +113,11 @@ def connect(scheduler: str):
 
 def tracks_of(particles, n_frames: int, *, max_distance: float = 10.0, memory: int = 0):
     """Particles of the merged table (column ``index`` = frame) linked across frames with
-    :func:`~tem_keras.particles.track_particles`; the ``frame`` of the result is the store's
+    :func:`~tem_keras.analysis.particles.track_particles`; the ``frame`` of the result is the store's
     frame index."""
     import pandas as pd
 
-    from ..particles import track_particles
+    from ..analysis.particles import track_particles
 
     if "centroid_y_px" not in particles:  # no table at all
         return pd.DataFrame(columns=["frame", "particle"])
@@ -197,7 +197,7 @@ max_pixels, max_memory_gb, pixel_size_nm, tta
         The ``cluster`` extra is missing (it names it).
     """
     from .. import __version__
-    from ..outputs import lock_output, refuse_inputs, unlock_output
+    from ..io.outputs import lock_output, refuse_inputs, unlock_output
     from ..validation import check_int, check_predict_arguments, check_predict_input
 
     require("zarr", *(("pyarrow",) if particles or track else ()),

@@ -168,15 +168,15 @@ def num_classes(model) -> int:
 
 
 def figure(*args, **kwargs):
-    """A matplotlib figure and axes (Agg backend), from :mod:`tem_keras.plots`."""
-    from ..plots import new_figure
+    """A matplotlib figure and axes (Agg backend), from :mod:`tem_keras.io.figures`."""
+    from ..io.figures import new_figure
 
     return new_figure(*args, **kwargs)
 
 
 def save_figure(fig, path):
-    """Write ``fig`` to ``path`` (PNG) and close it; from :mod:`tem_keras.plots`."""
-    from ..plots import save_figure as save
+    """Write ``fig`` to ``path`` (PNG) and close it; from :mod:`tem_keras.io.figures`."""
+    from ..io.figures import save_figure as save
 
     return save(fig, path)
 

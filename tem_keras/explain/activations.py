@@ -65,7 +65,7 @@ def activation_maps(model, image, layers=None, *, preprocessing=None, max_channe
     ----------
     Horwath et al. 2020, Fig. 3 (feature maps and raw per-class scores).
     """
-    from ..distribute import float32_model
+    from ..hardware import float32_model
 
     model = float32_model(model)  # gradients and maps in float32, also for mixed-precision runs
     import keras

@@ -211,7 +211,7 @@ def grad_cam(model, image, *, layer=None, target="particle", class_index: int = 
     >>> cam.shape
     (64, 64)
     """
-    from ..distribute import float32_model
+    from ..hardware import float32_model
 
     model = float32_model(model)  # gradients and maps in float32, also for mixed-precision runs
     import keras

@@ -161,7 +161,7 @@ def effective_receptive_field(model, image=None, *, size: int | None = None, n_s
     ----------
     Luo et al., NeurIPS 2016; Sytwu et al., Microsc. Microanal. 2022.
     """
-    from ..distribute import float32_model
+    from ..hardware import float32_model
 
     model = float32_model(model)  # gradients and maps in float32, also for mixed-precision runs
     from ..models.receptive_field import downsampling_factor, receptive_field

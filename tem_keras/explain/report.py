@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..outputs import OutputFolder
+from ..io.outputs import OutputFolder
 from . import _common
 
 __all__ = ["METHODS", "write_explanation"]

@@ -7,7 +7,7 @@
                           -> class probabilities [N, H, W, C]; preprocessing inside the graph
       model.keras         the Keras model (loads in safe mode: no Lambda layers, no code)
       model.onnx          the same graph as saved_model/ (optional extra: tf2onnx + onnxruntime)
-      predict.py          with model.onnx: a copy of tem_keras.runtime, which segments images
+      predict.py          with model.onnx: a copy of tem_keras.export.predict_script, which segments images
                           with onnxruntime and NumPy only (``python predict.py IMAGES -o OUT``)
       bioimageio/         bioimage.io model package (rdf.yaml, zipped SavedModel, test tensors,
                           cover, README.md)

@@ -126,7 +126,7 @@ def _metrics_block(metrics: dict) -> str:
 
 
 _ONNX_BLOCK = """\
-Without TensorFlow (`predict.py`: onnxruntime and NumPy only, a copy of `tem_keras.runtime`):
+Without TensorFlow (`predict.py`: onnxruntime and NumPy only, a copy of `tem_keras.export.predict_script`):
 
 ```
 pip install onnxruntime numpy tifffile pillow

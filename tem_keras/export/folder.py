@@ -18,11 +18,11 @@ import numpy as np
 
 from ..artifacts import ExportedModel, Run, SavedModelNetwork, load, model_kind
 from ..data.preprocess import pad_to_multiple
-from ..distribute import float32_model
-from .. import runtime
+from ..hardware import float32_model
+from . import predict_script
 from ..errors import TEMInputError
 from ..inference.predictor import Predictor
-from ..outputs import OutputFolder, legacy_folder
+from ..io.outputs import OutputFolder, legacy_folder
 from ..validation import check_bool, check_number, check_pixel_size
 from . import onnx_file
 from .bioimageio import write_bioimageio
@@ -77,7 +77,7 @@ _LEGACY_EXPORT = legacy_folder("tem_keras.json", EXPORT_ENTRIES)
 
 
 def _out_folder(out_dir: Path, overwrite: bool, inputs=()) -> OutputFolder:
-    """The export folder, checked touching nothing: see :class:`tem_keras.outputs.OutputFolder`."""
+    """The export folder, checked touching nothing: see :class:`tem_keras.io.outputs.OutputFolder`."""
     folder = OutputFolder(out_dir, "export", inputs=inputs)
     if (out_dir.is_dir() and folder.owner is None and (out_dir / "config.json").is_file()
             and (out_dir / "best.keras").is_file()):
@@ -275,7 +275,7 @@ def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
                 written["onnx"] = "model.onnx"
                 say(f"wrote {out_dir / 'model.onnx'} (max |difference| to the Keras model "
                     f"{checks['onnx_max_abs_difference']:.2g}, onnxruntime)")
-                shutil.copyfile(runtime.__file__, out_dir / "predict.py")  # the light runtime, verbatim
+                shutil.copyfile(predict_script.__file__, out_dir / "predict.py")  # the light runtime, verbatim
                 written["runtime"] = "predict.py"
                 say(f"wrote {out_dir / 'predict.py'} (runs model.onnx with onnxruntime and NumPy only)")
 

@@ -40,7 +40,7 @@ segmentation of arbitrarily large images.
 
 from .. import _env  # noqa: F401
 from ..artifacts import load as load_model
-from ..distribute import PerformanceHint
+from ..hardware import PerformanceHint
 from .compiled import FREEZE_MAX_WEIGHT_BYTES, traced_call
 from .evaluate import evaluate
 from .masks import foreground_probability, labels_from_probabilities

@@ -53,7 +53,7 @@ def evaluate(model_or_run, dataset_dir, *, threshold=None, split: str | None = N
     -------
     per_image : pandas.DataFrame
         One row per image: ``image`` and the scores of
-        :func:`tem_keras.metrics.segmentation_scores` (plus ``threshold``).
+        :func:`tem_keras.analysis.metrics.segmentation_scores` (plus ``threshold``).
     overall : dict
         ``n_images``; ``threshold`` used; ``per_image``: the headline, ``{score: {"mean",
         "std"}}`` of dice, IoU, precision and recall over the images (each judged on its own);
@@ -73,7 +73,7 @@ def evaluate(model_or_run, dataset_dir, *, threshold=None, split: str | None = N
     import pandas as pd
 
     from ..data.datasets import discover, read_mask
-    from ..metrics import mean_and_std, segmentation_scores, threshold_curve
+    from ..analysis.metrics import mean_and_std, segmentation_scores, threshold_curve
 
     thresholds = np.linspace(0.0, 1.0, 101)
     column = {"f1": "f1", "dice": "f1", "iou": "iou"}.get(metric)
@@ -138,8 +138,8 @@ def evaluate(model_or_run, dataset_dir, *, threshold=None, split: str | None = N
 
 def _scores_from_counts(tp, fp, fn) -> dict:
     """Precision, recall, F1 (= dice) and IoU from pixel counts, with the conventions of
-    :mod:`tem_keras.metrics` for empty masks."""
-    from ..metrics import scores_from_counts
+    :mod:`tem_keras.analysis.metrics` for empty masks."""
+    from ..analysis.metrics import scores_from_counts
 
     precision, recall, f1, iou = scores_from_counts(tp, fp, fn)
     out = {"precision": precision, "recall": recall, "f1": f1, "iou": iou}

@@ -9,7 +9,7 @@ and then gets the most probable foreground class.
 :func:`labels_from_probabilities_tf` is the graph twin of :func:`labels_from_probabilities` used
 in exported models (the ``serve_mask`` signature); whoever changes one must change the other
 (``tests/test_export.py`` checks that they agree). The NumPy rule for a number or None lives in
-:mod:`tem_keras.runtime` (with :func:`foreground_probability`), which the standalone ``predict.py``
+:mod:`tem_keras.export.predict_script` (with :func:`foreground_probability`), which the standalone ``predict.py``
 of export folders is a copy of.
 
 References
@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import runtime
-from ..runtime import foreground_probability
+from ..export import predict_script as runtime
+from ..export.predict_script import foreground_probability
 
 __all__ = ["foreground_probability", "check_threshold", "labels_from_probabilities",
            "labels_from_probabilities_tf"]
@@ -64,12 +64,12 @@ def labels_from_probabilities(probabilities: np.ndarray, threshold=None) -> tupl
 
     Notes
     -----
-    The rule for a number or None is :func:`tem_keras.runtime.labels_from_probabilities`, the one
+    The rule for a number or None is :func:`tem_keras.export.predict_script.labels_from_probabilities`, the one
     the standalone ``predict.py`` of export folders runs.
     """
     threshold = check_threshold(threshold)
     if threshold == "otsu":
-        from ..metrics import otsu_threshold
+        from ..analysis.metrics import otsu_threshold
 
         threshold = float(otsu_threshold(foreground_probability(probabilities)))
     return runtime.labels_from_probabilities(probabilities, threshold)

@@ -1,5 +1,5 @@
 """The light engine of :func:`tem_keras.predict`: an export folder's ``model.onnx`` run by
-onnxruntime (:mod:`tem_keras.runtime`), without TensorFlow.
+onnxruntime (:mod:`tem_keras.export.predict_script`), without TensorFlow.
 
 Which engine runs (``engine=`` of :func:`~tem_keras.inference.predict_stack`)
 --------------------------------------------------------------------------------
@@ -36,7 +36,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .. import runtime
+from ..export import predict_script as runtime
 from ..errors import TEMInputError
 from .predictor import pixels_per_call, tile_options
 from .sources import read_ahead
@@ -138,7 +138,7 @@ class OnnxEngine:
 
     Attributes
     ----------
-    model : tem_keras.runtime.OnnxModel
+    model : tem_keras.export.predict_script.OnnxModel
     threshold : float or None
         The exported threshold.
     activation_bytes : float or None

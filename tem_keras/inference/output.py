@@ -39,7 +39,7 @@ def save_prediction(prediction, out_dir, *, mask_format: str = "png",
     Files: ``<name>_mask.<png|tif>``, optionally ``<name>_probabilities.tif`` (float32, one page
     per class, pixel size in nm) and ``<name>_overlay.png`` (:func:`overlay`).
 
-    ``out_dir`` is a folder, or a :class:`tem_keras.outputs.OutputFolder` (one for many
+    ``out_dir`` is a folder, or a :class:`tem_keras.io.outputs.OutputFolder` (one for many
     predictions: it knows the inputs, and reads its manifest once). Each file is recorded in the
     folder's manifest; an existing file replaces only one tem_keras wrote, and only with
     ``overwrite`` (a file tem_keras did not write is never replaced).
@@ -47,7 +47,7 @@ def save_prediction(prediction, out_dir, *, mask_format: str = "png",
     Returns the paths written, by kind.
     """
     from ..io import write_mask, write_probabilities
-    from ..outputs import OutputFolder
+    from ..io.outputs import OutputFolder
 
     folder = out_dir if isinstance(out_dir, OutputFolder) else OutputFolder(out_dir)
     names = {"mask": f"{prediction.name}_mask.{mask_format}"}
@@ -79,13 +79,13 @@ def save_prediction(prediction, out_dir, *, mask_format: str = "png",
 def particle_rows(prediction, *, min_area: int = 10, split_touching: bool = True):
     """The particles of a :class:`~tem_keras.inference.Prediction` as rows of a particle table:
     ``image`` (:attr:`~tem_keras.inference.Prediction.name`) and ``frame`` (missing for a single
-    image) first (:func:`tem_keras.particles.add_source_columns`), then
-    :func:`tem_keras.particles.measure_particles`' columns (with ``mean_intensity`` when the
+    image) first (:func:`tem_keras.analysis.particles.add_source_columns`), then
+    :func:`tem_keras.analysis.particles.measure_particles`' columns (with ``mean_intensity`` when the
     prediction kept its image). The missing-pixel-size warning is left to the caller (the
     ``*_nm`` columns are NaN then)."""
     import warnings
 
-    from ..particles import MissingPixelSizeWarning, add_source_columns, measure_particles
+    from ..analysis.particles import MissingPixelSizeWarning, add_source_columns, measure_particles
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MissingPixelSizeWarning)
@@ -95,7 +95,7 @@ def particle_rows(prediction, *, min_area: int = 10, split_touching: bool = True
 
 
 def plot_threshold_curve(curve, path, *, best: float | None = None):
-    """Precision, recall and F1 against threshold (from :func:`tem_keras.metrics.threshold_curve`).
+    """Precision, recall and F1 against threshold (from :func:`tem_keras.analysis.metrics.threshold_curve`).
 
     Parameters
     ----------
@@ -106,7 +106,7 @@ def plot_threshold_curve(curve, path, *, best: float | None = None):
     best : float, optional
         Marked with a vertical line.
     """
-    from ..plots import new_figure, save_figure
+    from ..io.figures import new_figure, save_figure
 
     fig, ax = new_figure(figsize=(5, 3.6))
     thresholds = np.asarray(curve["threshold"])

@@ -6,12 +6,12 @@ import math
 
 __all__ = ["PRECISIONS", "resolve_precision", "with_precision", "weight_bytes"]
 
-from ..distribute import PRECISIONS  # noqa: E402  (the one vocabulary, re-exported)
+from ..hardware import PRECISIONS  # noqa: E402  (the one vocabulary, re-exported)
 
 def resolve_precision(mixed_precision: str) -> str:
     """The precision ``mixed_precision`` stands for on this machine: see
-    :func:`tem_keras.distribute.choose_precision` (the chooser training uses too)."""
-    from ..distribute import choose_precision
+    :func:`tem_keras.hardware.choose_precision` (the chooser training uses too)."""
+    from ..hardware import choose_precision
 
     return choose_precision(mixed_precision)
 

@@ -153,7 +153,7 @@ def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", b
         with that policy and the same weights (cached per model); probabilities are float32.
         ``"auto"``: bfloat16 on GPUs of compute capability ≥ 8, float16 on 7.x; on CPUs
         bfloat16 where it is measured faster than float32
-        (:func:`tem_keras.distribute.bfloat16_speedup`: AMX yes, AVX512_BF16 alone no), else
+        (:func:`tem_keras.hardware.bfloat16_speedup`: AMX yes, AVX512_BF16 alone no), else
         float32.
         Expect differences of ~1e-2 in probabilities.
     max_pixels : int, optional

@@ -23,7 +23,7 @@ import weakref
 
 import numpy as np
 
-from ..distribute import PerformanceHint
+from ..hardware import PerformanceHint
 from ..errors import TEMInputError
 from .compiled import traced_call
 from .precision import resolve_precision, weight_bytes, with_precision
@@ -244,7 +244,7 @@ class Predictor:
         (:meth:`pixels_per_call`), and with ``tile_size=None`` images above that budget are
         tiled rather than predicted whole.
         """
-        from ..distribute import onednn_hint, tune_allocator
+        from ..hardware import onednn_hint, tune_allocator
 
         tune_allocator()  # reuse freed activation buffers instead of page-faulting them in every call
         precision = resolve_precision(mixed_precision)

@@ -8,9 +8,9 @@ are not done again, a file changed since is done again (its masks and rows repla
 particle rows of a file whose ledger line was never written (a stop in between) are dropped.
 
 ``OUT/particles.csv`` has the columns of ``tem-keras predict --particles`` (``image``,
-``frame``, then :data:`tem_keras.particles.MEASUREMENT_COLUMNS` and ``mean_intensity``). The
+``frame``, then :data:`tem_keras.analysis.particles.MEASUREMENT_COLUMNS` and ``mean_intensity``). The
 rows of one file are appended in one write. While a watch runs it holds the lock of
-:func:`tem_keras.outputs.claim_output` on the table, so a second process writing to the same
+:func:`tem_keras.io.outputs.claim_output` on the table, so a second process writing to the same
 folder is refused.
 """
 
@@ -114,14 +114,14 @@ class ParticleTable:
         self._partial = None
 
     def lock(self) -> None:
-        """Take the table's lock (:func:`tem_keras.outputs.claim_output`; its folder is made).
+        """Take the table's lock (:func:`tem_keras.io.outputs.claim_output`; its folder is made).
 
         Raises
         ------
         FileExistsError
             Another live process writes this table.
         """
-        from ..outputs import claim_output
+        from ..io.outputs import claim_output
 
         self._partial = claim_output(self.path, overwrite=True)
 
@@ -134,7 +134,7 @@ class ParticleTable:
         return self._rewrite(lambda image: image in keep, size_columns)
 
     def append(self, table) -> None:
-        """Append the rows of a :func:`~tem_keras.particles.measure_particles` table (with the
+        """Append the rows of a :func:`~tem_keras.analysis.particles.measure_particles` table (with the
         ``image`` and ``frame`` columns first); the header is written with the first rows."""
         buffer = io.StringIO()
         table.to_csv(buffer, header=not self.path.exists() or self.path.stat().st_size == 0, index=False)
@@ -147,7 +147,7 @@ class ParticleTable:
 
     def close(self) -> None:
         """Release the lock."""
-        from ..outputs import release_output
+        from ..io.outputs import release_output
 
         if self._partial is not None:
             release_output(self.path)

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TEMInputError
-from ..outputs import OutputFolder
+from ..io.outputs import OutputFolder
 from .arrivals import Complete, FolderWatcher, Unreadable
 from .ledger import LEDGER_NAME, TABLE_NAME, Ledger, ParticleTable
 from .summary import SIZE_COLUMNS, LiveSummary
@@ -319,7 +319,7 @@ def _warm_up(bundle, mixed_precision) -> None:
     import skimage.io  # noqa: F401  (masks)
 
     from ..inference import Predictor, resolve_precision
-    from ..particles import measure_particles
+    from ..analysis.particles import measure_particles
 
     rows, columns = np.mgrid[:40, :64]
     disks = (np.hypot(rows - 20, columns - 22) < 10) | (np.hypot(rows - 20, columns - 40) < 10)
@@ -426,7 +426,7 @@ class _Segmenter:
         written_at = time.monotonic()
         tables = [particle_rows(r, **self.measure_options) for r in results]
         if not self.noted and any(r.pixel_size_nm is None for r in results):
-            from ..particles import PIXEL_SIZE_HELP
+            from ..analysis.particles import PIXEL_SIZE_HELP
 
             print(f"tem-keras watch: note: {event.key}: {PIXEL_SIZE_HELP}", file=sys.stderr, flush=True)
             self.noted = True

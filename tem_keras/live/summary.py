@@ -3,7 +3,7 @@
 ``OUT/summary.png`` shows, for every frame segmented so far, the number of particles and their
 mean equivalent-disk diameter against the acquisition time (the file's modification time, from
 the first file on), and the size distribution of all particles with its log-normal fit
-(:func:`tem_keras.particles.plot_size_distribution`) beside that of the last frames. It is
+(:func:`tem_keras.analysis.particles.plot_size_distribution`) beside that of the last frames. It is
 redrawn at most every ``every`` seconds, between two looks at the folder (drawing takes a few
 tenths of a second, and files that are ready are segmented first), and written
 atomically (a new file renamed over the old one), so a viewer never opens half a PNG.
@@ -101,8 +101,8 @@ class LiveSummary:
         """Draw the figure and put it at :attr:`path` atomically."""
         import pandas as pd
 
-        from ..particles import plot_size_distribution
-        from ..plots import new_figure, save_figure
+        from ..analysis.particles import plot_size_distribution
+        from ..io.figures import new_figure, save_figure
 
         fig, (ax_count, ax_mean, ax_sizes) = new_figure(1, 3, figsize=(13, 3.6))
         t = np.asarray(self.times, dtype=float)

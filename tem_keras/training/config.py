@@ -101,7 +101,7 @@ class TrainingConfig:
     schedule : {"cosine", "constant"}, optional
         Cosine: linear warm-up over 5 % of the steps, cosine decay to zero at the last step.
     loss : str, optional
-        See :func:`tem_keras.losses.get_loss`.
+        See :func:`tem_keras.training.losses.get_loss`.
     foreground_fraction : float, optional
         Share of patches centred on a particle pixel.
     patience : int, optional
@@ -158,7 +158,7 @@ class TrainingConfig:
             raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
         if self.schedule not in (None, "cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
-        from ..distribute import PRECISIONS, PRECISION_ALIASES
+        from ..hardware import PRECISIONS, PRECISION_ALIASES
 
         if self.mixed_precision not in PRECISIONS and self.mixed_precision not in PRECISION_ALIASES:
             raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from .. import _env  # noqa: F401
 from ..artifacts import Run
-from ..distribute import is_chief
+from .strategy import is_chief
 from ..validation import check_bool
 from .config import TrainingConfig
 from .rundir import check_run_dir, default_run_dir, run_lock
@@ -109,7 +109,7 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
         One seed for weights, split, patches and augmentation.
     mixed_precision : {"auto", "float32", "bfloat16", "float16"}
         Compute precision, the same vocabulary as ``predict`` (see
-        :func:`tem_keras.distribute.choose_precision`).
+        :func:`tem_keras.hardware.choose_precision`).
     pretrained : {"auto", "tem", None}
         Start from the shipped weights pre-trained on synthetic micrographs (``"tem"``; ``"auto"``:
         where the model has them, as the planned residual UNets do) or from a random
@@ -117,7 +117,7 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
     run_dir : str or Path, optional
         Run folder; ``runs/<dataset>-<model>-seed<seed>`` by default.
     devices : None, int or list of str
-        See :func:`tem_keras.distribute.choose_strategy`.
+        See :func:`tem_keras.training.strategy.choose_strategy`.
     resume, overwrite : bool
         Continue an unfinished run in ``run_dir`` (same settings required) / replace a run folder.
     preprocessing, pairing, images, masks

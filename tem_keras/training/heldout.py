@@ -79,12 +79,12 @@ def scores(probabilities, masks, threshold: float = 0.5) -> dict:
     Returns
     -------
     dict
-        For 2 classes: :func:`tem_keras.metrics.per_image_scores` of the particle class at
+        For 2 classes: :func:`tem_keras.analysis.metrics.per_image_scores` of the particle class at
         ``threshold``. For more: ``{"classes": {c: ...}}`` of each class on the argmax, and at the
         top level the class-mean of the per-image means (``per_image``) so that rare classes count
         as much as common ones.
     """
-    from ..metrics import per_image_scores
+    from ..analysis.metrics import per_image_scores
 
     labels = [_labels(p, threshold) for p in probabilities]
     num_classes = probabilities[0].shape[-1]
@@ -142,7 +142,7 @@ def choose_threshold(probabilities, masks) -> dict:
 
 def test_metrics(probabilities, masks, threshold: float) -> dict:
     """Per-image (headline) and pooled test scores at the chosen threshold, at 0.5 and at Otsu."""
-    from ..metrics import otsu_threshold, segmentation_scores
+    from ..analysis.metrics import otsu_threshold, segmentation_scores
 
     chosen = scores(probabilities, masks, threshold)
     out = {"per_image": chosen["per_image"], "pooled": chosen["pooled"],

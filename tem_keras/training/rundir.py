@@ -1,6 +1,6 @@
 """The run folder: its default name, its lock, and creating it without overwriting what a user has.
 
-A run folder holds a manifest (:mod:`tem_keras.outputs`) listing :data:`RUN_ENTRIES`;
+A run folder holds a manifest (:mod:`tem_keras.io.outputs`) listing :data:`RUN_ENTRIES`;
 ``overwrite=True`` removes only those. A folder without a manifest is a run folder of an older
 tem_keras when it holds ``config.json`` and nothing but names of :data:`RUN_ENTRIES` (the legacy
 rule); any other folder holding files is refused.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..outputs import OutputExistsError, OutputFolder, legacy_folder, locked_folder
+from ..io.outputs import OutputExistsError, OutputFolder, legacy_folder, locked_folder
 
 __all__ = ["RUN_ENTRIES", "check_run_dir", "default_run_dir", "prepare_run_dir", "run_lock"]
 
@@ -36,7 +36,7 @@ def check_run_dir(run_dir: Path, inputs=()) -> None:
 
 def run_lock(run_dir: Path):
     """The lock of a run folder for one ``fit`` (a context manager; see
-    :func:`tem_keras.outputs.locked_folder`): a second ``fit`` into it while the first runs is
+    :func:`tem_keras.io.outputs.locked_folder`): a second ``fit`` into it while the first runs is
     refused; a lock left by a killed ``fit`` is taken over."""
     return locked_folder(run_dir, doing="training into it",
                          advice="wait for it to finish (it resumes from here if it is stopped), "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..outputs import OutputFolder
+from ..io.outputs import OutputFolder
 from .fitting import fit
 
 __all__ = ["sweep"]
@@ -68,7 +68,7 @@ def sweep(dataset_dir, models, seeds=(0, 1, 2, 3, 4), *, out_dir="sweeps", overw
                     n_seeds=("seed", "count"))
                .reset_index())
     summary.to_csv(folder.claim("summary.csv", overwrite=overwrite), index=False)
-    from ..plots import plot_dice_vs_receptive_field
+    from ..io.figures import plot_dice_vs_receptive_field
 
     plot_dice_vs_receptive_field(summary, folder.claim("dice_vs_receptive_field.png", overwrite=overwrite))
     return summary

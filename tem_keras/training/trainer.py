@@ -96,9 +96,9 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     from ..data.pipeline import random_patch_pipeline
     from ..data.preprocess import Preprocessing
     from ..data.sampling import PatchSampler
-    from ..distribute import (PerformanceHint, choose_precision, choose_strategy, is_chief, is_multi_worker,
-                              onednn_hint, tune_allocator)
-    from ..losses import inverse_frequency_weights
+    from ..hardware import PerformanceHint, choose_precision, onednn_hint, tune_allocator
+    from .strategy import choose_strategy, is_chief, is_multi_worker
+    from .losses import inverse_frequency_weights
     from ..models.receptive_field import downsampling_factor
     from .heldout import HeldOut
     from .plan import MAX_EPOCHS, MAX_MONITORED, Plan, check_plan, plan_training
@@ -198,7 +198,7 @@ def _config_record(request, plan, built, net, dataset_dir, trained, config, disc
                    inputs, augmentation, class_weights, precision, preprocessing, strategy) -> dict:
     """``config.json``: the request, the plan, the model, data, training and preprocessing settings,
     classes, pixel size, strategy and versions: everything to rebuild the run."""
-    from ..distribute import strategy_name
+    from .strategy import strategy_name
 
     replicas = strategy.num_replicas_in_sync
     global_batch = plan.batch_size * replicas
@@ -236,9 +236,10 @@ def _build_network(plan, trained, strategy, built, precision: str, class_weights
     policy and the strategy's scope, from the warm-start weights when the plan names them."""
     import keras
 
-    from ..distribute import dtype_policy, is_multi_worker, prepare_for_multi_worker
-    from ..keras_metrics import default_metrics
-    from ..losses import get_loss
+    from ..hardware import dtype_policy
+    from .strategy import is_multi_worker, prepare_for_multi_worker
+    from .keras_metrics import default_metrics
+    from .losses import get_loss
     from ..models.registry import build_model
     from ..models.tem_weights import load_tem_weights
 
@@ -319,7 +320,7 @@ def _finalise(net, factor, val, test, split, config_json, clock, started, run_di
         (run_dir / "config.json").write_text(json.dumps(config_json, indent=2))
         (run_dir / "thresholds.json").write_text(json.dumps(threshold, indent=2))
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        from ..plots import plot_examples, plot_history
+        from ..io.figures import plot_examples, plot_history
 
         plot_history(history, run_dir / "plots" / "history.png")
         if test_probabilities is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...outputs import OutputFolder
+from ...io.outputs import OutputFolder
 from .images import make_image
 from .params import SynthesisParams, canonical_mode, synthesis_params
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from .imaging import detect_counts, illumination_ramp, relative_intensity, support_texture
 from .params import SynthesisParams, canonical_mode, image_shape, synthesis_params
-from .particles import particle_records, random_particles, rasterise
+from .shapes import particle_records, random_particles, rasterise
 
 
 @dataclass

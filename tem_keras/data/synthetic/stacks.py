@@ -8,7 +8,7 @@ import numpy as np
 
 from .imaging import detect_counts, illumination_ramp, relative_intensity, support_texture
 from .params import SynthesisParams, canonical_mode, image_shape, synthesis_params
-from .particles import (bounding_radius, draw_shapes, lognormal_diameters, particle_records,
+from .shapes import (bounding_radius, draw_shapes, lognormal_diameters, particle_records,
                         place_particles, rasterise)
 
 

@@ -2,7 +2,7 @@
 
 Dice and IoU are ratios of sums: averaging per-batch ratios would weight a batch with one small
 particle like a batch full of them, so these metrics keep running sums of intersections and sizes
-and divide once (the same numbers as :mod:`tem_keras.metrics` on the concatenated data).
+and divide once (the same numbers as :mod:`tem_keras.analysis.metrics` on the concatenated data).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ class _OverlapMetric(keras.metrics.Metric):
         self.true = self.add_variable(shape=(), initializer="zeros", name="true")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        from .data.datasets import IGNORE_LABEL
+        from ..data.datasets import IGNORE_LABEL
 
         y_pred = ops.cast(y_pred, "float32")
         num_classes = ops.shape(y_pred)[-1]

@@ -56,7 +56,7 @@ from contextlib import contextmanager, suppress
 from fnmatch import fnmatch
 from pathlib import Path
 
-from .errors import TEMInputError
+from ..errors import TEMInputError
 
 __all__ = ["MANIFEST", "OutputExistsError", "OutputFolder", "alive", "claim_output", "legacy_folder", "lock_output",
            "locked_folder", "output_error", "refuse_inputs", "release_output", "unlock_output"]

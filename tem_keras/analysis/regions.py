@@ -1,6 +1,6 @@
 """Region properties of every label of a label image at once, in a few compiled passes.
 
-What :func:`tem_keras.particles.measure_particles` needs of ``skimage.measure.regionprops`` [1]_,
+What :func:`tem_keras.analysis.particles.measure_particles` needs of ``skimage.measure.regionprops`` [1]_,
 computed for all regions together instead of once per region on its bounding box:
 
 * area, centroid (exact sums of coordinates), bounding box, numbering in raster order;

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import TEMInputError
+from ..errors import TEMInputError
 
 __all__ = ["otsu_segment", "pseudo_labels", "fourier_filter", "radial_power_spectrum",
            "reconstruct_from_border", "otsu_split", "OtsuSplit"]
@@ -192,7 +192,7 @@ def _border_reconstructions(image: np.ndarray, methods=("dilation", "erosion")) 
     the dilation of the inverted image. Identical to ``skimage.morphology.reconstruction``
     (Vincent's hybrid algorithm [3]_, compiled; several methods run at once on threads).
     """
-    from ._reconstruction import dilate_from_border as dilate
+    from .reconstruction import dilate_from_border as dilate
 
     top = np.iinfo(image.dtype).max
     jobs = []

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .outputs import OutputFolder, legacy_folder
-from .validation import check_bool, check_int
+from ..io.outputs import OutputFolder, legacy_folder
+from ..validation import check_bool, check_int
 
 
 def _overlay(image, truth, predicted, path, title) -> None:
     from skimage.segmentation import find_boundaries
 
-    from .plots import new_figure, save_figure
+    from ..io.figures import new_figure, save_figure
 
     fig, ax = new_figure(figsize=(5, 5))
     ax.imshow(image, cmap="gray")
@@ -66,14 +66,14 @@ def check_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256,
     OutputExistsError
         ``out_dir`` holds an earlier demo and not ``overwrite``, or files the demo did not write.
     """
-    from .training.config import TrainingConfig
+    from ..training.config import TrainingConfig
 
     check_int("n_images", n_images, 3)  # one image each for training, validation and test
     check_int("size", size, 32, 4096)
     check_bool("overwrite", overwrite)
     TrainingConfig(epochs=epochs, time_limit=time_limit, seed=seed)
     OutputFolder(Path(out_dir), "demo").check_prepare(overwrite=overwrite, legacy=_LEGACY_DEMO)
-    from .data.synthetic.params import canonical_mode, synthesis_params  # imports SciPy: after the folder
+    from ..data.synthetic.params import canonical_mode, synthesis_params  # imports SciPy: after the folder
 
     synthesis_params(None, {}, caller="run_demo").resolve(size, canonical_mode(mode))
 
@@ -94,19 +94,19 @@ def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, e
         epochs, or as many as fit in ``time_limit``; neither: :data:`DEMO_EPOCHS` epochs.
     overwrite : bool
         Replace an earlier demo in ``out_dir``: only what a demo wrote there is removed (see
-        :mod:`tem_keras.outputs`); a folder holding other files is refused. Every argument is
+        :mod:`tem_keras.io.outputs`); a folder holding other files is refused. Every argument is
         checked first.
     """
     import pandas as pd
 
-    from .data.datasets import discover, read_mask
-    from .data.synthetic import make_dataset
-    from .inference import predict
-    from .io import read_image, write_mask
-    from .metrics import segmentation_scores
-    from .particles import add_source_columns, measure_particles, plot_size_distribution, size_distribution
-    from .plots import new_figure, save_figure
-    from .training import fit
+    from ..data.datasets import discover, read_mask
+    from ..data.synthetic import make_dataset
+    from ..inference import predict
+    from ..io import read_image, write_mask
+    from ..analysis.metrics import segmentation_scores
+    from ..analysis.particles import add_source_columns, measure_particles, plot_size_distribution, size_distribution
+    from ..io.figures import new_figure, save_figure
+    from ..training import fit
 
     out = Path(out_dir)
     check_demo(out, n_images=n_images, size=size, epochs=epochs, time_limit=time_limit, mode=mode,
@@ -160,7 +160,7 @@ def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, e
 
     exported = None
     try:
-        from .export import export
+        from ..export import export
     except ImportError:
         export = None
     if export is not None:

@@ -18,7 +18,7 @@ from keras import ops
 __all__ = ["IGNORE_LABEL", "WeightedCrossEntropy", "DiceLoss", "CrossEntropyDiceLoss", "FocalLoss",
            "get_loss", "inverse_frequency_weights"]
 
-from .data.datasets import IGNORE_LABEL
+from ..data.datasets import IGNORE_LABEL
 
 _EPS = 1e-7
 

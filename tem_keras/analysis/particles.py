@@ -22,8 +22,8 @@ import warnings
 
 import numpy as np
 
-from .errors import TEMInputError
-from .validation import check_bool, check_int, check_number
+from ..errors import TEMInputError
+from ..validation import check_bool, check_int, check_number
 
 __all__ = ["particle_mask", "label_particles", "measure_particles", "count_particles",
            "MissingPixelSizeWarning", "size_distribution",
@@ -79,7 +79,7 @@ def particle_mask(mask_or_probabilities, *, threshold: float = 0.5, class_index:
         * float ``[H, W, K]``: per-class probabilities, particles are
           ``[..., class_index] >= threshold``.
     threshold : float
-        Probability threshold (e.g. from :func:`tem_keras.metrics.otsu_threshold`).
+        Probability threshold (e.g. from :func:`tem_keras.analysis.metrics.otsu_threshold`).
     class_index : int
         Particle class.
 
@@ -157,15 +157,15 @@ def label_particles(mask, *, min_area: int = 10, split_touching: bool = True,
 
     Notes
     -----
-    The markers are found component by component in compiled passes (:mod:`tem_keras._split`);
+    The markers are found component by component in compiled passes (:mod:`tem_keras.analysis.watershed`);
     the labels are identical to those of the whole-image procedure with scikit-image
     (``peak_local_max(distance, labels=components)``, ``h_maxima``, one ``watershed`` of the
     whole image), which ``tests/test_particles.py`` keeps as the reference.
     """
     from skimage.measure import label
 
-    from ._regions import first_pixels
-    from ._split import watershed_split
+    from .regions import first_pixels
+    from .watershed import watershed_split
 
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim != 2:
@@ -322,7 +322,7 @@ def measure_particles(mask_or_probabilities, pixel_size_nm: float | None = None,
     Notes
     -----
     The columns are those of ``skimage.measure.regionprops`` [4]_, computed for all particles at
-    once in compiled passes (:mod:`tem_keras._regions`). Labels, areas, centroids, equivalent
+    once in compiled passes (:mod:`tem_keras.analysis.regions`). Labels, areas, centroids, equivalent
     diameters, perimeters, circularity, solidity and ``touches_border`` are identical to it;
     the axes (relative 1e-12), ``eccentricity`` (absolute 1e-7: its square root magnifies the
     rounding of near-round particles) and ``mean_intensity`` (relative 1e-12) agree within the
@@ -330,7 +330,7 @@ def measure_particles(mask_or_probabilities, pixel_size_nm: float | None = None,
     """
     import pandas as pd
 
-    from ._regions import region_measurements
+    from .regions import region_measurements
 
     mask = particle_mask(mask_or_probabilities, threshold=threshold, class_index=class_index)
     check_int("min_area", min_area, 0)

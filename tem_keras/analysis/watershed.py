@@ -1,6 +1,6 @@
 """Markers of the watershed split of touching particles, found component by component.
 
-:func:`tem_keras.particles.label_particles` splits touching particles by the watershed of the
+:func:`tem_keras.analysis.particles.label_particles` splits touching particles by the watershed of the
 distance transform [1]_, with markers at the maxima of the distance transform that are at least
 ``min_distance`` apart (scikit-image's ``peak_local_max`` with ``labels=components``) and that
 rise at least ``split_depth`` above the saddle to a higher maximum (``h_maxima``). This module
@@ -12,7 +12,7 @@ finds the same markers in compiled passes instead of per-component Python calls:
 * per component, on its bounding box: the peak candidates of ``peak_local_max`` (maximum filter
   of ``2 min_distance + 1`` restricted to the component, its plateau rule, greedy spacing), the
   h-maxima (reconstruction by dilation [3]_ of ``image - h - resolution`` as ``h_maxima``, by
-  :func:`tem_keras._reconstruction.reconstruct_framed`) and one marker per h-maximum region,
+  :func:`tem_keras.analysis.reconstruction.reconstruct_framed`) and one marker per h-maximum region,
   or one at the deepest point; all linear in the component's box.
 
 The flooding itself stays one ``skimage.segmentation.watershed`` of the whole image: where two
@@ -35,8 +35,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._reconstruction import reconstruct_framed
-from ._regions import bounding_boxes
+from .reconstruction import reconstruct_framed
+from .regions import bounding_boxes
 
 _FLOAT_MIN = np.finfo(np.float64).min  # peak_local_max's value outside the component
 

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import TEMInputError
+from ..errors import TEMInputError
 
 __all__ = ["confusion_counts", "dice", "soft_dice", "iou", "precision", "recall", "f1",
            "precision_recall_f1", "segmentation_scores", "threshold_curve",

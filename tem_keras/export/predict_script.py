@@ -1,7 +1,7 @@
 """Run an exported model with onnxruntime and NumPy only: no TensorFlow, no tem_keras.
 
 This one file is both
-- :mod:`tem_keras.runtime`, the light engine of :func:`tem_keras.predict` and ``tem-keras
+- :mod:`tem_keras.export.predict_script`, the light engine of :func:`tem_keras.predict` and ``tem-keras
   predict`` for export folders that hold ``model.onnx``, and
 - ``predict.py`` in every such export folder (a verbatim copy written by
   :func:`tem_keras.export`), which a colleague runs after ``pip install onnxruntime numpy
