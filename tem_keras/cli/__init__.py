@@ -178,12 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run_label)
 
-    p = sub.add_parser("demo", help="train, predict, measure and export on generated micrographs (a few minutes)")
+    from .demo import DEMO_TIME_LIMIT_S, DEMO_TIME_TEXT
+
+    p = sub.add_parser("demo", help=f"train, predict, measure and export on generated micrographs "
+                       f"({DEMO_TIME_TEXT})",
+                       description=f"Make synthetic micrographs, train with fit's defaults, segment "
+                       f"and measure the test images against the truth, export the model and write "
+                       f"OUT_DIR/report/index.html ({DEMO_TIME_TEXT}).")
     p.add_argument("out_dir", type=Path, nargs="?", default=Path("tem_keras_demo"))
     p.add_argument("--n-images", type=int, default=24)
     p.add_argument("--size", type=int, default=256)
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 30, about 2 minutes)")
-    p.add_argument("--time-limit", default=None, help="train as many epochs as fit in this budget instead")
+    p.add_argument("--time-limit", default=None,
+                   help=f"training budget, e.g. 5min (default {DEMO_TIME_LIMIT_S} s)")
+    p.add_argument("--epochs", type=int, default=None, help="train this many epochs instead of a time limit")
     p.add_argument("--mode", choices=("bright-field", "haadf", "hrtem"), default="bright-field")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing demo folder")

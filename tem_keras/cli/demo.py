@@ -1,10 +1,13 @@
-"""``tem-keras demo``: the whole job on generated micrographs, in a couple of minutes on a CPU.
+"""``tem-keras demo``: the whole job on generated micrographs, in :data:`DEMO_MINUTES` minutes
+on two CPU cores.
 
 1. make a synthetic bright-field data set with exact masks and particle sizes;
-2. train a small UNet on it (``fit``), with progress bars;
+2. train with ``fit``'s defaults for :data:`DEMO_TIME_LIMIT_S` seconds;
 3. segment the held-out test images, measure the particles in nm and compare with the truth;
 4. export the model for colleagues (when the export module is available);
-5. write a report folder: overlays, particle table, size distributions, metrics, model card.
+5. write a report folder: ``index.html`` with the numbers, overlays with scale bars, size
+   distributions true against found, training curve and per-image scores; particle tables
+   (found and true), masks, ``summary.json``, model card.
 """
 
 from __future__ import annotations
@@ -15,32 +18,25 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 
 from ..io.outputs import OutputFolder, legacy_folder
 from ..validation import check_bool, check_int
 
 
-def _overlay(image, truth, predicted, path, title) -> None:
-    from skimage.segmentation import find_boundaries
+#: how long the demo takes on two quiet CPU cores, in minutes: the one time it states (its
+#: ``--help``, its console line and the README repeat it)
+DEMO_MINUTES = 3
 
-    from ..io.figures import new_figure, save_figure
+#: what the steps other than training take on two quiet CPU cores, in seconds: TensorFlow's
+#: start, the data set, segmenting and measuring the test images, the export and the report
+OTHER_STEPS_S = 80
 
-    fig, ax = new_figure(figsize=(5, 5))
-    ax.imshow(image, cmap="gray")
-    rgba = np.zeros((*image.shape, 4))
-    rgba[find_boundaries(predicted, mode="inner")] = (1.0, 0.2, 0.2, 1.0)
-    rgba[find_boundaries(truth, mode="inner") & ~find_boundaries(predicted, mode="inner")] = (0.2, 0.9, 0.2, 0.8)
-    ax.imshow(rgba)
-    ax.set_title(title + "\nred: prediction, green: truth", fontsize=9)
-    ax.axis("off")
-    save_figure(fig, path)
+#: ``fit``'s time limit in the demo (seconds): the rest of :data:`DEMO_MINUTES`
+DEMO_TIME_LIMIT_S = DEMO_MINUTES * 60 - OTHER_STEPS_S
 
-
-#: demo training length when neither epochs nor a time limit is given (from the TEM pre-trained
-#: weights: under a minute on two CPU cores, validation dice 0.96 from the fourth epoch on; a
-#: fixed length keeps the result the same on a busy machine)
-DEMO_EPOCHS = 8
+#: the demo's length, as ``--help`` and the console say it
+DEMO_TIME_TEXT = (f"trains for {DEMO_TIME_LIMIT_S} s, about {DEMO_MINUTES} minutes in all on two "
+                  "CPU cores")
 
 
 #: ``fit``'s warning about few validation images, which the demo's small data set gives on purpose
@@ -78,35 +74,102 @@ def check_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256,
     synthesis_params(None, {}, caller="run_demo").resolve(size, canonical_mode(mode))
 
 
+def _training_length(epochs, time_limit) -> str:
+    """How long the demo trains, as its console line says it."""
+    if epochs is not None:
+        return f"{epochs} epoch{'s' if epochs != 1 else ''}"
+    if time_limit is not None:
+        return f"a time limit of {time_limit}"
+    return f"{DEMO_TIME_LIMIT_S} s; the demo takes about {DEMO_MINUTES} minutes in all on two CPU cores"
+
+
+def _segment_test_images(run, data_dir, report):
+    """Segment and measure the run's test images: the found and true particle tables (the same
+    columns), the per-image table and ``{overlay file: caption}``; masks and overlays are
+    written into ``report``."""
+    import pandas as pd
+
+    from ..analysis.metrics import segmentation_scores
+    from ..analysis.particles import add_source_columns, measure_particles
+    from ..data.datasets import discover, read_mask
+    from ..inference import predict
+    from ..io import read_image, write_mask
+    from .demo_report import plot_overlay
+
+    (report / "masks").mkdir(parents=True)
+    samples = {s.stem: s for s in discover(data_dir)}
+    found, true, rows, overlays = [], [], [], {}
+    for stem in run.split["test"]:
+        micrograph = read_image(samples[stem].image)
+        truth = read_mask(samples[stem].mask)
+        result = predict(run, micrograph, return_probabilities=True)  # the run's threshold
+        probabilities, predicted = result.probabilities[..., 1], result.mask.astype(bool)
+        write_mask(report / "masks" / f"{stem}.png", predicted)
+        score = segmentation_scores(predicted, truth, probabilities=probabilities)
+        # the columns of predict's particles.csv, for the found and the true particles alike
+        tables = [add_source_columns(measure_particles(m, micrograph.pixel_size_nm, image=micrograph.data), stem)
+                  for m in (probabilities, truth)]
+        found.append(tables[0])
+        true.append(tables[1])
+        rows.append({"image": stem, **{k: score[k] for k in ("dice", "soft_dice", "iou", "precision", "recall")},
+                     "particles_found": len(tables[0]), "particles_true": len(tables[1]),
+                     "mean_diameter_nm_found": float(tables[0]["equivalent_diameter_nm"].mean()),
+                     "mean_diameter_nm_true": float(tables[1]["equivalent_diameter_nm"].mean())})
+        name = f"overlay_{stem}.png"
+        plot_overlay(micrograph.data, truth, predicted, micrograph.pixel_size_nm, report / name,
+                     f"{stem}: dice {score['dice']:.3f}")
+        overlays[name] = (f"{stem}: dice {score['dice']:.3f}, {len(tables[0])} particles found, "
+                          f"{len(tables[1])} true")
+    return (pd.concat(found, ignore_index=True), pd.concat(true, ignore_index=True),
+            pd.DataFrame(rows), overlays)
+
+
+def _about(run, n_images: int, size: int, mode: str) -> str:
+    """What was trained on what, in one paragraph of the report."""
+    px = run.config.get("pixel_size_nm")
+    training = run.config.get("training", {})
+    model = run.config.get("model", {})
+    split = {k: len(v) for k, v in run.split.items()}
+    return (f"{n_images} synthetic {mode} micrographs of {size} × {size} px"
+            + (f" at {px:g} nm per pixel" if px else "")
+            + f", with the exact particle masks of the generator: {split.get('train', 0)} for "
+            f"training, {split.get('val', 0)} for validation and {split.get('test', 0)} test images "
+            f"that training never saw (all scores below are on those). Model: "
+            f"{model.get('name', 'unknown')} trained with fit's defaults for "
+            f"{training.get('epochs_run', '?')} epochs ({training.get('time', {}).get('wall_s', '?')} s). "
+            "Outlines: red found by the model, green true; the scale bars are in nm.")
+
+
 def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, epochs: int | None = None,
              time_limit=None, mode: str = "bright-field", seed: int = 0, overwrite: bool = False,
-             verbose: int = 1) -> Path:
+             verbose: int = 1, fit_options: dict | None = None, export_formats=None) -> Path:
     """Generate data, train, predict, measure, export and report; return the report folder.
 
     Parameters
     ----------
     out_dir : str or Path
-        Everything goes here: ``data/``, ``run/``, ``export/``, ``report/``.
+        Everything goes here: ``data/``, ``run/``, ``export/``, ``report/`` (open
+        ``report/index.html``).
     n_images, size, mode, seed
         The synthetic data set (see :func:`tem_keras.data.synthetic.make_dataset`).
     epochs, time_limit
         Training length (``fit``'s defaults plan the model and patches from the data): ``epochs``
-        epochs, or as many as fit in ``time_limit``; neither: :data:`DEMO_EPOCHS` epochs.
+        epochs, or as many as fit in ``time_limit``; neither: :data:`DEMO_TIME_LIMIT_S` seconds.
     overwrite : bool
         Replace an earlier demo in ``out_dir``: only what a demo wrote there is removed (see
         :mod:`tem_keras.io.outputs`); a folder holding other files is refused. Every argument is
         checked first.
+    fit_options : dict, optional
+        More arguments of :func:`~tem_keras.training.fit` (``{"steps_per_epoch": 2}`` for a
+        check in seconds).
+    export_formats : sequence of str, optional
+        The formats of :func:`~tem_keras.export.export` (default: all of them).
     """
-    import pandas as pd
-
-    from ..data.datasets import discover, read_mask
+    from ..analysis.metrics import mean_and_std
+    from ..analysis.particles import size_distribution
     from ..data.synthetic import make_dataset
-    from ..inference import predict
-    from ..io import read_image, write_mask
-    from ..analysis.metrics import segmentation_scores
-    from ..analysis.particles import add_source_columns, measure_particles, plot_size_distribution, size_distribution
-    from ..io.figures import new_figure, save_figure
     from ..training import fit
+    from .demo_report import plot_size_comparison, write_index
 
     out = Path(out_dir)
     check_demo(out, n_images=n_images, size=size, epochs=epochs, time_limit=time_limit, mode=mode,
@@ -116,44 +179,24 @@ def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, e
     data_dir = make_dataset(out / "data", n_images=n_images, size=size, mode=mode, seed=seed)
     if verbose:
         print(f"1/4 made {n_images} synthetic {mode} micrographs ({size}² px) with masks in {data_dir}")
-        print("2/4 training with fit's defaults: a residual UNet sized to the particles, from the "
-              "TEM pre-trained weights (about a minute on a CPU)")
+        print(f"2/4 training with fit's defaults (a residual UNet sized to the particles, from the "
+              f"TEM pre-trained weights) for {_training_length(epochs, time_limit)}")
     if epochs is None and time_limit is None:
-        epochs = DEMO_EPOCHS
+        time_limit = DEMO_TIME_LIMIT_S
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", SMALL_VALIDATION_WARNING, UserWarning)
         run = fit(data_dir, epochs=epochs, time_limit=time_limit, seed=seed, run_dir=out / "run",
-                  verbose=verbose)
+                  verbose=verbose, **(fit_options or {}))
 
     if verbose:
         print("3/4 segmenting the test images and measuring particles")
     report = out / "report"
-    (report / "masks").mkdir(parents=True)
-    samples = {s.stem: s for s in discover(data_dir)}
-    tables, scores, true_tables = [], [], []
-    for stem in run.split["test"]:
-        micrograph = read_image(samples[stem].image)
-        truth = read_mask(samples[stem].mask)
-        result = predict(run, micrograph, return_probabilities=True)  # the run's threshold
-        probabilities, predicted = result.probabilities[..., 1], result.mask.astype(bool)
-        write_mask(report / "masks" / f"{stem}.png", predicted)
-        score = segmentation_scores(predicted, truth, probabilities=probabilities)
-        scores.append({"image": stem, **{k: score[k] for k in ("dice", "soft_dice", "iou", "precision", "recall")}})
-        _overlay(micrograph.data, truth, predicted, report / f"overlay_{stem}.png",
-                 f"{stem}: dice {score['dice']:.3f}")
-        table = measure_particles(probabilities, micrograph.pixel_size_nm, image=micrograph.data)
-        tables.append(add_source_columns(table, stem))  # the columns of predict's particles.csv
-        true_tables.append(add_source_columns(measure_particles(truth, micrograph.pixel_size_nm), stem))
-    particles = pd.concat(tables, ignore_index=True)
-    truth_particles = pd.concat(true_tables, ignore_index=True)
+    particles, truth_particles, scores, overlays = _segment_test_images(run, data_dir, report)
     particles.to_csv(report / "particles.csv", index=False)
-    pd.DataFrame(scores).to_csv(report / "scores_per_image.csv", index=False)
-    fig, axes = new_figure(1, 2, figsize=(10, 3.8), sharex=True)
-    plot_size_distribution(truth_particles, ax=axes[0])
-    axes[0].set_title("true particles (exact masks)")
-    plot_size_distribution(particles, ax=axes[1])
-    axes[1].set_title("particles found by the model")
-    save_figure(fig, report / "size_distribution.png")
+    truth_particles.to_csv(report / "particles_true.csv", index=False)
+    scores.to_csv(report / "scores_per_image.csv", index=False)
+    plot_size_comparison(truth_particles["equivalent_diameter_nm"], particles["equivalent_diameter_nm"],
+                         report / "size_distribution.png")
     for name in ("history.png", "examples.png"):
         if (run.path / "plots" / name).is_file():
             shutil.copy(run.path / "plots" / name, report / f"training_{name}")
@@ -166,15 +209,17 @@ def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, e
     if export is not None:
         if verbose:
             print("4/4 exporting the model for colleagues")
-        exported = export(run, out / "export")
+        exported = export(run, out / "export", **({} if export_formats is None else {"formats": export_formats}))
         card = Path(exported) / "README.md"
         if card.is_file():
             shutil.copy(card, report / "model_card.md")
 
     found, true = size_distribution(particles), size_distribution(truth_particles)
+    dice = mean_and_std(scores.to_dict("records"), ["dice"])["dice"]  # as evaluate: std over images
     summary = {
         "test_images": len(scores),
-        "dice_mean": float(np.mean([s["dice"] for s in scores])),
+        "dice_mean": dice["mean"],
+        "dice_std": dice["std"],
         "particles_found": int(found["count"]),
         "particles_true": int(true["count"]),
         "mean_diameter_nm_found": float(found["mean"]),
@@ -184,12 +229,12 @@ def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, e
         "seconds": round(time.perf_counter() - start, 1),
     }
     (report / "summary.json").write_text(json.dumps(summary, indent=2))
+    index = write_index(report, summary, scores, _about(run, n_images, size, mode), overlays)
     if verbose:
-        print(f"\ntest dice {summary['dice_mean']:.3f} on {summary['test_images']} images; "
-              f"{summary['particles_found']} particles found ({summary['particles_true']} true), "
-              f"mean diameter {summary['mean_diameter_nm_found']:.2f} nm "
+        print(f"\ntest dice {summary['dice_mean']:.3f} ± {summary['dice_std']:.3f} per image over "
+              f"{summary['test_images']} images; {summary['particles_found']} particles found "
+              f"({summary['particles_true']} true), mean diameter {summary['mean_diameter_nm_found']:.2f} nm "
               f"(true {summary['mean_diameter_nm_true']:.2f} nm); {summary['seconds']:.0f} s in all")
-        print(f"report: {report.resolve()}  (overlays, particles.csv, size_distribution.png, "
-              f"summary.json{', model_card.md' if exported else ''})")
+        print(f"report: {index.resolve()}")
         print(f"run folder: {run.path.resolve()}" + (f"; export: {Path(exported).resolve()}" if exported else ""))
     return report

@@ -85,3 +85,32 @@ def plot_dice_vs_receptive_field(summary, path) -> Path:
            title="dice against receptive field")
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
+
+
+def scale_bar_length(width_nm: float, fraction: float = 0.25) -> float:
+    """The longest round length (1, 2 or 5 times a power of ten, in nm) at most ``fraction`` of
+    an image ``width_nm`` wide: the length of its scale bar.
+
+    >>> scale_bar_length(128.0), scale_bar_length(2048 * 0.21), scale_bar_length(3.0)
+    (20.0, 100.0, 0.5)
+    """
+    if not width_nm > 0:
+        raise ValueError(f"image width must be positive nm, got {width_nm!r}")
+    target = width_nm * fraction
+    power = 10.0 ** np.floor(np.log10(target))
+    return float(max(m * power for m in (1, 2, 5) if m * power <= target))
+
+
+def add_scale_bar(ax, pixel_size_nm: float, width_px: int, color: str = "white"):
+    """Draw a scale bar of a round length (:func:`scale_bar_length`) with its label in the lower
+    right corner of an image shown in ``ax`` (data units: pixels); return its length in nm."""
+    from matplotlib.font_manager import FontProperties
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    length_nm = scale_bar_length(width_px * pixel_size_nm)
+    label = f"{length_nm:g} nm"
+    bar = AnchoredSizeBar(ax.transData, length_nm / pixel_size_nm, label, "lower right", pad=0.4,
+                          color=color, frameon=False, size_vertical=max(1.0, width_px / 150),
+                          label_top=True, fontproperties=FontProperties(size=9, weight="bold"))
+    ax.add_artist(bar)
+    return length_nm
