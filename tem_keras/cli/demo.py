@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..io.outputs import OutputFolder, legacy_folder
 from ..validation import check_bool, check_int
+from .demo_report import plural
 
 
 #: how long the demo takes on two quiet CPU cores, in minutes: the one time it states (its
@@ -77,7 +78,7 @@ def check_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256,
 def _training_length(epochs, time_limit) -> str:
     """How long the demo trains, as its console line says it."""
     if epochs is not None:
-        return f"{epochs} epoch{'s' if epochs != 1 else ''}"
+        return plural(epochs, "epoch")
     if time_limit is not None:
         return f"a time limit of {time_limit}"
     return f"{DEMO_TIME_LIMIT_S} s; the demo takes about {DEMO_MINUTES} minutes in all on two CPU cores"
@@ -133,10 +134,10 @@ def _about(run, n_images: int, size: int, mode: str) -> str:
     return (f"{n_images} synthetic {mode} micrographs of {size} × {size} px"
             + (f" at {px:g} nm per pixel" if px else "")
             + f", with the exact particle masks of the generator: {split.get('train', 0)} for "
-            f"training, {split.get('val', 0)} for validation and {split.get('test', 0)} test images "
+            f"training, {split.get('val', 0)} for validation and {plural(split.get('test', 0), 'test image')} "
             f"that training never saw (all scores below are on those). Model: "
             f"{model.get('name', 'unknown')} trained with fit's defaults for "
-            f"{training.get('epochs_run', '?')} epochs ({training.get('time', {}).get('wall_s', '?')} s). "
+            f"{plural(training.get('epochs_run', 0), 'epoch')} ({training.get('time', {}).get('wall_s', '?')} s). "
             "Outlines: red found by the model, green true; the scale bars are in nm.")
 
 
@@ -232,7 +233,7 @@ def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, e
     index = write_index(report, summary, scores, _about(run, n_images, size, mode), overlays)
     if verbose:
         print(f"\ntest dice {summary['dice_mean']:.3f} ± {summary['dice_std']:.3f} per image over "
-              f"{summary['test_images']} images; {summary['particles_found']} particles found "
+              f"{plural(summary['test_images'], 'image')}; {summary['particles_found']} particles found "
               f"({summary['particles_true']} true), mean diameter {summary['mean_diameter_nm_found']:.2f} nm "
               f"(true {summary['mean_diameter_nm_true']:.2f} nm); {summary['seconds']:.0f} s in all")
         print(f"report: {index.resolve()}")

@@ -65,6 +65,11 @@ def plot_size_comparison(true_nm, found_nm, path) -> Path:
     return save_figure(fig, path)
 
 
+def plural(count: int, noun: str) -> str:
+    """``"1 image"``, ``"5 images"``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _cell(value, fmt: str, key: str | None = None) -> str:
     """A table cell showing ``value`` formatted; with ``key``, the exact value in ``data-value``."""
     text = "" if value is None else (format(value, fmt) if fmt else str(value))
@@ -101,7 +106,7 @@ def write_index(report, summary: dict, scores, about: str, overlays: dict) -> Pa
         "<h1>tem_keras demo: particles in synthetic micrographs</h1>",
         f"<p>{html.escape(about)}</p>",
         f'<p class="headline">Dice per test image: <b>{html.escape(dice)}</b> (mean ± std over '
-        f"{summary['test_images']} images); {summary['particles_found']} particles found, "
+        f"{plural(summary['test_images'], 'image')}); {summary['particles_found']} particles found, "
         f"{summary['particles_true']} true; mean diameter {summary['mean_diameter_nm_found']:.2f} nm "
         f"found, {summary['mean_diameter_nm_true']:.2f} nm true.</p>",
         f'<table id="summary"><tr>{head}</tr><tr>{cells}</tr></table>',
@@ -115,7 +120,7 @@ def write_index(report, summary: dict, scores, about: str, overlays: dict) -> Pa
         parts += ["<h2>Training</h2>", _figure("training_history.png",
                   "loss and validation scores per epoch", width=800)]
     if (report / "training_examples.png").is_file():
-        parts.append(_figure("training_examples.png", "validation images: image, truth, prediction",
+        parts.append(_figure("training_examples.png", "test images: image, truth, prediction",
                              width=500))
     head = "".join(f"<th>{html.escape(h)}</th>" for _, h, _ in PER_IMAGE)
     rows = "".join("<tr>" + "".join(_cell(row[c], fmt) for c, _, fmt in PER_IMAGE) + "</tr>"

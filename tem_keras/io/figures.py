@@ -102,15 +102,17 @@ def scale_bar_length(width_nm: float, fraction: float = 0.25) -> float:
 
 
 def add_scale_bar(ax, pixel_size_nm: float, width_px: int, color: str = "white"):
-    """Draw a scale bar of a round length (:func:`scale_bar_length`) with its label in the lower
-    right corner of an image shown in ``ax`` (data units: pixels); return its length in nm."""
+    """Draw a scale bar of a round length (:func:`scale_bar_length`) with its label, on a dark
+    box, in the lower right corner of an image shown in ``ax`` (data units: pixels); return its
+    length in nm."""
     from matplotlib.font_manager import FontProperties
     from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
     length_nm = scale_bar_length(width_px * pixel_size_nm)
     label = f"{length_nm:g} nm"
-    bar = AnchoredSizeBar(ax.transData, length_nm / pixel_size_nm, label, "lower right", pad=0.4,
-                          color=color, frameon=False, size_vertical=max(1.0, width_px / 150),
+    bar = AnchoredSizeBar(ax.transData, length_nm / pixel_size_nm, label, "lower right", pad=0.3,
+                          borderpad=0.6, color=color, frameon=True, size_vertical=max(1.0, width_px / 150),
                           label_top=True, fontproperties=FontProperties(size=9, weight="bold"))
+    bar.patch.set(facecolor="black", alpha=0.45, edgecolor="none")  # readable on bright and dark images
     ax.add_artist(bar)
     return length_nm
