@@ -237,6 +237,22 @@ def test_paths_folders_lists_and_stacks(unet, tmp_path):
         np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
 
 
+def test_progress_bar_counts_a_frame_when_the_caller_is_done_with_it(unet):
+    """The bar of predict_stack covers what the caller does with each frame (tem-keras predict
+    --particles measures its particles): a frame counts when the next one is asked for."""
+    from tqdm import tqdm
+
+    stack = np.stack([smooth_image((32, 40), seed=20 + i) for i in range(3)])
+    frames = predict_stack(unet, stack, progress=True)
+    counted = []
+    for _ in frames:
+        bar = next(b for b in tqdm._instances if b.desc == "predict")  # the one open bar
+        counted.append(bar.n)
+    assert counted == [0, 1, 2]  # not yet counted while the caller works on it
+    assert bar.n == 3
+    assert not any(b.desc == "predict" for b in tqdm._instances)  # closed at the end
+
+
 @pytest.mark.parametrize("n", [0, 1, 7, 100])
 @pytest.mark.parametrize("shards", [1, 3, 8])
 def test_shards_partition_the_frames(n, shards):

@@ -167,7 +167,8 @@ def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", b
     pixel_size_nm : float, optional
         Used for images whose file has no calibration.
     progress : bool
-        tqdm progress bar over the frames.
+        tqdm progress bar over the frames (with :func:`predict_stack`, a frame counts once the
+        caller asks for the next one: the bar covers what it does with each).
     return_image : bool
         Keep the raw image in the result (for overlays and intensity measurements).
     tta : bool

@@ -95,8 +95,12 @@ def stream_predictions(bundle, selected: list, *, threshold, preprocessing, tile
     preprocessing : Preprocessing
         Applied to each whole frame, as in training.
     tile_size, overlap, batch_size, mixed_precision, max_pixels, max_memory_gb, pixel_size_nm, \
-return_probabilities, return_image, tta, progress
+return_probabilities, return_image, tta
         As :func:`tem_keras.predict` (already checked).
+    progress : bool
+        A tqdm bar over the frames; a frame counts when the caller asks for the next one, so that
+        the bar covers what the caller does with each (``tem-keras predict --particles``
+        measures its particles).
     onnx : OnnxEngine, optional
         Run the export's ``model.onnx`` instead of the Keras model
         (:func:`~tem_keras.inference.onnx_engine.choose_engine`).
@@ -119,12 +123,12 @@ return_probabilities, return_image, tta, progress
                 mixed_precision=mixed_precision, max_memory_gb=max_memory_gb, prefetch=prefetch)
         for g, source, frame, mg, probabilities in (mean_of_dihedral(stream) if tta else stream):
             mask, used = labels_from_probabilities(probabilities, threshold)
-            if bar is not None:
-                bar.update(1)
             yield Prediction(mask, probabilities if return_probabilities else None, used,
                              mg.pixel_size_nm if mg.pixel_size_nm is not None else pixel_size_nm,
                              source.name or mg.path, frame if source.multi else None, g,
                              dict(mg.metadata), mg.data if return_image else None)
+            if bar is not None:  # counted once the caller is done with it (saved, measured)
+                bar.update(1)
     finally:
         if bar is not None:
             bar.close()
