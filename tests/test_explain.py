@@ -86,6 +86,11 @@ def test_grad_cam_targets_and_figure():
                                 class_name="Pt")
     assert cam[NEAR_BRIGHT].sum() / cam.sum() >= 0.8
     assert fig.axes[1].get_title() == "what drives 'Pt': Grad-CAM at features"  # the class by name
+    assert fig.axes[2].get_title() == "the map alone"
+    overlay = np.asarray(fig.axes[1].images[1].get_array())  # RGBA over the image
+    drawn = overlay[..., 3] > 0
+    assert drawn.any() and overlay[..., 0][drawn].min() > 0.5  # red to yellow: shows on dark particles
+    np.testing.assert_allclose(overlay[..., 3], 0.8 * np.sqrt(cam / cam.max()), atol=1e-6)
     with pytest.raises(ValueError, match="no layer"):
         explain.grad_cam(model, image, layer="nope", preprocessing=False)
     with pytest.raises(ValueError, match="target"):

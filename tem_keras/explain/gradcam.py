@@ -261,11 +261,13 @@ def grad_cam(model, image, *, layer=None, target="particle", class_index: int = 
 
 
 def plot_grad_cam(image: np.ndarray, cam: np.ndarray, *, target=None, title: str = "Grad-CAM",
-                  alpha: float = 0.75):
-    """Figure: the image, and the class activation map over it (with the target outline).
+                  alpha: float = 0.8):
+    """Figure: the image; the class activation map over it, with the target outlined; the map
+    alone with its colour scale.
 
-    The map is drawn with an opacity that grows with its value (transparent where it is zero), so
-    that the image stays readable under it.
+    Over the image the map is drawn in the bright half of its colour map (so that it shows on dark
+    particles as on a bright background) with an opacity that grows with its value (transparent
+    where it is zero), so that the image stays readable under it.
 
     Parameters
     ----------
@@ -275,6 +277,7 @@ def plot_grad_cam(image: np.ndarray, cam: np.ndarray, *, target=None, title: str
     target : ndarray ``[H, W]`` of bool, optional
         Target pixels, outlined.
     title : str
+        Title of the overlay (the second axes).
     alpha : float
         Opacity of the map at its maximum.
 
@@ -284,22 +287,23 @@ def plot_grad_cam(image: np.ndarray, cam: np.ndarray, *, target=None, title: str
     """
     import matplotlib
 
-    fig, (ax0, ax1) = _common.figure(1, 2, figsize=(9, 4.4))
+    fig, (ax0, ax1, ax2) = _common.figure(1, 3, figsize=(13.5, 4.6))
     ax0.imshow(image, cmap="gray")
     ax0.set_title("image")
     ax1.imshow(image, cmap="gray")
     top = float(cam.max()) if cam.size and cam.max() > 0 else 1.0
     shown = np.clip(np.asarray(cam, float) / top, 0.0, 1.0)
     cmap = matplotlib.colormaps["inferno"]
-    rgba = cmap(shown)
-    rgba[..., 3] = alpha * shown
+    rgba = cmap(0.45 + 0.55 * shown)  # red to yellow: visible on dark and bright pixels alike
+    rgba[..., 3] = alpha * np.sqrt(shown)
     ax1.imshow(rgba)
-    if target is not None and np.any(target) and not np.all(target):
+    outlined = target is not None and np.any(target) and not np.all(target)
+    if outlined:
         ax1.contour(np.asarray(target, float), levels=[0.5], colors="cyan", linewidths=0.6)
-    ax1.set_title(title + ("\ncyan: target pixels" if target is not None and np.any(target)
-                           and not np.all(target) else ""), fontsize=9)
-    scale = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0, top), cmap)
-    fig.colorbar(scale, ax=ax1, fraction=0.046, pad=0.04)
-    for ax in (ax0, ax1):
+    ax1.set_title(title + ("\ncyan: target pixels" if outlined else ""), fontsize=9)
+    shown_map = ax2.imshow(cam, cmap=cmap, vmin=0, vmax=top)
+    ax2.set_title("the map alone", fontsize=9)
+    fig.colorbar(shown_map, ax=ax2, fraction=0.046, pad=0.04)
+    for ax in (ax0, ax1, ax2):
         ax.axis("off")
     return fig
