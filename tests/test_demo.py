@@ -97,7 +97,7 @@ def test_demo_report_on_a_tiny_configuration(tmp_path, capsys):
     report = run_demo(out, n_images=4, size=96, epochs=1, export_formats=("keras",), fit_options=dict(
         model={"name": "unet", "depth": 2, "base_filters": 4}, steps_per_epoch=2, batch_size=2, augment=False, mixed_precision="float32"))
     printed = capsys.readouterr().out
-    assert "for 1 epoch\n" in printed
+    assert "pre-trained weights): 1 epoch\n" in printed
     assert f"report: {(report / 'index.html').resolve()}" in printed
     summary = check_report(report)
     assert summary["particles_true"] > 0
@@ -137,7 +137,7 @@ def test_demo_writes_report_and_finds_particles(tmp_path, capsys):
     assert main(["demo", str(out)]) == 0  # the defaults, as the README runs it
     printed = capsys.readouterr().out
     report = out / "report"
-    assert f"for {DEMO_TIME_LIMIT_S} s; the demo takes about {DEMO_MINUTES} minutes" in printed
+    assert f"pre-trained weights): {DEMO_TIME_TEXT}\n" in printed
     assert f"report: {(report / 'index.html').resolve()}" in printed
     summary = check_report(report)
     assert summary["test_images"] >= 2

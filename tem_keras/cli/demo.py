@@ -18,7 +18,6 @@ import time
 import warnings
 from pathlib import Path
 
-
 from ..io.outputs import OutputFolder, legacy_folder
 from ..validation import check_bool, check_int
 from .demo_report import plural
@@ -36,7 +35,7 @@ OTHER_STEPS_S = 80
 DEMO_TIME_LIMIT_S = DEMO_MINUTES * 60 - OTHER_STEPS_S
 
 #: the demo's length, as ``--help`` and the console say it
-DEMO_TIME_TEXT = (f"trains for {DEMO_TIME_LIMIT_S} s, about {DEMO_MINUTES} minutes in all on two "
+DEMO_TIME_TEXT = (f"training {DEMO_TIME_LIMIT_S} s, about {DEMO_MINUTES} minutes in all on two "
                   "CPU cores")
 
 
@@ -80,8 +79,10 @@ def _training_length(epochs, time_limit) -> str:
     if epochs is not None:
         return plural(epochs, "epoch")
     if time_limit is not None:
-        return f"a time limit of {time_limit}"
-    return f"{DEMO_TIME_LIMIT_S} s; the demo takes about {DEMO_MINUTES} minutes in all on two CPU cores"
+        from ..training.config import parse_duration
+
+        return f"training {parse_duration(time_limit):g} s"
+    return DEMO_TIME_TEXT
 
 
 def _segment_test_images(run, data_dir, report):
@@ -181,7 +182,7 @@ def run_demo(out_dir="tem_keras_demo", *, n_images: int = 24, size: int = 256, e
     if verbose:
         print(f"1/4 made {n_images} synthetic {mode} micrographs ({size}² px) with masks in {data_dir}")
         print(f"2/4 training with fit's defaults (a residual UNet sized to the particles, from the "
-              f"TEM pre-trained weights) for {_training_length(epochs, time_limit)}")
+              f"TEM pre-trained weights): {_training_length(epochs, time_limit)}")
     if epochs is None and time_limit is None:
         time_limit = DEMO_TIME_LIMIT_S
     with warnings.catch_warnings():
