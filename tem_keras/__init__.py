@@ -36,6 +36,7 @@ _API = {
     "predict_image": "tem_keras.inference",
     "evaluate": "tem_keras.inference",
     "Prediction": "tem_keras.inference",
+    "PredictOptions": "tem_keras.inference",
     "watch": "tem_keras.live",
     "export": "tem_keras.export",
     "measure_particles": "tem_keras.analysis.particles",

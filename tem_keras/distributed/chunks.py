@@ -151,8 +151,7 @@ def run_chunk(task: ChunkTask, cache: ModelCache, block=None, *, worker: str | N
     worker : str, optional
         Recorded in the marker (the Dask worker's address).
     """
-    from ..data.preprocess import Preprocessing
-    from ..inference.masks import check_threshold
+    from ..inference.options import PredictOptions
     from ..inference.sources import select_frames
     from ..inference.stream import stream_predictions
 
@@ -161,20 +160,14 @@ def run_chunk(task: ChunkTask, cache: ModelCache, block=None, *, worker: str | N
     frames = store.chunk_range(task.chunk)
     bundle = cache.model(task.model, task.model_sha256)
     o = task.options
-    threshold = check_threshold(bundle.threshold if o.get("threshold") is None else o["threshold"])
-    preprocessing = (Preprocessing.from_dict(o["preprocessing"]) if o.get("preprocessing")
-                     else bundle.preprocessing or Preprocessing())
+    options = PredictOptions.from_dict({**o, "pixel_size_nm": task.pixel_size_nm}).for_model(bundle)
     if task.files is not None:
         selected = list(select_frames(cache.sources(task.files), frames))
     else:
         selected = _block_frames(block, frames, task.pixel_size_nm)
-    predictions = list(stream_predictions(
-        bundle, selected, threshold=threshold, preprocessing=preprocessing,
-        tile_size=o.get("tile_size"), overlap=o.get("overlap", "auto"),
-        batch_size=o.get("batch_size", 4), mixed_precision=o.get("mixed_precision", "float32"),
-        max_pixels=o.get("max_pixels"), max_memory_gb=o.get("max_memory_gb"),
-        pixel_size_nm=task.pixel_size_nm, return_probabilities=bool(o.get("probabilities")),
-        return_image=bool(o.get("particles")), tta=bool(o.get("tta"))))
+    predictions = list(stream_predictions(bundle, selected, options,
+                                          return_probabilities=bool(o.get("probabilities")),
+                                          return_image=bool(o.get("particles"))))
     table = particle_table(predictions, o.get("min_area", 10)) if o.get("particles") else None
     return store.write_chunk(task.chunk, predictions, table, seconds=time.perf_counter() - start,
                              worker=worker)

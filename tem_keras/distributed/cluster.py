@@ -128,26 +128,24 @@ def tracks_of(particles, n_frames: int, *, max_distance: float = 10.0, memory: i
     return track_particles(frames, max_distance=max_distance, memory=memory)
 
 
-def _options(threshold, preprocessing, tile_size, overlap, batch_size, mixed_precision, max_pixels,
-             max_memory_gb, tta, probabilities, particles, min_area) -> dict:
-    from ..inference.masks import check_threshold
+#: the prediction options a store's job records (with ``probabilities``, ``particles``, ``min_area``)
+JOB_OPTIONS = ("threshold", "preprocessing", "tile_size", "overlap", "batch_size", "mixed_precision",
+               "max_pixels", "max_memory_gb", "tta")
 
-    if preprocessing is not None and not isinstance(preprocessing, dict):
-        preprocessing = preprocessing.to_dict()
-    return {"threshold": check_threshold(threshold), "preprocessing": preprocessing,
-            "tile_size": tile_size, "overlap": overlap, "batch_size": batch_size,
-            "mixed_precision": mixed_precision, "max_pixels": max_pixels,
-            "max_memory_gb": max_memory_gb, "tta": bool(tta), "probabilities": bool(probabilities),
+
+def _job_options(options, probabilities, particles, min_area) -> dict:
+    """What a chunk task needs of the options, as plain values (read back by
+    :meth:`~tem_keras.inference.options.PredictOptions.from_dict`)."""
+    values = options.to_dict()
+    return {**{k: values[k] for k in JOB_OPTIONS}, "probabilities": bool(probabilities),
             "particles": bool(particles), "min_area": int(min_area)}
 
 
-def predict_to_store(model, x, out, *, client=None, chunk_frames: int | None = None,
+def predict_to_store(model, x, out, *, options=None, client=None, chunk_frames: int | None = None,
                      particles: bool = False, min_area: int = 10, track: bool = False,
                      max_distance: float = 10.0, overwrite: bool = False, retries: int = 2,
-                     progress: bool = False, threshold=None, probabilities: bool = False,
-                     preprocessing=None, tile_size=None, overlap="auto", batch_size: int = 4,
-                     mixed_precision: str = "float32", max_pixels=None, max_memory_gb=None,
-                     pixel_size_nm=None, tta: bool = False) -> StoreReport:
+                     progress: bool = False, probabilities: bool = False,
+                     **keywords) -> StoreReport:
     """Segment every frame of ``x`` into the Zarr store ``out``, chunk by chunk.
 
     Parameters
@@ -178,9 +176,11 @@ def predict_to_store(model, x, out, *, client=None, chunk_frames: int | None = N
         More runs allowed for a task that raises (a task on a worker that died is rerun anyway).
     progress : bool
         A progress bar over the frames, on a terminal.
-    threshold, probabilities, preprocessing, tile_size, overlap, batch_size, mixed_precision, \
-max_pixels, max_memory_gb, pixel_size_nm, tta
-        As :func:`tem_keras.predict` (``probabilities``: store the particle probability).
+    options : PredictOptions, optional
+        How to predict, as :func:`tem_keras.predict` (or its fields as keywords); the engine is
+        TensorFlow.
+    probabilities : bool
+        Store the particle probability too.
 
     Returns
     -------
@@ -197,33 +197,33 @@ max_pixels, max_memory_gb, pixel_size_nm, tta
         The ``cluster`` extra is missing (it names it).
     """
     from .. import __version__
+    from ..inference.options import PredictOptions
     from ..io.outputs import lock_output, refuse_inputs, unlock_output
-    from ..validation import check_int, check_predict_arguments, check_predict_input
+    from ..validation import check_bool, check_int, check_predict_input
 
+    options = PredictOptions.build(options, **keywords)
     require("zarr", *(("pyarrow",) if particles or track else ()),
             *(("distributed",) if client is not None else ()))
     if out is None:
         raise ValueError("give the Zarr store to write: out='masks.zarr'")
     check_predict_input(x)
-    check_predict_arguments(tile_size=tile_size, overlap=overlap, batch_size=batch_size,
-                            mixed_precision=mixed_precision, max_pixels=max_pixels,
-                            max_memory_gb=max_memory_gb, pixel_size_nm=pixel_size_nm,
-                            return_probabilities=probabilities, progress=progress)
+    check_bool("probabilities", probabilities)
+    check_bool("progress", progress)
     check_int("chunk_frames", chunk_frames, 1, optional=True)
     check_int("retries", retries, 0)
     check_int("min_area", min_area, 0)
     particles = bool(particles or track)
     path = model_folder(model)
     checksum = model_checksum(path)
+    pixel_size_nm = options.pixel_size_nm
     frames = job_input(x, pixel_size_nm)
     chunk_frames = chunk_frames or default_chunk_frames(frames.frame_shape)
-    options = _options(threshold, preprocessing, tile_size, overlap, batch_size, mixed_precision,
-                       max_pixels, max_memory_gb, tta, probabilities, particles, min_area)
+    job_options = _job_options(options, probabilities, particles, min_area)
     job = {"model": path, "model_sha256": checksum, "input": frames.identity,
            "n_frames": frames.n_frames, "frame_shape": list(frames.frame_shape),
-           "chunk_frames": chunk_frames, "pixel_size_nm": pixel_size_nm, **options}
+           "chunk_frames": chunk_frames, "pixel_size_nm": pixel_size_nm, **job_options}
     provenance = {"model": path, "model_sha256": checksum, "tem_keras_version": __version__,
-                  "threshold": options["threshold"], "command": "predict_to_store"}
+                  "threshold": options.threshold, "command": "predict_to_store"}
     refuse_inputs(out, [path, x, frames.files or ()], within=True)  # before anything is written
     start = time.perf_counter()
     lock_output(out, advice="one job writes a store at a time: wait for it, or choose another output")
@@ -235,7 +235,7 @@ max_pixels, max_memory_gb, pixel_size_nm, tta
         report = StoreReport(store, skipped=sorted(done))
         tasks = {c: ChunkTask(str(store.path), c, path, checksum, frames.files,
                               frames.pixel_size_nm if frames.files is None else pixel_size_nm,
-                              options) for c in pending}
+                              job_options) for c in pending}
         bar = _progress_bar(sum(len(store.chunk_range(c)) for c in pending), progress)
         try:
             run = _run_on_cluster if client is not None else _run_here

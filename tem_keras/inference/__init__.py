@@ -9,6 +9,8 @@ the i-th of n contiguous shards so that many processes or machines can share one
 
 One home per concept:
 
+- :mod:`~tem_keras.inference.options` — :class:`PredictOptions`, how to predict, checked once
+  at the door and passed along by every entry point;
 - :mod:`~tem_keras.inference.predict` — :func:`predict`, :func:`predict_stack`,
   :func:`predict_image` (how an image is predicted, step by step);
 - :mod:`~tem_keras.inference.stream` — :class:`Prediction` and the frame-by-frame generator that
@@ -44,6 +46,7 @@ from ..hardware import PerformanceHint
 from .compiled import FREEZE_MAX_WEIGHT_BYTES, traced_call
 from .evaluate import evaluate
 from .masks import foreground_probability, labels_from_probabilities
+from .options import PredictOptions
 from .output import overlay, particle_rows, plot_threshold_curve, save_prediction
 from .precision import resolve_precision, with_precision
 from .predict import Prediction, predict, predict_image, predict_stack
@@ -65,7 +68,7 @@ from .tiling import (
     tile_layout,
 )
 
-__all__ = ["Prediction", "PerformanceHint", "Predictor", "predict", "predict_stack", "predict_image",
+__all__ = ["Prediction", "PredictOptions", "PerformanceHint", "Predictor", "predict", "predict_stack", "predict_image",
            "evaluate", "load_model", "labels_from_probabilities", "foreground_probability",
            "shard_range", "tile_layout", "TileLayout", "pad_to_multiple", "save_prediction", "overlay",
            "particle_rows",

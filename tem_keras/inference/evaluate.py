@@ -16,19 +16,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import load
 from ..errors import TEMInputError
+from ..validation import check_bool, check_choice
 from .masks import foreground_probability
+from .options import PredictOptions
 from .output import plot_threshold_curve
-from .predict import predict_stack
-from ..validation import check_choice, check_predict_arguments
+from .predict import open_model, predict_stack
 
 __all__ = ["evaluate"]
 
 
-def evaluate(model_or_run, dataset_dir, *, threshold=None, split: str | None = None,
-             metric: str = "f1", tile_size: int | None = None, overlap="auto", batch_size: int = 4,
-             mixed_precision: str = "float32", plot=None, progress: bool = False, tta: bool = False):
+def evaluate(model_or_run, dataset_dir, *, options: PredictOptions | None = None,
+             split: str | None = None, metric: str = "f1", plot=None, progress: bool = False,
+             **keywords):
     """Score a model on a labelled dataset folder, per image and overall.
 
     Parameters
@@ -37,17 +37,16 @@ def evaluate(model_or_run, dataset_dir, *, threshold=None, split: str | None = N
         As :func:`~tem_keras.inference.predict`.
     dataset_dir : str or Path
         ``images/`` + ``masks/`` (or the other layouts of :func:`tem_keras.data.datasets.discover`).
-    threshold : None, float or "otsu"
-        Threshold of the particle probability for the masks scored (see :func:`predict`); None:
-        the run's tuned threshold (``thresholds.json``) if any, else 0.5.
+    options : PredictOptions, optional
+        How to predict (or its fields as keywords, as :func:`~tem_keras.inference.predict`):
+        ``threshold`` for the masks scored (None: the run's tuned threshold, ``thresholds.json``,
+        if any, else 0.5), ``tile_size``, ``batch_size``, ``tta``, ...
     split : {None, "train", "val", "test"}
         With a run: only the images of that split of the run (``split.json``); None: all.
     metric : str
         Metric maximised by the ``best_threshold`` reported (``"f1"`` by default).
     plot : str or Path, optional
         Write the threshold curve (precision, recall, F1 against threshold) there.
-    tta : bool
-        Test-time augmentation (see :func:`~tem_keras.inference.predict`).
 
     Returns
     -------
@@ -72,47 +71,25 @@ def evaluate(model_or_run, dataset_dir, *, threshold=None, split: str | None = N
     """
     import pandas as pd
 
-    from ..data.datasets import discover, read_mask
-    from ..analysis.metrics import mean_and_std, segmentation_scores, threshold_curve
+    from ..analysis.metrics import mean_and_std
+    from ..data.datasets import discover
 
-    thresholds = np.linspace(0.0, 1.0, 101)
+    options = PredictOptions.build(options, **keywords)
     column = {"f1": "f1", "dice": "f1", "iou": "iou"}.get(metric)
     if column is None:
         raise ValueError(f"metric must be 'f1', 'dice' or 'iou', got {metric!r}")
-    check_predict_arguments(tile_size=tile_size, overlap=overlap, batch_size=batch_size,
-                            mixed_precision=mixed_precision, progress=progress)
     check_choice("split", split, ("train", "val", "test"), optional=True)
-    bundle = load(model_or_run)
+    check_bool("progress", progress)
+    bundle = open_model(model_or_run)
     ds = discover(dataset_dir)
-    samples = list(ds.labelled)
-    if split is not None:
-        if bundle.run is None or split not in (bundle.run.split or {}):
-            raise TEMInputError(f"split={split!r} needs a run whose split.json lists it", dataset_dir)
-        wanted = set(bundle.run.split[split])
-        samples = [s for s in samples if s.stem in wanted]
-    if not samples:
-        raise TEMInputError("no labelled images (image + mask pairs) to evaluate", dataset_dir)
+    samples = _samples(ds, bundle, split, dataset_dir)
+    thresholds = np.linspace(0.0, 1.0, 101)
     rows, curve = [], None
-    results = predict_stack(bundle, [s.image for s in samples], threshold=threshold,
-                            tile_size=tile_size, overlap=overlap, batch_size=batch_size,
-                            return_probabilities=True, mixed_precision=mixed_precision,
-                            progress=progress, tta=tta)
+    results = predict_stack(bundle, [s.image for s in samples], options=options,
+                            return_probabilities=True, progress=progress)
     for sample, result in zip(samples, results):
-        truth = read_mask(sample.mask)
-        n_classes = max(2, int(result.probabilities.shape[-1]), ds.num_classes)
-        if truth.max(initial=0) >= n_classes:
-            raise TEMInputError(f"mask holds class {int(truth.max())} but the model and data set "
-                                f"have {n_classes} classes (0..{n_classes - 1}); list the classes "
-                                "in dataset.json", sample.mask)
-        if truth.shape != result.mask.shape:
-            raise TEMInputError(f"mask is {truth.shape[0]}×{truth.shape[1]} px but its image "
-                                f"{Path(sample.image).name} is {result.mask.shape[0]}×"
-                                f"{result.mask.shape[1]} px", sample.mask)
-        fg = foreground_probability(result.probabilities)
-        t = truth > 0
-        rows.append({"image": sample.stem, "threshold": result.threshold,
-                     **segmentation_scores(result.mask > 0, t, probabilities=fg)})
-        counts = threshold_curve(fg, t, thresholds)[["tp", "fp", "fn"]]
+        row, counts = _score(sample, result, ds.num_classes, thresholds)
+        rows.append(row)
         curve = counts if curve is None else curve + counts
     per_image = pd.DataFrame(rows)
     # pooled over all pixels: sums of the per-image counts (memory stays one image)
@@ -134,6 +111,41 @@ def evaluate(model_or_run, dataset_dir, *, threshold=None, split: str | None = N
     if plot is not None:
         plot_threshold_curve(curve, plot, best=overall["best_threshold"])
     return per_image, overall
+
+
+def _samples(ds, bundle, split, dataset_dir) -> list:
+    """The labelled samples of ``ds`` to score: those of the run's ``split`` (all for None)."""
+    samples = list(ds.labelled)
+    if split is not None:
+        if bundle.run is None or split not in (bundle.run.split or {}):
+            raise TEMInputError(f"split={split!r} needs a run whose split.json lists it", dataset_dir)
+        wanted = set(bundle.run.split[split])
+        samples = [s for s in samples if s.stem in wanted]
+    if not samples:
+        raise TEMInputError("no labelled images (image + mask pairs) to evaluate", dataset_dir)
+    return samples
+
+
+def _score(sample, result, num_classes: int, thresholds) -> tuple:
+    """One image's row of scores and its pixel counts (tp, fp, fn) at each threshold."""
+    from ..analysis.metrics import segmentation_scores, threshold_curve
+    from ..data.datasets import read_mask
+
+    truth = read_mask(sample.mask)
+    n_classes = max(2, int(result.probabilities.shape[-1]), num_classes)
+    if truth.max(initial=0) >= n_classes:
+        raise TEMInputError(f"mask holds class {int(truth.max())} but the model and data set "
+                            f"have {n_classes} classes (0..{n_classes - 1}); list the classes "
+                            "in dataset.json", sample.mask)
+    if truth.shape != result.mask.shape:
+        raise TEMInputError(f"mask is {truth.shape[0]}×{truth.shape[1]} px but its image "
+                            f"{Path(sample.image).name} is {result.mask.shape[0]}×"
+                            f"{result.mask.shape[1]} px", sample.mask)
+    fg = foreground_probability(result.probabilities)
+    t = truth > 0
+    row = {"image": sample.stem, "threshold": result.threshold,
+           **segmentation_scores(result.mask > 0, t, probabilities=fg)}
+    return row, threshold_curve(fg, t, thresholds)[["tp", "fp", "fn"]]
 
 
 def _scores_from_counts(tp, fp, fn) -> dict:

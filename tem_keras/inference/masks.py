@@ -21,6 +21,8 @@ npj Comput. Mater. 6, 108 (2020) — Otsu thresholds of the softmax map.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from ..export import predict_script as runtime
@@ -35,11 +37,19 @@ def check_threshold(threshold):
 
     Raises
     ------
+    TypeError
+        A bool or another type.
     ValueError
-        Anything else.
+        A number outside [0, 1] or other text.
     """
+    if isinstance(threshold, (bool, np.bool_)):
+        raise TypeError(f"threshold must be a number in [0, 1], 'otsu' or None, got {threshold!r} "
+                        "(a bool is not a number)")
     if threshold is None or threshold == "otsu":
         return threshold
+    if not isinstance(threshold, (str, numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"threshold must be a number in [0, 1], 'otsu' or None, got {threshold!r} "
+                        f"({type(threshold).__name__})")
     if isinstance(threshold, str):
         try:
             threshold = float(threshold)

@@ -33,24 +33,20 @@ import os
 
 import numpy as np
 
-from ..artifacts import load
+from .. import artifacts
 from ..errors import TEMInputError
-from .masks import check_threshold
+from ..validation import check_bool, check_predict_input
 from .onnx_engine import choose_engine, onnx_folder
+from .options import PredictOptions, check_frames
 from .sources import input_sources, select_frames
 from .stream import Prediction, stream_predictions
-from ..validation import check_predict_arguments, check_predict_input
 
-__all__ = ["Prediction", "predict", "predict_stack", "predict_image"]
+__all__ = ["Prediction", "PredictOptions", "predict", "predict_stack", "predict_image"]
 
 
-def predict_stack(model_or_path, x, *, frames=None, tile_size: int | None = None, overlap="auto",
-                  batch_size: int = 4, threshold=None, return_probabilities: bool = False,
-                  preprocessing=None, mixed_precision: str = "float32",
-                  max_pixels: int | None = None, max_memory_gb: float | None = None,
-                  pixel_size_nm: float | None = None, progress: bool = False,
-                  return_image: bool = False, tta: bool = False, engine: str = "auto", client=None,
-                  out=None, **store_options):
+def predict_stack(model_or_path, x, *, options: PredictOptions | None = None, frames=None,
+                  return_probabilities: bool = False, return_image: bool = False,
+                  progress: bool = False, client=None, out=None, **keywords):
     """Predict frame by frame: an iterator of :class:`Prediction`, one frame in memory at a time.
 
     Frames are read and preprocessed two frames ahead of the model in a background thread; tiles
@@ -60,62 +56,75 @@ def predict_stack(model_or_path, x, *, frames=None, tile_size: int | None = None
     With ``out="masks.zarr"`` (and optionally a Dask ``client``) the frames are written to a
     Zarr store instead, in chunks of frames computed on the cluster's workers (or in this
     process without a client), and a summary is returned: see
-    :func:`tem_keras.distributed.predict_to_store` for ``out``, ``client`` and
-    ``**store_options`` (``chunk_frames``, ``particles``, ``track``, ``overwrite``, ...). Needs the
-    ``cluster`` extra (``pip install "tem_keras[cluster]"``).
+    :func:`tem_keras.distributed.predict_to_store` for ``out``, ``client`` and its own keywords
+    (``chunk_frames``, ``particles``, ``track``, ``overwrite``, ...). Needs the ``cluster`` extra
+    (``pip install "tem_keras[cluster]"``).
     """
+    option_keywords, store_options = PredictOptions.split(keywords)
+    options = PredictOptions.build(options, **option_keywords)
+    check_frames(frames)
+    for name, value in (("return_probabilities", return_probabilities),
+                        ("return_image", return_image), ("progress", progress)):
+        check_bool(name, value)
     if client is not None or out is not None:
-        from ..distributed.cluster import predict_to_store
-
-        if frames is not None:
-            raise ValueError("frames= splits a job by hand; with out= (and client=) the whole input "
-                             "is written to the store in chunks: leave frames=None")
-        if return_image:
-            raise ValueError("return_image=True has no place in a Zarr store: leave it False")
-        if engine == "onnx":
-            raise ValueError("engine='onnx' runs in this process; a Zarr store job runs the model "
-                             "with TensorFlow on its workers: leave engine='auto'")
-        return predict_to_store(model_or_path, x, out, client=client, tile_size=tile_size,
-                                overlap=overlap, batch_size=batch_size, threshold=threshold,
-                                probabilities=return_probabilities, preprocessing=preprocessing,
-                                mixed_precision=mixed_precision, max_pixels=max_pixels,
-                                max_memory_gb=max_memory_gb, pixel_size_nm=pixel_size_nm,
-                                progress=progress, tta=tta, **store_options)
+        return _to_store(model_or_path, x, out, client, options, frames=frames,
+                         return_probabilities=return_probabilities, return_image=return_image,
+                         progress=progress, **store_options)
     if store_options:
         raise TypeError(f"predict_stack() got unexpected keyword argument(s) {sorted(store_options)} "
                         "(they are options of a Zarr store: give out='masks.zarr')")
     check_predict_input(x)
-    check_predict_arguments(tile_size=tile_size, overlap=overlap, batch_size=batch_size,
-                            mixed_precision=mixed_precision, max_pixels=max_pixels,
-                            max_memory_gb=max_memory_gb, pixel_size_nm=pixel_size_nm,
-                            return_probabilities=return_probabilities, return_image=return_image,
-                            progress=progress)
-    options = dict(tile_size=tile_size, tta=tta, mixed_precision=mixed_precision, preprocessing=preprocessing)
-    onnx_folder(model_or_path, engine, **options)  # an impossible engine choice fails before any reading
+    engine = _engine_options(options)
+    onnx_folder(model_or_path, options.engine, **engine)  # an impossible engine choice fails before any reading
     sources, _ = input_sources(x)
     selected = list(select_frames(sources, frames))
-    onnx = choose_engine(model_or_path, engine, n_frames=len(selected), **options)
-    bundle = onnx if onnx is not None else load(model_or_path)
-    threshold = check_threshold(bundle.threshold if threshold is None else threshold)
-    if preprocessing is None and onnx is None:
-        from ..data.preprocess import Preprocessing
-
-        preprocessing = bundle.preprocessing or Preprocessing()
-    return stream_predictions(bundle, selected, threshold=threshold, preprocessing=preprocessing,
-                              tile_size=tile_size, overlap=overlap, batch_size=batch_size,
-                              mixed_precision=mixed_precision, max_pixels=max_pixels,
-                              max_memory_gb=max_memory_gb, pixel_size_nm=pixel_size_nm,
+    onnx = choose_engine(model_or_path, options.engine, n_frames=len(selected), **engine)
+    bundle = onnx if onnx is not None else open_model(model_or_path)
+    return stream_predictions(bundle, selected, options.for_model(bundle, onnx=onnx is not None),
                               return_probabilities=return_probabilities, return_image=return_image,
-                              tta=tta, progress=progress, onnx=onnx)
+                              progress=progress, onnx=onnx)
 
 
-def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", batch_size: int = 4,
-            threshold=None, return_probabilities: bool = False, frames=None, preprocessing=None,
-            mixed_precision: str = "float32", max_pixels: int | None = None,
-            max_memory_gb: float | None = None, pixel_size_nm: float | None = None,
-            progress: bool = False, return_image: bool = False, tta: bool = False,
-            engine: str = "auto", as_signal: bool = False):
+def open_model(model_or_path):
+    """The :class:`~tem_keras.artifacts.ModelBundle` of ``model_or_path``: a bundle as it is,
+    anything else opened by :func:`tem_keras.artifacts.load` (once per call of a public entry
+    point: :func:`evaluate` and :func:`~tem_keras.watch` hand their bundle on)."""
+    if isinstance(model_or_path, artifacts.ModelBundle):
+        return model_or_path
+    return artifacts.load(model_or_path)
+
+
+def _engine_options(options: PredictOptions) -> dict:
+    """The options that decide between the ONNX and TensorFlow engines (:func:`onnx_folder`)."""
+    return {"tile_size": options.tile_size, "tta": options.tta,
+            "mixed_precision": options.mixed_precision, "preprocessing": options.preprocessing}
+
+
+def _to_store(model_or_path, x, out, client, options: PredictOptions, *, frames, return_probabilities,
+              return_image, progress, **store_options):
+    """:func:`predict_stack` with ``out=`` / ``client=``: the Zarr store job."""
+    from ..distributed.cluster import predict_to_store
+
+    if frames is not None:
+        raise ValueError("frames= splits a job by hand; with out= (and client=) the whole input "
+                         "is written to the store in chunks: leave frames=None")
+    if return_image:
+        raise ValueError("return_image=True has no place in a Zarr store: leave it False")
+    if options.engine == "onnx":
+        raise ValueError("engine='onnx' runs in this process; a Zarr store job runs the model "
+                         "with TensorFlow on its workers: leave engine='auto'")
+    return predict_to_store(model_or_path, x, out, client=client, options=options,
+                            probabilities=return_probabilities, progress=progress, **store_options)
+
+
+def predict(model_or_path, x, *, options: PredictOptions | None = None, frames=None,
+            return_probabilities: bool = False, return_image: bool = False, progress: bool = False,
+            as_signal: bool = False, **keywords):
     """Segment micrographs of any size with a trained model.
+
+    The choices of how to predict are one :class:`~tem_keras.inference.options.PredictOptions`
+    (``options=``), checked once; its fields may be given as keywords instead
+    (``predict(model, x, threshold=0.4)``), or as keywords that replace fields of ``options``.
 
     Parameters
     ----------
@@ -129,6 +138,9 @@ def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", b
         file (dm3/dm4/ser/emd/tif/mrc/npy/h5 stack, video), a folder, a pattern or a list: many.
         A HyperSpy ``Signal2D`` (lazy or not): one image, or one per navigation position; the
         pixel size comes from its signal axes (:mod:`tem_keras.io.hyperspy`).
+    options : PredictOptions, optional
+        Threshold, tiles, batch, precision, memory, TTA, engine, preprocessing, pixel size: the
+        fields below from ``threshold`` to ``pixel_size_nm`` (default: all their defaults).
     tile_size : int, optional
         Tile side (a multiple of the model's down-sampling factor; rounded up). Default: whole
         images when they fit ``max_memory_gb`` (and ``max_pixels``), otherwise the fewest tiles
@@ -204,7 +216,8 @@ def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", b
     >>> result.mask.shape, result.threshold                                     # doctest: +SKIP
     ((4096, 4096), 0.43)
     """
-    check_predict_input(x)  # the arguments are checked by predict_stack before the model is loaded
+    options = PredictOptions.build(options, **keywords)
+    check_predict_input(x)
     if as_signal:
         from ..io.hyperspy import is_signal
 
@@ -213,12 +226,9 @@ def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", b
                             f"signal and no frames (got {type(x).__name__}"
                             f"{', frames' if frames is not None else ''})")
     _, single = input_sources(x) if frames is None else (None, False)
-    results = list(predict_stack(model_or_path, x, frames=frames, tile_size=tile_size, overlap=overlap,
-                                 batch_size=batch_size, threshold=threshold,
-                                 return_probabilities=return_probabilities, preprocessing=preprocessing,
-                                 mixed_precision=mixed_precision, max_pixels=max_pixels,
-                                 max_memory_gb=max_memory_gb, pixel_size_nm=pixel_size_nm, progress=progress,
-                                 return_image=return_image, tta=tta, engine=engine))
+    results = list(predict_stack(model_or_path, x, options=options, frames=frames,
+                                 return_probabilities=return_probabilities,
+                                 return_image=return_image, progress=progress))
     if as_signal:
         from ..io.hyperspy import masks_to_signal
 
@@ -229,10 +239,11 @@ def predict(model_or_path, x, *, tile_size: int | None = None, overlap="auto", b
     return results[0] if single else results
 
 
-def predict_image(model, image, *, preprocessing=None, batch_size: int = 1, **kwargs) -> np.ndarray:
+def predict_image(model, image, *, options: PredictOptions | None = None, **keywords) -> np.ndarray:
     """Class probabilities ``[H, W, C]`` (float32) of one 2-D image (array, Micrograph or file).
 
-    The probability-only shortcut of :func:`predict` (same keyword arguments): with a
+    The probability-only shortcut of :func:`predict` (same options; ``batch_size`` 1 unless
+    given): with a
     :class:`~tem_keras.artifacts.Run` (or run folder), the run's preprocessing is applied, as in
     training.
 
@@ -258,5 +269,6 @@ def predict_image(model, image, *, preprocessing=None, batch_size: int = 1, **kw
                 raise TEMInputError(f"predict_image takes one 2-D image [H, W], got shape {array.shape}; "
                                     "for a stack [frames, H, W] use predict_stack or read_stack")
             image = Micrograph(array)
-    return predict(model, image, preprocessing=preprocessing, batch_size=batch_size,
-                   return_probabilities=True, **kwargs).probabilities
+    if options is None:
+        keywords.setdefault("batch_size", 1)
+    return predict(model, image, options=options, return_probabilities=True, **keywords).probabilities

@@ -21,6 +21,7 @@ import numpy as np
 
 from .augment import dihedral_frames, mean_of_dihedral
 from .masks import labels_from_probabilities
+from .options import PredictOptions
 from .predictor import Predictor
 
 __all__ = ["Prediction", "stream_predictions"]
@@ -77,11 +78,9 @@ class Prediction:
                 f"threshold={self.threshold}, probabilities={'yes' if self.probabilities is not None else 'no'})")
 
 
-def stream_predictions(bundle, selected: list, *, threshold, preprocessing, tile_size=None,
-                       overlap="auto", batch_size: int = 4, mixed_precision: str = "float32",
-                       max_pixels=None, max_memory_gb=None, pixel_size_nm=None,
+def stream_predictions(bundle, selected: list, options: PredictOptions, *,
                        return_probabilities: bool = False, return_image: bool = False,
-                       tta: bool = False, progress: bool = False, onnx=None) -> Iterator[Prediction]:
+                       progress: bool = False, onnx=None) -> Iterator[Prediction]:
     """:class:`Prediction` of each selected frame, in order, one frame in memory at a time.
 
     Parameters
@@ -90,12 +89,10 @@ def stream_predictions(bundle, selected: list, *, threshold, preprocessing, tile
         From :func:`tem_keras.artifacts.load`.
     selected : list of (int, Source, int)
         From :func:`~tem_keras.inference.sources.select_frames`.
-    threshold : None, float or "otsu"
-        Already checked (:func:`~tem_keras.inference.masks.check_threshold`).
-    preprocessing : Preprocessing
-        Applied to each whole frame, as in training.
-    tile_size, overlap, batch_size, mixed_precision, max_pixels, max_memory_gb, pixel_size_nm, \
-return_probabilities, return_image, tta
+    options : PredictOptions
+        With the model's threshold and preprocessing filled in
+        (:meth:`~tem_keras.inference.options.PredictOptions.for_model`).
+    return_probabilities, return_image
         As :func:`tem_keras.predict` (already checked).
     progress : bool
         A tqdm bar over the frames; a frame counts when the caller asks for the next one, so that
@@ -111,20 +108,10 @@ return_probabilities, return_image, tta
 
         bar = tqdm(total=len(selected), unit="frame", desc="predict")
     try:
-        prefetch = 2 if len(selected) > 1 or tta else 0
-        if onnx is not None:
-            stream = onnx.stream_probabilities(iter(selected), max_pixels=max_pixels,
-                                               max_memory_gb=max_memory_gb, prefetch=prefetch,
-                                               overlap=overlap, batch_size=batch_size)
-        else:
-            stream = Predictor.of(bundle.model).stream_probabilities(
-                dihedral_frames(selected) if tta else iter(selected), preprocessing=preprocessing,
-                tile_size=tile_size, overlap=overlap, batch_size=batch_size, max_pixels=max_pixels,
-                mixed_precision=mixed_precision, max_memory_gb=max_memory_gb, prefetch=prefetch)
-        for g, source, frame, mg, probabilities in (mean_of_dihedral(stream) if tta else stream):
-            mask, used = labels_from_probabilities(probabilities, threshold)
+        for g, source, frame, mg, probabilities in _probabilities(bundle, selected, options, onnx):
+            mask, used = labels_from_probabilities(probabilities, options.threshold)
             yield Prediction(mask, probabilities if return_probabilities else None, used,
-                             mg.pixel_size_nm if mg.pixel_size_nm is not None else pixel_size_nm,
+                             mg.pixel_size_nm if mg.pixel_size_nm is not None else options.pixel_size_nm,
                              source.name or mg.path, frame if source.multi else None, g,
                              dict(mg.metadata), mg.data if return_image else None)
             if bar is not None:  # counted once the caller is done with it (saved, measured)
@@ -132,3 +119,17 @@ return_probabilities, return_image, tta
     finally:
         if bar is not None:
             bar.close()
+
+
+def _probabilities(bundle, selected: list, options: PredictOptions, onnx):
+    """``(g, source, frame, Micrograph, probabilities)`` of each selected frame, from the ONNX
+    engine or the model's :class:`Predictor` (the mean of the 8 symmetries with TTA)."""
+    prefetch = 2 if len(selected) > 1 or options.tta else 0
+    if onnx is not None:
+        return onnx.stream_probabilities(iter(selected), max_pixels=options.max_pixels,
+                                         max_memory_gb=options.max_memory_gb, prefetch=prefetch,
+                                         overlap=options.overlap, batch_size=options.batch_size)
+    stream = Predictor.of(bundle.model).stream_probabilities(
+        dihedral_frames(selected) if options.tta else iter(selected),
+        preprocessing=options.preprocessing, prefetch=prefetch, **options.tiling())
+    return mean_of_dihedral(stream) if options.tta else stream

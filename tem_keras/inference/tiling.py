@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.preprocess import pad_to_multiple
+from ..errors import TEMInputError
 
 __all__ = ["TileLayout", "tile_layout", "pad_to_multiple", "shard_range", "round_up",
            "MAX_WHOLE_PIXELS", "DEFAULT_TILE_SIZE", "MAX_MARGIN"]
@@ -205,14 +206,24 @@ def shard_range(n_frames: int, frames) -> range:
         try:
             i, n = (int(v) for v in (frames.split("/") if isinstance(frames, str) else frames))
         except ValueError:
-            raise ValueError(f"a shard is written 'i/n' with 0 <= i < n, got {frames!r}") from None
+            raise TEMInputError(f"a shard is written 'i/n' with 0 <= i < n, got {frames!r}") from None
         if not 0 <= i < n:
-            raise ValueError(f"a shard is written 'i/n' with 0 <= i < n (0-based), got {frames!r}")
+            raise TEMInputError(f"a shard is written 'i/n' with 0 <= i < n (0-based), got {frames!r}")
         return range(i * n_frames // n, (i + 1) * n_frames // n)
-    if isinstance(frames, slice):
-        return range(n_frames)[frames]
+    if isinstance(frames, (slice, range)):
+        ends = [v for v in (frames.start, frames.stop) if v is not None]
+        if any(not -n_frames <= int(v) <= n_frames for v in ends) or frames.step == 0:
+            raise TEMInputError(f"frames {_slice_text(frames)} reaches beyond the input, which has "
+                                f"{n_frames} frame(s) (0..{n_frames - 1})")
+        return range(n_frames)[slice(frames.start, frames.stop, frames.step)]
     indices = list(frames)
     bad = [i for i in indices if not -n_frames <= int(i) < n_frames]
     if bad:
-        raise ValueError(f"frames {bad} do not exist: the input has {n_frames} frame(s)")
+        raise TEMInputError(f"frames {bad} do not exist: the input has {n_frames} frame(s)")
     return [int(i) % n_frames for i in indices]
+
+
+def _slice_text(frames) -> str:
+    """``start:stop`` (``:step``) of a slice or range, as typed."""
+    parts = ["" if v is None else str(v) for v in (frames.start, frames.stop)]
+    return ":".join(parts + ([str(frames.step)] if frames.step not in (None, 1) else []))

@@ -143,13 +143,8 @@ class _Stopper:
 
 
 def _check_options(interval, settle, give_up, stop_after, timeout, summary_every, min_area,
-                   split_touching, mask_format, predict_options):
-    from ..validation import (check_bool, check_choice, check_int, check_number,
-                              check_predict_arguments)
-
-    check_predict_arguments(**{k: v for k, v in predict_options.items()
-                               if k not in ("threshold", "tta")})
-    check_bool("tta", predict_options["tta"])
+                   split_touching, mask_format):
+    from ..validation import check_bool, check_choice, check_int, check_number
 
     check_number("interval", interval, 0, low_open=True)
     check_number("settle", settle, 0)
@@ -195,13 +190,12 @@ def _remove_outputs(files: OutputFolder, names) -> None:
             (files.path / name).unlink(missing_ok=True)
 
 
-def watch(model, folder, out, *, pattern=None, interval: float = 0.5, settle: float = 0.5,
-          give_up: float = 10.0, once: bool = False, stop_after: int | None = None,
-          timeout: float | None = None, threshold=None, tile_size: int | None = None,
-          overlap="auto", batch_size: int = 4, mixed_precision: str = "float32", tta: bool = False,
-          pixel_size_nm: float | None = None, min_area: int = 10, split_touching: bool = True,
-          mask_format: str = "png", summary_every: float = 5.0, overwrite: bool = False,
-          stop: threading.Event | None = None, verbose: bool = True) -> WatchReport:
+def watch(model, folder, out, *, options=None, pattern=None, interval: float = 0.5,
+          settle: float = 0.5, give_up: float = 10.0, once: bool = False,
+          stop_after: int | None = None, timeout: float | None = None, min_area: int = 10,
+          split_touching: bool = True, mask_format: str = "png", summary_every: float = 5.0,
+          overwrite: bool = False, stop: threading.Event | None = None, verbose: bool = True,
+          **keywords) -> WatchReport:
     """Segment each new micrograph of ``folder`` as it is written; masks, particles and a
     summary figure go to ``out`` (see the module docstring for the steps).
 
@@ -229,8 +223,9 @@ def watch(model, folder, out, *, pattern=None, interval: float = 0.5, settle: fl
         Stop after this many files segmented in this session.
     timeout : float, optional
         Stop after this many seconds without a new or changing file.
-    threshold, tile_size, overlap, batch_size, mixed_precision, tta, pixel_size_nm
-        As :func:`tem_keras.predict`.
+    options : PredictOptions, optional
+        How to predict, as :func:`tem_keras.predict` (or its fields as keywords: ``threshold``,
+        ``tile_size``, ``batch_size``, ``mixed_precision``, ``tta``, ``pixel_size_nm``, ...).
     min_area, split_touching
         Smallest particle in pixels, and whether touching particles are split
         (:func:`tem_keras.measure_particles`; splitting takes most of its time).
@@ -259,12 +254,12 @@ def watch(model, folder, out, *, pattern=None, interval: float = 0.5, settle: fl
     FileExistsError
         ``out`` is not empty and is not a watch's folder, or another process is writing to it.
     """
-    from ..artifacts import load
+    from ..inference.options import PredictOptions
+    from ..inference.predict import open_model
 
-    options = dict(threshold=threshold, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
-                   mixed_precision=mixed_precision, tta=tta, pixel_size_nm=pixel_size_nm)
+    options = PredictOptions.build(options, **keywords)
     _check_options(interval, settle, give_up, stop_after, timeout, summary_every, min_area,
-                   split_touching, mask_format, options)
+                   split_touching, mask_format)
     folder, out = Path(folder), Path(out)
     watcher = FolderWatcher(folder, [pattern] if isinstance(pattern, str) else pattern,
                             settle=settle, give_up=give_up, exclude=out)
@@ -284,11 +279,9 @@ def watch(model, folder, out, *, pattern=None, interval: float = 0.5, settle: fl
                 if name in files.listed():
                     (out / name).unlink(missing_ok=True)
         files.record(LEDGER_NAME, TABLE_NAME, SUMMARY_NAME)
-        bundle = load(model)
-        from ..inference.masks import check_threshold
-
-        check_threshold(bundle.threshold if threshold is None else threshold)
-        _warm_up(bundle, mixed_precision)
+        bundle = open_model(model)
+        options.for_model(bundle)  # the model's own threshold checked before the first file
+        _warm_up(bundle, options.mixed_precision)
         ledger = Ledger(out / LEDGER_NAME)
         sizes = table.keep_only(ledger.outputs(), size_columns=SIZE_COLUMNS)
         summary = LiveSummary(out / SUMMARY_NAME, every=summary_every)
@@ -399,7 +392,7 @@ class _Segmenter:
             frames.__getitem__, len(frames), path=event.path)
         started = time.monotonic()
         try:
-            results = list(predict_stack(self.bundle, source, return_image=True, **self.options))
+            results = list(predict_stack(self.bundle, source, options=self.options, return_image=True))
         except TEMInputError as error:
             self.skip(event, f"{error} (skipped until it changes)", report)
             return
