@@ -392,9 +392,14 @@ def load(model_or_path) -> ModelBundle:
 
     Examples
     --------
-    >>> model = load("exports/unet_seed0")                  # doctest: +SKIP
-    >>> model.threshold, model.pixel_size_nm                # doctest: +SKIP
-    (0.46, 0.21)
+    A ``.keras`` file opens as a bundle without preprocessing, threshold or pixel size of its
+    own (:func:`tem_keras.predict` then applies the defaults); a run or export folder has them:
+
+    >>> from tem_keras.models import unet
+    >>> unet(depth=1, base_filters=2).save("tiny.keras")
+    >>> bundle = load("tiny.keras")
+    >>> bundle.model.name, bundle.threshold, bundle.preprocessing, bundle.pixel_size_nm
+    ('unet_d1_f2', None, None, None)
     """
     if isinstance(model_or_path, ModelBundle):
         return model_or_path

@@ -143,7 +143,7 @@ ZOO = {
     "fcn8s": (lambda: _randomize_scores(tm.fcn8s(weights=None)), 64),
     "shallow_cnn_single": (lambda: tm.shallow_cnn(filters=1, kernel_size=9), 60),
     "shallow_cnn_wide": (lambda: tm.shallow_cnn(filters=8, kernel_size=7), 60),
-    "sm_unet_resnet18": (lambda: tm.sm_model("Unet", "resnet18", encoder_weights=None), 64),
+    "sm_unet_resnet18": (lambda: tm.sm_model("Unet", "resnet18", weights=None), 64),
 }
 
 

@@ -136,7 +136,7 @@ class TestShallowCnn(ModelContract):
 # slow: a MobileNetV2 encoder (two 3-4 s traces); the fast tier checks the small zoo and FCN-8s
 @pytest.mark.slow
 class TestSegmentationModels(ModelContract):
-    config = {"name": "sm", "arch": "Linknet", "backbone": "mobilenetv2", "encoder_weights": None}
+    config = {"name": "sm", "arch": "Linknet", "backbone": "mobilenetv2", "weights": None}
     # a deep network: summation order may differ between kernels oneDNN picks (see test_models.py)
     atol = 1e-4
 

@@ -276,15 +276,15 @@ def test_sm_imagenet_offline_error_and_unsupported_backbones():
     with pytest.raises(ValueError, match="Keras 3"):
         tm.sm_model(backbone="seresnet18")
     if _network_reachable():
-        pytest.skip("network reachable: the offline path of encoder_weights='imagenet' is not exercised")
+        pytest.skip("network reachable: the offline path of weights='imagenet' is not exercised")
     import os
     from pathlib import Path
 
     cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
     if (cache / "resnet18_imagenet_1000_no_top.h5").exists():
         pytest.skip("resnet18 ImageNet weights are cached")
-    with pytest.raises(tm.PretrainedWeightsUnavailable, match="encoder_weights=None"):
-        tm.sm_model(backbone="resnet18", encoder_weights="imagenet")
+    with pytest.raises(tm.PretrainedWeightsUnavailable, match="weights=None"):
+        tm.sm_model(backbone="resnet18", weights="imagenet")
 
 
 @pytest.mark.slow
@@ -357,3 +357,30 @@ def test_the_table_lists_the_models_fit_plans():
     assert ("| `residual_unet(n_blocks=3, base_filters=16, pool_sizes=(2, 2, 2))` (planned by fit) | "
             "516,386 | 96 | 8 |") in text
     assert "| `residual_unet_sytwu` | 8,154 | 120 | 16 | 2.08 |" in text
+
+
+def test_builders_share_one_vocabulary_and_take_the_old_names_with_a_warning():
+    import inspect
+
+    from tem_keras.models.arguments import RENAMED
+
+    for name, builder in tm.MODELS.items():
+        parameters = inspect.signature(builder).parameters
+        assert {"channels", "num_classes"} <= set(parameters), name
+        assert not set(RENAMED) & set(parameters), name  # no builder keeps an old name
+    assert {"weights", "freeze_encoder"} <= set(inspect.signature(tm.sm_model).parameters)
+    assert {"weights", "freeze_encoder"} <= set(inspect.signature(tm.fcn8s).parameters)
+
+    new = tm.unet(depth=1, base_filters=2, channels=2, num_classes=3)
+    with pytest.warns(DeprecationWarning, match=r"unet\(n_classes=...\) is deprecated.*num_classes="):
+        old = tm.unet(depth=1, base_filters=2, in_channels=2, n_classes=3)
+    assert old.inputs[0].shape[-1] == new.inputs[0].shape[-1] == 2
+    assert old.outputs[0].shape[-1] == new.outputs[0].shape[-1] == 3
+    with pytest.raises(TypeError, match="give only num_classes="):
+        tm.unet(depth=1, num_classes=2, n_classes=2)
+    # a stored config with the old names still builds (through build_model), with the warning
+    with pytest.warns(DeprecationWarning, match="encoder_freeze"):
+        fcn = tm.build_model({"name": "fcn8s", "encoder_weights": None, "encoder_freeze": True,
+                              "classes": 3})
+    assert fcn.outputs[0].shape[-1] == 3
+    assert not any(layer.trainable for layer in fcn.layers if layer.name.startswith("block1_conv"))

@@ -44,7 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
         "kernel choice, --debug the Python traceback of an error.")
     parser.add_argument("--version", action="version", version=f"tem_keras {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_data_commands(sub)
+    _add_training_commands(sub)
+    _add_prediction_commands(sub)
+    _add_mask_commands(sub)
+    _add_model_commands(sub)
+    return parser
 
+
+def _add_data_commands(sub) -> None:
+    """The sub-commands ``synth``, ``info``, ``check``: data sets and files."""
     p = sub.add_parser("synth", help="make a synthetic data set of micrographs with exact masks")
     p.add_argument("out_dir", type=Path)
     p.add_argument("--n-images", type=int, default=16)
@@ -64,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairing", choices=("stem", "sorted"), default="stem")
     p.set_defaults(func=run_check)
 
+
+def _add_training_commands(sub) -> None:
+    """The sub-commands ``fit``, ``plan``, ``sweep``."""
     p = sub.add_parser("fit", allow_abbrev=False, help="train a model on a dataset folder (extra --options go to the model)",
                        description="Train a model. Options not listed here are passed to the model "
                        "builder, e.g. --n-blocks 3 --pool-sizes 4,4,4 or --base-filters 16.")
@@ -102,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_options(p)
     p.set_defaults(func=run_sweep)
 
+
+def _add_prediction_commands(sub) -> None:
+    """The sub-commands ``predict``, ``evaluate``, ``watch``."""
     p = sub.add_parser("predict", help="segment images, stacks or videos with a trained model")
     p.add_argument("model", help="run folder, export folder or .keras file")
     p.add_argument("inputs", nargs="+", type=Path, help="image files, stacks, folders or patterns")
@@ -150,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_watch_command(sub)
 
+
+def _add_mask_commands(sub) -> None:
+    """The sub-commands ``measure``, ``label``: particles from masks, masks from images."""
     p = sub.add_parser("measure", help="measure particles in mask files (sizes in nm)")
     p.add_argument("masks", nargs="+", type=Path, help="mask files or folders")
     p.add_argument("--pixel-size-nm", type=float, default=None)
@@ -178,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run_label)
 
+
+def _add_model_commands(sub) -> None:
+    """The sub-commands ``demo``, ``export``, ``explain``, ``models``."""
     from .demo import DEMO_TIME_LIMIT_S, DEMO_TIME_TEXT
 
     p = sub.add_parser("demo", help=f"train, predict, measure and export on generated micrographs "
@@ -231,7 +252,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="table of the model zoo: parameters, receptive field, FLOPs")
     p.add_argument("--pixel-size-nm", type=float, default=None)
     p.set_defaults(func=run_models)
-    return parser
 
 
 def choose_cpu_kernels(args, verbose: bool = False) -> None:

@@ -86,9 +86,11 @@ class PredictionStore:
 
     Examples
     --------
-    >>> store = PredictionStore("video_masks.zarr")            # doctest: +SKIP
-    >>> store.masks[10]                                        # doctest: +SKIP
-    >>> store.particles().groupby("index").size()              # doctest: +SKIP
+    A store written by ``tem-keras predict video.ser -o video_masks.zarr``::
+
+        store = PredictionStore("video_masks.zarr")
+        store.masks[10]                              # the mask of frame 10
+        store.particles().groupby("index").size()   # particles per frame
     """
 
     def __init__(self, path):

@@ -206,9 +206,10 @@ def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
 
     Examples
     --------
-    >>> export("runs/unet_seed0", "exports/unet_seed0")                        # doctest: +SKIP
-    >>> import tensorflow as tf                                                 # doctest: +SKIP
-    >>> probabilities = tf.saved_model.load("exports/unet_seed0/saved_model").serve(images)  # doctest: +SKIP
+    Export a run, then serve it without tem_keras::
+
+        export("runs/unet_seed0", "exports/unet_seed0")
+        probabilities = tf.saved_model.load("exports/unet_seed0/saved_model").serve(images)
     """
     formats = _checked_formats(formats, threshold, pixel_size_nm, overwrite)
     src = _source(run_or_model, preprocessing, threshold)

@@ -65,9 +65,15 @@ def evaluate(model_or_run, dataset_dir, *, options: PredictOptions | None = None
 
     Examples
     --------
-    >>> per_image, overall = evaluate("runs/unet_seed0", "data/particles", split="test")  # doctest: +SKIP
-    >>> overall["best_threshold"], overall["at_best"]["f1"]                               # doctest: +SKIP
-    (0.46, 0.912)
+    A trained run is scored on its test images with ``evaluate("runs/unet_seed0",
+    "data/particles", split="test")``; here an untrained network on two synthetic images:
+
+    >>> from tem_keras.data.synthetic import make_dataset
+    >>> from tem_keras.models import unet
+    >>> folder = make_dataset("data", n_images=2, size=64, seed=0, progress=False)
+    >>> per_image, overall = evaluate(unet(depth=2, base_filters=4), folder, threshold=0.5)
+    >>> len(per_image), overall["n_images"], overall["threshold"], 0 <= overall["best_threshold"] <= 1
+    (2, 2, 0.5, True)
     """
     import pandas as pd
 

@@ -212,9 +212,18 @@ def predict(model_or_path, x, *, options: PredictOptions | None = None, frames=N
 
     Examples
     --------
-    >>> result = predict("runs/unet_seed0", "particles.dm4", threshold="otsu")   # doctest: +SKIP
-    >>> result.mask.shape, result.threshold                                     # doctest: +SKIP
-    ((4096, 4096), 0.43)
+    ``predict("runs/unet_seed0", "particles.dm4", threshold="otsu")`` segments a file with a
+    trained run; here an untrained network on a synthetic image:
+
+    >>> from tem_keras.data.synthetic import make_image
+    >>> from tem_keras.models import unet
+    >>> result = predict(unet(depth=2, base_filters=4), make_image(64, seed=0).image, threshold=0.4)
+    >>> result.mask.shape, result.mask.dtype, result.threshold
+    ((64, 64), dtype('uint8'), 0.4)
+    >>> stack = np.stack([make_image(64, seed=seed).image for seed in range(3)])
+    >>> options = PredictOptions(threshold=0.4, batch_size=2)
+    >>> [r.mask.shape for r in predict(unet(depth=2, base_filters=4), stack, options=options)]
+    [(64, 64), (64, 64), (64, 64)]
     """
     options = PredictOptions.build(options, **keywords)
     check_predict_input(x)

@@ -97,9 +97,12 @@ def read_image(path, *, frame: int = 0, dataset: str | None = None) -> Micrograp
 
     Examples
     --------
-    >>> m = read_image("particles.dm4")            # doctest: +SKIP
-    >>> m.pixel_size_nm, m.shape                    # doctest: +SKIP
-    (0.0127, (1024, 1024))
+    >>> import numpy as np
+    >>> from tem_keras.io import write_image
+    >>> path = write_image("particles.tif", np.ones((32, 48), np.float32), pixel_size_nm=0.5)
+    >>> m = read_image(path)
+    >>> m.pixel_size_nm, m.shape
+    (0.5, (32, 48))
     """
     from ..validation import check_int
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import keras
 
@@ -111,8 +112,6 @@ def write_model_table(path=CACHE_FILE) -> Path:
     """Build the networks of :data:`TABLE_MODELS` and cache their numbers for this version of
     tem_keras (what ``tem-keras models`` prints without building them); returns the file."""
     import json
-    from pathlib import Path
-
     from .. import __version__
 
     table = model_table()

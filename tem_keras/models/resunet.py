@@ -11,11 +11,13 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from .arguments import uniform_arguments
 from .blocks import CropOrPadTo, model_input, per_level, residual_block, softmax_head
 
 __all__ = ["residual_unet"]
 
 
+@uniform_arguments
 def residual_unet(
     n_blocks: int = 2,
     base_filters: int = 4,

@@ -12,11 +12,13 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from .arguments import uniform_arguments
 from .blocks import batch_normalization, model_input, softmax_head
 
 __all__ = ["shallow_cnn"]
 
 
+@uniform_arguments
 def shallow_cnn(
     filters: int = 1,
     kernel_size: int = 9,

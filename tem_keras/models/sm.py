@@ -6,7 +6,7 @@ output and appends the tem_keras float32 softmax head.
 
 Backbones under Keras 3 (segmentation-models 1.0.1, TF 2.21, Keras 3.15; build, train, ``.keras``
 save and safe-mode reload with identical outputs, checked with ``Unet`` at 64×64, 1 channel,
-``encoder_weights=None``; one training step is tested for Unet-resnet18 and FPN-mobilenetv2):
+``weights=None``; one training step is tested for Unet-resnet18 and FPN-mobilenetv2):
 
 * work: ``resnet18``, ``resnet34``, ``resnet50``, ``vgg16``, ``vgg19``, ``mobilenet``,
   ``mobilenetv2``, ``efficientnetb0``, ``efficientnetb3``, ``inceptionv3`` (``FPN`` and
@@ -33,6 +33,7 @@ import os
 import keras
 from keras import layers
 
+from .arguments import uniform_arguments
 from .blocks import model_input, softmax_head
 from .weights import PretrainedWeightsUnavailable, network_timeout
 
@@ -66,11 +67,12 @@ def _import_sm():
     return sm
 
 
+@uniform_arguments
 def sm_model(
     arch: str = "Unet",
     backbone: str = "resnet34",
-    encoder_weights: str | None = None,
-    encoder_freeze: bool = False,
+    weights: str | None = None,
+    freeze_encoder: bool = False,
     channels: int = 1,
     num_classes: int = 2,
     allow_untested: bool = False,
@@ -78,8 +80,8 @@ def sm_model(
 ) -> keras.Model:
     """A segmentation-models network with a 1-channel input and the tem_keras softmax head.
 
-    With ``encoder_weights=None`` the network is built directly for ``channels`` inputs. With
-    ``encoder_weights="imagenet"`` (3-channel weights) a 1×1 convolution ``channels_to_rgb`` maps
+    With ``weights=None`` the network is built directly for ``channels`` inputs. With
+    ``weights="imagenet"`` (3-channel weights) a 1×1 convolution ``channels_to_rgb`` maps
     the input to 3 channels first (the approach recommended by segmentation-models), and the
     network is a nested model. ImageNet weights are fetched by segmentation-models through
     Keras's cache; offline and not cached this fails with
@@ -92,9 +94,9 @@ def sm_model(
         Decoder architecture.
     backbone : str
         Encoder, e.g. ``"resnet34"``; see :data:`KERAS3_BACKBONES` for those that work under Keras 3.
-    encoder_weights : {None, "imagenet"}
-        Encoder initialisation.
-    encoder_freeze : bool
+    weights : {None, "imagenet"}
+        Encoder initialisation (``encoder_weights`` before; the old name is still accepted).
+    freeze_encoder : bool
         Make the encoder non-trainable.
     channels : int
         Input channels.
@@ -117,25 +119,25 @@ def sm_model(
     if backbone not in KERAS3_BACKBONES and not allow_untested:
         raise ValueError(f"segmentation-models backbone {backbone!r} is not tested under Keras 3; use one "
                          f"of {KERAS3_BACKBONES} or pass allow_untested=True")
-    if encoder_weights not in (None, "imagenet"):
-        raise ValueError(f"encoder_weights must be None or 'imagenet', got {encoder_weights!r}")
+    if weights not in (None, "imagenet"):
+        raise ValueError(f"weights must be None or 'imagenet', got {weights!r}")
     sm = _import_sm()
     builder = getattr(sm, arch)
-    in_channels = 3 if encoder_weights == "imagenet" else int(channels)
+    in_channels = 3 if weights == "imagenet" else int(channels)
     try:
         with network_timeout():
             net = builder(backbone, input_shape=(None, None, in_channels), classes=int(num_classes),
-                          activation="linear", encoder_weights=encoder_weights,
-                          encoder_freeze=encoder_freeze)
+                          activation="linear", encoder_weights=weights,
+                          encoder_freeze=freeze_encoder)
     except Exception as err:
-        if encoder_weights == "imagenet" and ("URL fetch failure" in str(err) or isinstance(err, OSError)):
+        if weights == "imagenet" and ("URL fetch failure" in str(err) or isinstance(err, OSError)):
             raise PretrainedWeightsUnavailable(
                 f"ImageNet weights for segmentation-models backbone {backbone!r} are not in the Keras "
                 f"cache (~/.keras/models) and could not be downloaded ({err}). Alternatives: "
-                "encoder_weights=None, or copy the weights file into the Keras cache."
+                "weights=None, or copy the weights file into the Keras cache."
             ) from err
         raise
-    if encoder_weights == "imagenet":
+    if weights == "imagenet":
         inputs = model_input(channels)
         x = layers.Conv2D(3, 1, name="channels_to_rgb")(inputs)
         x = net(x)

@@ -19,11 +19,13 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from .arguments import uniform_arguments
 from .blocks import CropOrPadTo, conv_block, model_input, per_level, softmax_head, upsample
 
 __all__ = ["unet", "encoder_decoder"]
 
 
+@uniform_arguments
 def unet(
     depth: int = 3,
     base_filters: int = 16,
@@ -108,6 +110,7 @@ def unet(
     return keras.Model(inputs, outputs, name=name or f"unet_d{depth}_f{base_filters}")
 
 
+@uniform_arguments
 def encoder_decoder(
     filters=(16, 32, 64),
     kernel_sizes=(20, 10, 3),

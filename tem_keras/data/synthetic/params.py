@@ -80,7 +80,9 @@ class SynthesisParams:
     >>> p = SynthesisParams(n_particles=5, dose=None)
     >>> SynthesisParams.from_dict(p.to_dict()) == p
     True
-    >>> s = make_image(64, "haadf", params=p, seed=0)   # doctest: +SKIP
+    >>> from tem_keras.data.synthetic import make_image
+    >>> make_image(64, "haadf", params=p, seed=0).image.shape
+    (64, 64)
     """
 
     pixel_size_nm: float | None = None
