@@ -20,6 +20,7 @@ TypeError: tta must be True or False, got 'yes' (str)
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import numbers
 from dataclasses import dataclass
@@ -123,12 +124,16 @@ class PredictOptions:
     def for_model(self, bundle, *, onnx: bool = False) -> "PredictOptions":
         """These options with the model's threshold and preprocessing where none is given (the
         ONNX engine applies the export's own preprocessing: left None); ``bundle`` is a
-        :class:`~tem_keras.artifacts.ModelBundle` or an ONNX engine."""
+        :class:`~tem_keras.artifacts.ModelBundle` or an ONNX engine. Only the model's threshold
+        is checked: the other fields were checked when these options were made."""
         preprocessing = self.preprocessing
         if preprocessing is None and not onnx:
             preprocessing = bundle.preprocessing or Preprocessing()
-        return self.replace(threshold=bundle.threshold if self.threshold is None else self.threshold,
-                            preprocessing=preprocessing)
+        resolved = copy.copy(self)
+        object.__setattr__(resolved, "preprocessing", preprocessing)
+        if self.threshold is None:
+            object.__setattr__(resolved, "threshold", check_threshold(bundle.threshold))
+        return resolved
 
     def replace(self, **changes) -> "PredictOptions":
         """A copy with ``changes`` (checked)."""
