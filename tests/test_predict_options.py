@@ -141,11 +141,11 @@ def test_evaluate_and_predict_check_once_and_load_once(tiny_run, tiny_dataset, m
 
 def test_store_job_takes_options_and_records_the_same_job(tiny_run, tmp_path):
     pytest.importorskip("zarr")
-    from tem_keras.distributed.cluster import _job_options
+    from tem_keras.distributed.cluster import job_options
     from tem_keras.data.synthetic import make_stack
 
     # the job a store records keeps its keys, so that stores written before resume
-    assert _job_options(PredictOptions(), False, False, 10) == {
+    assert job_options(PredictOptions(), False, False, 10) == {
         "threshold": None, "preprocessing": None, "tile_size": None, "overlap": "auto",
         "batch_size": 4, "mixed_precision": "float32", "max_pixels": None, "max_memory_gb": None,
         "tta": False, "probabilities": False, "particles": False, "min_area": 10}

@@ -49,6 +49,16 @@ def add_prediction_options(p) -> None:
                    help="test-time augmentation: mean of the 8 rotations/mirror images (8× the time)")
 
 
+def prediction_options(args):
+    """The :class:`~tem_keras.inference.PredictOptions` of a command's arguments (those of
+    :func:`add_prediction_options`, and ``--pixel-size-nm`` and ``--engine`` where it has them)."""
+    from ..inference.options import PredictOptions
+
+    names = ("threshold", "tile_size", "overlap", "batch_size", "mixed_precision", "tta",
+             "pixel_size_nm", "engine")
+    return PredictOptions(**{name: getattr(args, name) for name in names if hasattr(args, name)})
+
+
 def onnx_predicts(args) -> bool:
     """Whether ``tem-keras predict`` runs the export's ``model.onnx`` (then TensorFlow is not
     started; :func:`tem_keras.inference.onnx_engine.onnx_folder` decides, before any import)."""
@@ -115,11 +125,9 @@ def run_predict(args) -> None:
             lock = claim_output(csv_path, overwrite=args.overwrite)
             folder.record(csv_path.name)
         for result in predict_stack(
-                args.model, [str(p) for p in args.inputs], frames=args.shard, threshold=args.threshold,
-                tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
-                mixed_precision=args.mixed_precision, pixel_size_nm=args.pixel_size_nm,
-                return_probabilities=args.probabilities, return_image=args.overlay or args.particles,
-                progress=not args.quiet, tta=args.tta, engine=args.engine):
+                args.model, [str(p) for p in args.inputs], options=prediction_options(args),
+                frames=args.shard, return_probabilities=args.probabilities,
+                return_image=args.overlay or args.particles, progress=not args.quiet):
             save_prediction(result, folder, mask_format=args.mask_format or "png",
                             probabilities=args.probabilities,
                             overlay_png=args.overlay, overwrite=args.overwrite)
@@ -172,9 +180,8 @@ def run_predict_store(args) -> None:
             args.model, [str(p) for p in args.inputs], args.out, client=client,
             chunk_frames=args.chunk_frames, particles=args.particles, min_area=args.min_area,
             track=args.track, overwrite=args.overwrite, progress=not args.quiet,
-            threshold=args.threshold, probabilities=args.probabilities, tile_size=args.tile_size,
-            overlap=args.overlap, batch_size=args.batch_size, mixed_precision=args.mixed_precision,
-            pixel_size_nm=args.pixel_size_nm, tta=args.tta)
+            options=prediction_options(args).replace(engine="auto"),
+            probabilities=args.probabilities)
     except KeyboardInterrupt:
         from ..distributed.store import PredictionStore
 
@@ -270,10 +277,9 @@ def run_evaluate(args) -> None:
     folder = _evaluate_outputs(args)  # every output checked before the model runs
     if folder is not None:
         plot = folder.claim("threshold_curve.png", overwrite=args.overwrite)
-    per_image, overall = evaluate(args.model, args.dataset_dir, threshold=args.threshold, split=args.split,
-                                  metric=args.metric, tile_size=args.tile_size, overlap=args.overlap,
-                                  batch_size=args.batch_size, mixed_precision=args.mixed_precision,
-                                  plot=plot, progress=not args.quiet, tta=args.tta)
+    per_image, overall = evaluate(args.model, args.dataset_dir, options=prediction_options(args),
+                                  split=args.split, metric=args.metric, plot=plot,
+                                  progress=not args.quiet)
     columns = [c for c in ("image", "threshold", "dice", "iou", "precision", "recall", "f1")
                if c in per_image]
     dice, used = overall["per_image"]["dice"], overall["threshold"]

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .console import as_input_errors
-from .prediction_commands import add_prediction_options
+from .prediction_commands import add_prediction_options, prediction_options
 
 #: exit status after Ctrl-C (128 + SIGINT, the shell's convention); the outputs are complete
 EXIT_INTERRUPTED = 130
@@ -62,10 +62,8 @@ def run_watch(args) -> int:
     try:
         report = watch(args.model, args.folder, args.out, pattern=args.pattern,
                        interval=args.interval, settle=args.settle, give_up=args.give_up, once=args.once,
-                       stop_after=args.stop_after, timeout=args.timeout, threshold=args.threshold,
-                       tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
-                       mixed_precision=args.mixed_precision, tta=args.tta,
-                       pixel_size_nm=args.pixel_size_nm, min_area=args.min_area,
+                       stop_after=args.stop_after, timeout=args.timeout,
+                       options=prediction_options(args), min_area=args.min_area,
                        split_touching=not args.no_split, mask_format=args.mask_format,
                        summary_every=args.summary_every, overwrite=args.overwrite,
                        verbose=not args.quiet)

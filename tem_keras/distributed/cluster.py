@@ -33,7 +33,7 @@ from .extra import require
 from .inputs import job_input, model_checksum, model_folder
 from .store import PredictionStore
 
-__all__ = ["StoreReport", "connect", "predict_to_store", "default_chunk_frames", "tracks_of"]
+__all__ = ["StoreReport", "connect", "predict_to_store", "default_chunk_frames", "job_options", "tracks_of"]
 
 #: pixels of one chunk of frames by default (32 frames of 1024², 2 of 4096²)
 CHUNK_PIXELS = 32 * 1024 * 1024
@@ -133,7 +133,7 @@ JOB_OPTIONS = ("threshold", "preprocessing", "tile_size", "overlap", "batch_size
                "max_pixels", "max_memory_gb", "tta")
 
 
-def _job_options(options, probabilities, particles, min_area) -> dict:
+def job_options(options, probabilities, particles, min_area) -> dict:
     """What a chunk task needs of the options, as plain values (read back by
     :meth:`~tem_keras.inference.options.PredictOptions.from_dict`)."""
     values = options.to_dict()
@@ -218,10 +218,10 @@ def predict_to_store(model, x, out, *, options=None, client=None, chunk_frames: 
     pixel_size_nm = options.pixel_size_nm
     frames = job_input(x, pixel_size_nm)
     chunk_frames = chunk_frames or default_chunk_frames(frames.frame_shape)
-    job_options = _job_options(options, probabilities, particles, min_area)
+    recorded = job_options(options, probabilities, particles, min_area)
     job = {"model": path, "model_sha256": checksum, "input": frames.identity,
            "n_frames": frames.n_frames, "frame_shape": list(frames.frame_shape),
-           "chunk_frames": chunk_frames, "pixel_size_nm": pixel_size_nm, **job_options}
+           "chunk_frames": chunk_frames, "pixel_size_nm": pixel_size_nm, **recorded}
     provenance = {"model": path, "model_sha256": checksum, "tem_keras_version": __version__,
                   "threshold": options.threshold, "command": "predict_to_store"}
     refuse_inputs(out, [path, x, frames.files or ()], within=True)  # before anything is written
@@ -235,7 +235,7 @@ def predict_to_store(model, x, out, *, options=None, client=None, chunk_frames: 
         report = StoreReport(store, skipped=sorted(done))
         tasks = {c: ChunkTask(str(store.path), c, path, checksum, frames.files,
                               frames.pixel_size_nm if frames.files is None else pixel_size_nm,
-                              job_options) for c in pending}
+                              recorded) for c in pending}
         bar = _progress_bar(sum(len(store.chunk_range(c)) for c in pending), progress)
         try:
             run = _run_on_cluster if client is not None else _run_here
