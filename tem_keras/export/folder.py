@@ -213,14 +213,7 @@ def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
     """
     formats = _checked_formats(formats, threshold, pixel_size_nm, overwrite)
     src = _source(run_or_model, preprocessing, threshold)
-    model = src.model
-    if isinstance(model, SavedModelNetwork):
-        raise TEMInputError("holds only a SavedModel; exporting again needs model.keras",
-                            getattr(run_or_model, "path", run_or_model))
-    model = src.model = float32_model(model)  # exports compute in float32 on every machine
-    if len(model.inputs) != 1 or model.inputs[0].shape[-1] not in (1, None):
-        raise ValueError(f"export needs a model with one 1-channel input, got inputs "
-                         f"{[tuple(i.shape) for i in model.inputs]}")
+    model = src.model = _float32_model(src.model, run_or_model)
     out_dir = Path(out_dir)
     _out_folder(out_dir, overwrite, inputs=[run_or_model, src.run_path]).prepare(
         overwrite=overwrite, legacy=_LEGACY_EXPORT, entries=EXPORT_ENTRIES)
@@ -231,10 +224,7 @@ def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
     pixel = pixel_size_nm if pixel_size_nm is not None else src.config.get("pixel_size_nm")
     info = describe(model, pixel)
     d = max(1, int(info["downsampling"]))
-    num_classes = int(model.outputs[0].shape[-1])
-    classes = src.config.get("classes") or ({"0": "background", "1": "particle"} if num_classes <= 2
-                                            else {str(k): f"class_{k}" for k in range(num_classes)})
-    if src.threshold is None and num_classes <= 2:
+    if src.threshold is None and int(model.outputs[0].shape[-1]) <= 2:
         src.threshold = 0.5
     training = training_summary(src.config, src.split)
     name = name or default_name(src.config.get("model", {}).get("name") or model.name, training)
@@ -259,28 +249,81 @@ def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
     if "onnx" in formats:
         if module is None:
             module = serving_module(model, src.preprocessing, downsampling=d, threshold=src.threshold)
-        problem = onnx_file.onnx_unavailable()
-        if problem:
-            skipped["onnx"] = problem
-            say(f"skipped ONNX: {problem}")
-        else:
-            try:
-                checks["onnx_max_abs_difference"] = onnx_file.write_onnx(module, out_dir / "model.onnx",
-                                                                      image, reference)
-            except Exception as error:  # noqa: BLE001  (an op tf2onnx cannot convert: keep the rest)
-                (out_dir / "model.onnx").unlink(missing_ok=True)
-                skipped["onnx"] = (f"conversion failed ({type(error).__name__}: "
-                                   f"{str(error).splitlines()[0][:300] if str(error) else ''})")
-                say(f"skipped ONNX: {skipped['onnx']}")
-            else:
-                written["onnx"] = "model.onnx"
-                say(f"wrote {out_dir / 'model.onnx'} (max |difference| to the Keras model "
-                    f"{checks['onnx_max_abs_difference']:.2g}, onnxruntime)")
-                shutil.copyfile(predict_script.__file__, out_dir / "predict.py")  # the light runtime, verbatim
-                written["runtime"] = "predict.py"
-                say(f"wrote {out_dir / 'predict.py'} (runs model.onnx with onnxruntime and NumPy only)")
+        _write_onnx(module, out_dir, image, reference, written, checks, skipped, say)
 
-    meta = {
+    meta = _metadata(src, model, info, name=name, written=written, skipped=skipped, pixel=pixel,
+                     d=d, training=training, checks=checks, image_source=image_source)
+    if "bioimageio" in formats:
+        _write_bioimageio(out_dir, meta, image, reference, authors, model, src.preprocessing, say)
+
+    (out_dir / "README.md").write_text(model_card(meta), encoding="utf-8")
+    if "bioimageio" in written:
+        shutil.copy(out_dir / "README.md", out_dir / "bioimageio" / "README.md")
+    (out_dir / "tem_keras.json").write_text(json.dumps(meta, indent=2, default=_json_default))
+    say(f"wrote {out_dir / 'tem_keras.json'} and {out_dir / 'README.md'}")
+    return out_dir
+
+
+def _write_onnx(module, out_dir: Path, image, reference, written: dict, checks: dict, skipped: dict,
+                say) -> None:
+    """``model.onnx`` (checked against ``reference``) and ``predict.py`` beside it, or the reason
+    it was skipped; ``written``, ``checks`` and ``skipped`` are filled in."""
+    problem = onnx_file.onnx_unavailable()
+    if problem:
+        skipped["onnx"] = problem
+        say(f"skipped ONNX: {problem}")
+    else:
+        try:
+            checks["onnx_max_abs_difference"] = onnx_file.write_onnx(module, out_dir / "model.onnx",
+                                                                  image, reference)
+        except Exception as error:  # noqa: BLE001  (an op tf2onnx cannot convert: keep the rest)
+            (out_dir / "model.onnx").unlink(missing_ok=True)
+            skipped["onnx"] = (f"conversion failed ({type(error).__name__}: "
+                               f"{str(error).splitlines()[0][:300] if str(error) else ''})")
+            say(f"skipped ONNX: {skipped['onnx']}")
+        else:
+            written["onnx"] = "model.onnx"
+            say(f"wrote {out_dir / 'model.onnx'} (max |difference| to the Keras model "
+                f"{checks['onnx_max_abs_difference']:.2g}, onnxruntime)")
+            shutil.copyfile(predict_script.__file__, out_dir / "predict.py")  # the light runtime, verbatim
+            written["runtime"] = "predict.py"
+            say(f"wrote {out_dir / 'predict.py'} (runs model.onnx with onnxruntime and NumPy only)")
+
+
+def _float32_model(model, run_or_model):
+    """The model to export, computing in float32 on every machine; one 1-channel input."""
+    if isinstance(model, SavedModelNetwork):
+        raise TEMInputError("holds only a SavedModel; exporting again needs model.keras",
+                            getattr(run_or_model, "path", run_or_model))
+    model = float32_model(model)
+    if len(model.inputs) != 1 or model.inputs[0].shape[-1] not in (1, None):
+        raise ValueError(f"export needs a model with one 1-channel input, got inputs "
+                         f"{[tuple(i.shape) for i in model.inputs]}")
+    return model
+
+
+def _write_bioimageio(out_dir: Path, meta: dict, image, reference, authors, model, preprocessing,
+                      say) -> None:
+    """The bioimage.io package, its validation recorded in ``meta`` (or why it was not written:
+    the rest of the export stays usable)."""
+    try:
+        validation = write_bioimageio(out_dir, meta, image, reference, authors, model, preprocessing)
+    except Exception as error:  # noqa: BLE001
+        validation = f"not written: {type(error).__name__}: {error}"
+        meta["skipped"]["bioimageio"] = validation
+    else:
+        meta["files"]["bioimageio"] = "bioimageio"
+    meta["checks"]["bioimageio_validation"] = validation
+    say(f"bioimage.io package: {validation}")
+
+
+def _metadata(src, model, info: dict, *, name, written, skipped, pixel, d, training, checks,
+              image_source) -> dict:
+    """The contents of ``tem_keras.json``."""
+    num_classes = int(model.outputs[0].shape[-1])
+    classes = src.config.get("classes") or ({"0": "background", "1": "particle"} if num_classes <= 2
+                                            else {str(k): f"class_{k}" for k in range(num_classes)})
+    return {
         "export_format": EXPORT_FORMAT,
         "name": name,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -311,25 +354,6 @@ def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
         "versions": _versions(),
         "run_config": src.config,
     }
-
-    if "bioimageio" in formats:
-        try:
-            validation = write_bioimageio(out_dir, meta, image, reference, authors, model,
-                                           src.preprocessing)
-        except Exception as error:  # noqa: BLE001  (the rest of the export stays usable)
-            validation = f"not written: {type(error).__name__}: {error}"
-            skipped["bioimageio"] = validation
-        else:
-            written["bioimageio"] = "bioimageio"
-        meta["checks"]["bioimageio_validation"] = validation
-        say(f"bioimage.io package: {validation}")
-
-    (out_dir / "README.md").write_text(model_card(meta), encoding="utf-8")
-    if "bioimageio" in written:
-        shutil.copy(out_dir / "README.md", out_dir / "bioimageio" / "README.md")
-    (out_dir / "tem_keras.json").write_text(json.dumps(meta, indent=2, default=_json_default))
-    say(f"wrote {out_dir / 'tem_keras.json'} and {out_dir / 'README.md'}")
-    return out_dir
 
 
 def _json_default(value):

@@ -122,9 +122,8 @@ def predict(model_or_path, x, *, options: PredictOptions | None = None, frames=N
             as_signal: bool = False, **keywords):
     """Segment micrographs of any size with a trained model.
 
-    The choices of how to predict are one :class:`~tem_keras.inference.options.PredictOptions`
-    (``options=``), checked once; its fields may be given as keywords instead
-    (``predict(model, x, threshold=0.4)``), or as keywords that replace fields of ``options``.
+    How to predict is one :class:`~tem_keras.inference.options.PredictOptions` (``options=``),
+    checked once; its fields may be given as keywords instead, or beside it to replace them.
 
     Parameters
     ----------
@@ -228,24 +227,34 @@ def predict(model_or_path, x, *, options: PredictOptions | None = None, frames=N
     options = PredictOptions.build(options, **keywords)
     check_predict_input(x)
     if as_signal:
-        from ..io.hyperspy import is_signal
-
-        if not is_signal(x) or frames is not None:
-            raise TypeError("as_signal=True returns the masks of a whole HyperSpy signal: give a "
-                            f"signal and no frames (got {type(x).__name__}"
-                            f"{', frames' if frames is not None else ''})")
+        _check_signal(x, frames)
     _, single = input_sources(x) if frames is None else (None, False)
     results = list(predict_stack(model_or_path, x, options=options, frames=frames,
                                  return_probabilities=return_probabilities,
                                  return_image=return_image, progress=progress))
     if as_signal:
-        from ..io.hyperspy import masks_to_signal
-
-        model = getattr(model_or_path, "path", model_or_path)
-        return masks_to_signal(np.stack([r.mask for r in results]), x, metadata={
-            "threshold": results[0].threshold if results else None,
-            "model": str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__})
+        return _as_signal(results, x, model_or_path)
     return results[0] if single else results
+
+
+def _check_signal(x, frames) -> None:
+    """``as_signal=True`` needs a whole HyperSpy signal."""
+    from ..io.hyperspy import is_signal
+
+    if not is_signal(x) or frames is not None:
+        raise TypeError("as_signal=True returns the masks of a whole HyperSpy signal: give a "
+                        f"signal and no frames (got {type(x).__name__}"
+                        f"{', frames' if frames is not None else ''})")
+
+
+def _as_signal(results, x, model_or_path):
+    """The masks of ``results`` as one HyperSpy signal with the axes of the signal ``x``."""
+    from ..io.hyperspy import masks_to_signal
+
+    model = getattr(model_or_path, "path", model_or_path)
+    return masks_to_signal(np.stack([r.mask for r in results]), x, metadata={
+        "threshold": results[0].threshold if results else None,
+        "model": str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__})
 
 
 def predict_image(model, image, *, options: PredictOptions | None = None, **keywords) -> np.ndarray:

@@ -145,28 +145,14 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
     -------
     Run
     """
-    from ..data.augment import Augmentation
-
     started = time.monotonic()
     spec, built = _model_spec(model, model_kwargs)
-    augmentation = augment if isinstance(augment, Augmentation) else Augmentation() if augment else None
-    config_keywords = TrainingConfig(
+    config, augmentation = _training_config(config, augment, dict(
         model=spec, recipe=recipe, time_limit=time_limit, epochs=epochs, steps_per_epoch=steps_per_epoch,
         batch_size=batch_size, patch_size=patch_size, learning_rate=learning_rate,
         weight_decay=weight_decay, optimizer=optimizer, schedule=schedule, loss=loss,
         foreground_fraction=foreground_fraction, patience=patience, folds=folds, split=split,
-        augment=augmentation is not None, seed=seed, mixed_precision=mixed_precision,
-        pretrained=pretrained)
-    if config is not None:
-        if not isinstance(config, TrainingConfig):
-            raise TypeError(f"config must be a TrainingConfig, got {type(config).__name__}")
-        given = [name for name, value in config_keywords.to_dict().items() if value != TrainingConfig().to_dict()[name]]
-        if given:
-            raise ValueError(f"give the training options either in config=TrainingConfig(...) or as keywords, "
-                             f"not both (keywords given: {', '.join(given)})")
-        if not isinstance(augment, Augmentation):
-            augmentation = Augmentation() if config.augment else None
-    config = config or config_keywords
+        seed=seed, mixed_precision=mixed_precision, pretrained=pretrained))
     given_plan = plan_split = None
     if plan is not None:
         from .planning import read_plan_file
@@ -195,3 +181,23 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
 
             return fit_folds(Path(dataset_dir), config, **common)
         return train(Path(dataset_dir), config, split=plan_split, plan=given_plan, **common)
+
+
+def _training_config(config, augment, keywords: dict):
+    """The :class:`TrainingConfig` of ``fit`` (``config``, or one made from its keywords; both
+    is an error) and the :class:`~tem_keras.data.augment.Augmentation` (None: none)."""
+    from ..data.augment import Augmentation
+
+    augmentation = augment if isinstance(augment, Augmentation) else Augmentation() if augment else None
+    config_keywords = TrainingConfig(augment=augmentation is not None, **keywords)
+    if config is None:
+        return config_keywords, augmentation
+    if not isinstance(config, TrainingConfig):
+        raise TypeError(f"config must be a TrainingConfig, got {type(config).__name__}")
+    given = [name for name, value in config_keywords.to_dict().items() if value != TrainingConfig().to_dict()[name]]
+    if given:
+        raise ValueError(f"give the training options either in config=TrainingConfig(...) or as keywords, "
+                         f"not both (keywords given: {', '.join(given)})")
+    if not isinstance(augment, Augmentation):
+        augmentation = Augmentation() if config.augment else None
+    return config, augmentation
