@@ -162,3 +162,19 @@ def test_store_job_takes_options_and_records_the_same_job(tiny_run, tmp_path):
     with pytest.raises(ValueError, match="engine='onnx' runs in this process"):
         predict_stack(tiny_run.path, frames, options=options.replace(engine="onnx"),
                       out=tmp_path / "w.zarr")
+
+
+def test_watch_checks_once_and_loads_once(tiny_run, tiny_dataset, tmp_path, monkeypatch):
+    import shutil
+
+    folder, out = tmp_path / "microscope", tmp_path / "live"
+    folder.mkdir()
+    for image in sorted((tiny_dataset / "images").iterdir())[:2]:
+        shutil.copy(image, folder / image.name)
+    loads, checks = _count_loads(monkeypatch), _count_checks(monkeypatch)
+    report = tem_keras.watch(tiny_run.path, folder, out, options=PredictOptions(threshold=0.5),
+                             once=True, interval=0.05, settle=0.05, summary_every=0, verbose=False)
+    assert (report.files, report.stopped) == (2, "once")
+    assert len(loads) == 1 and len(checks) == 1   # two files, one model, one check
+    with pytest.raises(TypeError, match="tta must be True or False"):
+        tem_keras.watch(tiny_run.path, folder, tmp_path / "other", tta="yes")
