@@ -83,9 +83,9 @@ def test_keywords_and_options_give_the_same_masks(tmp_path):
     keras.utils.set_random_seed(0)
     model = unet(depth=2, base_filters=4)
     frames, _, _ = make_stack(3, 64, seed=2)
-    options = PredictOptions(threshold=0.45, tile_size=32, overlap=16, batch_size=3)
+    options = PredictOptions(threshold=0.45, tile_size=48, overlap=24, batch_size=3)
     by_options = predict(model, frames, options=options)
-    by_keywords = predict(model, frames, threshold=0.45, tile_size=32, overlap=16, batch_size=3)
+    by_keywords = predict(model, frames, threshold=0.45, tile_size=48, overlap=24, batch_size=3)
     for a, b in zip(by_options, by_keywords):
         np.testing.assert_array_equal(a.mask, b.mask)
         assert a.threshold == b.threshold == 0.45
