@@ -2,6 +2,10 @@
 
 Which axes are frames is decided from the pages themselves, never from the array shape alone:
 
+* every series of the file is read, in file order: a TIFF written page by page
+  (``tifffile.imwrite(path, frame, append=True)``) holds one series per page; series of
+  different image sizes are refused (a stack has one size);
+
 * every axis other than ``Y`` and ``X`` is a frame axis (``Q``, ``I``, ``T``, ``Z``, ``C`` of
   ImageJ hyperstacks and OME files, ...), flattened in file order;
 * samples stored *contiguously* after ``X`` (``YXS``) with an RGB photometric tag are colour: the
@@ -27,11 +31,10 @@ from .rosetta import acquisition_fields, read_signals
 _COLOUR = {"RGB", "YCBCR", "CIELAB", "ICCLAB", "ITULAB", "SEPARATED"}
 
 
-class _TiffLayout:
-    """How frame ``i`` of series 0 maps to a page and a plane inside it."""
+class _SeriesLayout:
+    """How frame ``i`` of one TIFF series maps to a page and a plane inside it."""
 
-    def __init__(self, tif):
-        series = tif.series[0]
+    def __init__(self, series, index: int):
         page = series.keyframe
         axes, shape = page.axes, tuple(int(s) for s in page.shape)
         if "Y" not in axes or "X" not in axes:
@@ -42,6 +45,7 @@ class _TiffLayout:
         # grey + alpha (or other extra samples) stored contiguously: the grey sample
         self.grey_extra = contiguous and not self.colour and len(page.extrasamples or ()) > 0
         image_axes = "YXS" if self.colour or self.grey_extra else "YX"
+        self.index = index
         self.page_axes, self.page_shape = axes, shape
         self.order = [i for i, a in enumerate(axes) if a not in image_axes] + \
                      [axes.index(a) for a in image_axes]
@@ -63,9 +67,58 @@ class _TiffLayout:
             page_array = page_array[..., 0]
         return page_array.reshape(-1, *page_array.shape[-(3 if self.colour else 2):])
 
+    def read(self, tif, i: int) -> np.ndarray:
+        """Frame ``i`` of this series (grey ``[H, W]``)."""
+        page, plane = divmod(int(i), self.per_page)
+        series = tif.series[self.index]
+        if self.paged:
+            frame = self.frames_of(series.asarray(key=page))[plane]
+        else:
+            whole = series.asarray().reshape(-1, *self.page_shape)
+            frame = self.frames_of(whole[page])[plane]
+        return luminance(frame[..., :3]) if self.colour else frame
+
+
+def _describe(layouts) -> str:
+    sizes = [f"series {s.index}: {s.n_frames} frame(s) of {s.frame_shape[0]}×{s.frame_shape[1]} px"
+             for s in layouts[:4]]
+    return "; ".join(sizes) + ("; ..." if len(layouts) > 4 else "")
+
+
+class _TiffLayout:
+    """The frames of every series of a TIFF, in file order: a file written page by page
+    (``tifffile.imwrite(path, frame, append=True)``) holds one series per page, and each is a
+    frame. Reduced-resolution pages (pyramid levels, thumbnails marked as such) are not frames.
+
+    Raises
+    ------
+    TEMInputError
+        Series of different image sizes: the file is not one stack.
+    """
+
+    def __init__(self, tif, path):
+        self.series = [_SeriesLayout(s, k) for k, s in enumerate(tif.series)]
+        first = self.series[0]
+        if any(s.frame_shape != first.frame_shape for s in self.series):
+            raise TEMInputError("holds pages of different sizes (" + _describe(self.series) + "); "
+                                "a stack needs one size: save each size in its own file", path)
+        self.offsets = np.cumsum([0] + [s.n_frames for s in self.series])
+        self.n_frames = int(self.offsets[-1])
+        self.frame_shape = first.frame_shape
+        self.colour = first.colour
+        self.dtype = first.dtype
+        self.photometric = first.photometric
+        self.series_axes = first.series_axes if len(self.series) == 1 else \
+            f"{len(self.series)} series of {first.series_axes}"
+
+    def read(self, tif, i: int) -> np.ndarray:
+        """Frame ``i`` counted over all series."""
+        k = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        return self.series[k].read(tif, i - int(self.offsets[k]))
+
 
 class _TiffFrames:
-    """Frames of the first TIFF series, read page by page (the file is opened for each read)."""
+    """Frames of every TIFF series, read page by page (the file is opened for each read)."""
 
     def __init__(self, path: Path, layout: _TiffLayout):
         self.path, self.layout = path, layout
@@ -76,17 +129,8 @@ class _TiffFrames:
         import tifffile
 
         (i,) = index if isinstance(index, tuple) else (index,)
-        layout = self.layout
-        page, plane = divmod(int(i), layout.per_page)
         with tifffile.TiffFile(self.path) as tif:
-            series = tif.series[0]
-            if layout.paged:
-                frames = layout.frames_of(series.asarray(key=page))
-                frame = frames[plane]
-            else:
-                whole = series.asarray().reshape(-1, *layout.page_shape)
-                frame = layout.frames_of(whole[page])[plane]
-        return luminance(frame[..., :3]) if layout.colour else frame
+            return self.layout.read(tif, i)
 
 
 def open_tiff(path: Path, fmt: str) -> FrameSource:
@@ -101,8 +145,10 @@ def open_tiff(path: Path, fmt: str) -> FrameSource:
 
     try:
         with tifffile.TiffFile(path) as tif:
-            layout = _TiffLayout(tif)
+            layout = _TiffLayout(tif, path)
             unit = (tif.imagej_metadata or {}).get("unit")
+    except TEMInputError:
+        raise
     except Exception as error:
         raise unreadable_error(path, fmt, error) from error
     with warnings.catch_warnings():
