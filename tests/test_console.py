@@ -19,7 +19,7 @@ from tem_keras.io import write_image, write_mask
 
 
 def _dataset_with_antialiased_mask(root):
-    """One image whose 0/255 mask has a grey ring: reading it warns (tem_keras.data.datasets)."""
+    """One image whose 0/255 mask has a grey ring (tem_keras.data.datasets refuses it)."""
     yy, xx = np.mgrid[:48, :48]
     disk = (yy - 24) ** 2 + (xx - 24) ** 2
     mask = np.where(disk < 100, 255, 0).astype(np.uint8)
@@ -29,20 +29,29 @@ def _dataset_with_antialiased_mask(root):
     return root
 
 
-def test_a_warning_is_one_plain_note_line_said_once_per_process(tmp_path, capsys):
+def test_a_warning_is_one_plain_note_line_said_once_per_process(capsys):
+    from tem_keras.cli.console import warnings_as_notes
+
+    message = "a.png: something to note\n  on two lines"
+    for _ in range(2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings_as_notes()
+            warnings.warn(message, UserWarning)
+    assert capsys.readouterr().err.splitlines() == ["tem-keras: note: a.png: something to note on two lines"]
+    # outside, Python shows warnings as before
+    with pytest.warns(UserWarning, match="something to note"):
+        warnings.warn(message, UserWarning)
+
+
+def test_check_reports_a_mask_with_grey_edges_as_not_ready(tmp_path, capsys):
     data = _dataset_with_antialiased_mask(tmp_path / "data")
-    assert main(["check", str(data)]) == 0
-    err = capsys.readouterr().err.splitlines()
-    assert all(line.startswith("tem-keras: note: ") for line in err), err  # and the pixel size note
-    said = [line for line in err if "grey levels" in line]
-    assert len(said) == 1, err  # the mask is read twice (discover, load_pair): said once
-    assert re.fullmatch(r"tem-keras: note: \S*a\.png: binary mask with 3 grey levels \(anti-aliased "
-                        r"or lossy\); read as particle where ≥ 128", said[0]), said[0]
-    assert main(["check", str(data)]) == 0
-    assert "grey levels" not in capsys.readouterr().err  # not said again in this process
-    # outside the command, Python shows warnings as before
-    with pytest.warns(UserWarning, match="grey levels"):
-        warnings.warn(f"{data}/masks/a.png: binary mask with 3 grey levels", UserWarning)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", str(data)])
+    assert exit_info.value.code == 2
+    out = capsys.readouterr().out
+    assert re.search(r"problem: \S*a\.png: mask holds the values 0, 100, 255: grey levels", out), out
+    assert "0 of 1 pairs are ready" in out
 
 
 @pytest.mark.parametrize("verbose", [False, True])

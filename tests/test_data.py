@@ -155,7 +155,10 @@ def test_read_mask_conventions(tmp_path):
     np.testing.assert_array_equal(read_mask(tmp_path / "m255.png"), binary)
     classes = binary + (np.arange(20)[None, :] > 15).astype(np.uint8) * 2
     np.save(tmp_path / "m.npy", classes.astype(np.int64))
-    np.testing.assert_array_equal(read_mask(tmp_path / "m.npy"), classes)
+    np.testing.assert_array_equal(read_mask(tmp_path / "m.npy", classes=range(3)), classes)
+    with pytest.raises(TEMInputError, match="m.npy: mask holds class 2 but the data set declares "
+                       "the classes 0, 1"):
+        read_mask(tmp_path / "m.npy")  # binary unless classes are declared
     np.save(tmp_path / "frac.npy", binary * 0.5)
     with pytest.raises(TEMInputError, match="frac.npy.*non-integer"):
         read_mask(tmp_path / "frac.npy")
@@ -177,11 +180,11 @@ def test_read_mask_conventions(tmp_path):
     edge = (disks((64, 64), [(30, 30)], 13) - big).astype(bool)
     grey[edge] = 100  # anti-aliased ring outside the particle: below 128
     write_mask(tmp_path / "aa.png", grey)
-    with pytest.warns(UserWarning, match="aa.png: binary mask with 3 grey levels"):
-        np.testing.assert_array_equal(read_mask(tmp_path / "aa.png"), big)
+    with pytest.raises(TEMInputError, match=r"aa.png: mask holds the values 0, 100, 255: grey levels"):
+        read_mask(tmp_path / "aa.png")
     Image.fromarray((big * 255).astype(np.uint8)).save(tmp_path / "lossy.jpg", quality=75)
-    with pytest.warns(UserWarning, match="lossy.jpg: binary mask"):
-        assert (read_mask(tmp_path / "lossy.jpg") != big).mean() < 0.01
+    with pytest.raises(TEMInputError, match="lossy.jpg: mask holds the values .*JPEG"):
+        read_mask(tmp_path / "lossy.jpg")
     (tmp_path / "junk.png").write_bytes(b"not a png")
     with pytest.raises(TEMInputError, match="junk.png.*could not be read"):
         read_mask(tmp_path / "junk.png")

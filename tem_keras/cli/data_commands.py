@@ -63,6 +63,10 @@ def run_check(args) -> None:
         raise SystemExit(2)
 
 
+#: ``measure`` reads label masks of any number of classes (0..254; 255 with 0/1 is refused)
+_MEASURED_CLASSES = 255
+
+
 def _mask_files(paths) -> list[Path]:
     from ..io import image_files
 
@@ -95,7 +99,7 @@ def run_measure(args) -> None:
     for path in _mask_files(args.masks):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MissingPixelSizeWarning)
-            table = measure_particles(read_mask(path), args.pixel_size_nm, min_area=args.min_area,
+            table = measure_particles(read_mask(path, range(_MEASURED_CLASSES)), args.pixel_size_nm, min_area=args.min_area,
                                       split_touching=not args.no_split,
                                       exclude_border=not args.keep_border)
         table.insert(0, "mask", path.name)

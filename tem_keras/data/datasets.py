@@ -15,13 +15,15 @@ An optional ``DIR/dataset.json`` gives ``pixel_size_nm``, class names (``classes
 split (``split: {"train": [stems], "val": [...], "test": [...]}``).
 
 Mask convention: 0 = background, 1..K = classes; a binary mask stored as 0/255 is read as 0/1.
+Nothing is guessed: two masks (or two images) for one stem are an error naming both files, and a
+mask holding other values than 0/1, 0/255 or the classes ``dataset.json`` declares (0, 1 and 255
+at once; the grey edges of an anti-aliased or JPEG mask) is refused (:func:`read_mask`).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -119,15 +121,29 @@ def _image_stem(path: Path) -> str:
     return re.sub(r"_0000$", "", stem)  # nnU-Net channel suffix
 
 
+def _one_per_stem(files: list[Path], stem_of, what: str) -> dict[str, Path]:
+    """``{stem: file}``; two files with one stem are an error naming both (never a guess)."""
+    by_stem: dict[str, Path] = {}
+    for f in files:
+        stem = stem_of(f)
+        if stem in by_stem:
+            raise TEMInputError(f"two {what}s for one image stem {stem!r}: {by_stem[stem]} and {f}; "
+                                "keep one of them (remove or rename the other)", f.parent)
+        by_stem[stem] = f
+    return by_stem
+
+
+def _mask_stem(path: Path) -> str:
+    stem = path.stem
+    for tag in _MASK_TAGS:
+        if stem.endswith(tag):
+            return stem[: -len(tag)]
+    return stem
+
+
 def _pair_by_stem(images: list[Path], masks: list[Path]):
-    by_stem = {}
-    for m in masks:
-        stem = m.stem
-        for tag in _MASK_TAGS:
-            if stem.endswith(tag):
-                stem = stem[: -len(tag)]
-                break
-        by_stem.setdefault(stem, m)
+    by_stem = _one_per_stem(masks, _mask_stem, "mask")
+    _one_per_stem(images, _image_stem, "image")
     samples, unpaired = [], []
     for img in images:
         mask = by_stem.pop(_image_stem(img), None)
@@ -317,33 +333,79 @@ def discover(dataset_dir, *, images=None, masks=None, pairing: str = "stem",
                    class_names=_class_names(info), split=split, layout=layout)
 
 
-def read_mask(path) -> np.ndarray:
-    """Read a label mask as ``uint8`` classes 0..K.
+#: the classes of a mask when the data set declares none
+BINARY_CLASSES = (0, 1)
 
-    Binary masks are recognised in their usual forms: 0/255, 0/255 with grey edges (anti-aliased
-    or JPEG; read at 128, with a warning) and one colour on black.
+
+def _value_list(values: np.ndarray) -> str:
+    shown = ", ".join(str(v) for v in values[:8].tolist())
+    return shown + (f", ... ({values.size} values)" if values.size > 8 else "")
+
+
+def _refuse_values(values: np.ndarray, classes: set, path: Path) -> TEMInputError:
+    """The error for mask ``values`` that are neither binary nor declared classes."""
+    found = set(values.tolist())
+    declared = ", ".join(map(str, sorted(classes)))
+    if max(found) <= 254:
+        extra = values[~np.isin(values, list(classes))]
+        return TEMInputError(f"mask holds class {_value_list(extra)} but the data set declares the "
+                             f"classes {declared} (values found: {_value_list(values)}); list the "
+                             "classes in dataset.json", path)
+    if found == {0, 1, 255}:
+        why = ("0, 1 and 255 at once: is 1 a particle (a 0/1 mask) or background (a 0/255 "
+               "mask)? Save it with one convention")
+    elif 255 in found:
+        why = ("grey levels between 0 and 255: a binary mask with anti-aliased or lossy (JPEG) "
+               "edges? Save it as PNG with 0 and 255 only")
+    else:
+        why = "these are not class indices"
+    return TEMInputError(f"mask holds the values {_value_list(values)}: {why}; a mask holds 0/1 or "
+                         f"0/255 (binary), or the classes the data set declares ({declared})", path)
+
+
+def _read_mask_array(path: Path) -> np.ndarray:
+    if path.suffix.lower() == ".npy":
+        return np.load(path, allow_pickle=False)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            if len(tif.series) > 1:
+                raise ValueError(f"{len(tif.series)} images (series) in one file; a mask is one "
+                                 "image")
+            return tif.series[0].asarray()
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+def read_mask(path, classes=None) -> np.ndarray:
+    """Read a label mask as ``uint8`` classes.
+
+    A mask holds 0/1 or 0/255 (binary: read as 0/1), or class indices among ``classes``; one
+    colour on black is binary too. Nothing else is guessed at.
+
+    Parameters
+    ----------
+    path : str or Path
+    classes : iterable of int, optional
+        The class indices the data set declares (``dataset.json`` ``classes``); default 0 and 1.
 
     Raises
     ------
     TEMInputError
-        Unreadable file, colour mask of more than one colour on black, or values that are not
-        class indices (fractions, negatives).
+        Unreadable file, colour mask of more than one colour on black, values that are not class
+        indices (fractions, negatives), or values outside 0/1, 0/255 and ``classes`` (0, 1 and
+        255 at once; grey edges of an anti-aliased or JPEG mask). The message names the file
+        and the values.
     """
     path = Path(path)
+    classes = set(BINARY_CLASSES if classes is None else (int(c) for c in classes))
     if not path.is_file():
         raise TEMInputError("no such mask file", path)
     try:
-        if path.suffix.lower() == ".npy":
-            arr = np.load(path, allow_pickle=False)
-        elif path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            arr = tifffile.imread(path)
-        else:
-            from PIL import Image
-
-            with Image.open(path) as im:
-                arr = np.asarray(im)
+        arr = _read_mask_array(path)
     except Exception as err:  # noqa: BLE001 - any reader failure is reported with the file
         raise TEMInputError(f"could not be read as a mask ({type(err).__name__}: {err})", path) from None
     arr = np.squeeze(arr)
@@ -359,6 +421,8 @@ def read_mask(path) -> np.ndarray:
         raise TEMInputError(f"a mask must be 2-D, got shape {arr.shape}", path)
     if arr.dtype.kind == "b":
         return arr.astype(np.uint8)
+    if arr.dtype.kind not in "iuf":
+        raise TEMInputError(f"a mask holds class indices, got {arr.dtype} values", path)
     if arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
             raise TEMInputError("mask holds non-integer or NaN values; masks must hold class "
@@ -366,35 +430,27 @@ def read_mask(path) -> np.ndarray:
     values = np.unique(arr)
     if values.min() < 0:
         raise TEMInputError(f"mask holds negative values {values[values < 0][:5].tolist()}", path)
-    if set(values.tolist()) <= {0, 255}:
+    found = set(values.tolist())
+    if found <= {0, 1} or found <= classes - {IGNORE_LABEL}:
+        return arr.astype(np.uint8)
+    if found <= {0, 255}:
         return (arr == 255).astype(np.uint8)
-    if arr.dtype == np.uint8 and values.max() >= 224 and ((arr < 32) | (arr >= 224)).mean() >= 0.95:
-        # a binary 0/255 mask saved with anti-aliased edges or lossy (JPEG) compression
-        warnings.warn(f"{path}: binary mask with {values.size} grey levels (anti-aliased or lossy); "
-                      "read as particle where ≥ 128", UserWarning, stacklevel=2)
-        return (arr >= 128).astype(np.uint8)
-    if values.max() > 254:
-        raise TEMInputError(f"mask values {values[-5:].tolist()} are not class indices; masks must "
-                            "hold 0 = background, 1..K = classes (or 0/255 for binary)", path)
-    return arr.astype(np.uint8)
+    raise _refuse_values(values, classes, path)
 
 
 def load_pair(sample: Sample, num_classes: int | None = None):
-    """Read one sample: ``(Micrograph, mask or None)``, checking that sizes and classes agree."""
+    """Read one sample: ``(Micrograph, mask or None)``, checking that sizes and classes agree
+    (mask values are classes ``0..num_classes - 1``; binary without ``num_classes``)."""
     from ..io import read_image
 
     micrograph = read_image(sample.image)
     if sample.mask is None:
         return micrograph, None
-    mask = read_mask(sample.mask)
+    mask = read_mask(sample.mask, None if num_classes is None else range(num_classes))
     if mask.shape != micrograph.data.shape:
         raise TEMInputError(f"mask is {mask.shape[0]}×{mask.shape[1]} px but its image "
                             f"{sample.image.name} is {micrograph.data.shape[0]}×"
                             f"{micrograph.data.shape[1]} px", sample.mask)
-    if num_classes is not None and mask.max(initial=0) >= num_classes:
-        raise TEMInputError(f"mask holds class {int(mask.max())} but the data set has "
-                            f"{num_classes} classes (0..{num_classes - 1}); list the classes in "
-                            "dataset.json", sample.mask)
     return micrograph, mask
 
 

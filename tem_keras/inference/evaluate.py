@@ -137,8 +137,8 @@ def _score(sample, result, num_classes: int, thresholds) -> tuple:
     from ..analysis.metrics import segmentation_scores, threshold_curve
     from ..data.datasets import read_mask
 
-    truth = read_mask(sample.mask)
     n_classes = max(2, int(result.probabilities.shape[-1]), num_classes)
+    truth = read_mask(sample.mask, range(n_classes))
     if truth.max(initial=0) >= n_classes:
         raise TEMInputError(f"mask holds class {int(truth.max())} but the model and data set "
                             f"have {n_classes} classes (0..{n_classes - 1}); list the classes "
