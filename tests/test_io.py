@@ -460,8 +460,18 @@ def test_spectra_are_refused(shared_data, tmp_path):
     _raises("this is a spectrum, not an image", read_image, tmp_path / "spectrum.npy")
     np.save(tmp_path / "si.npy", np.zeros((32, 32, 1024)))
     _raises(r"looks like \[H, W, channels\]", read_image, tmp_path / "si.npy")
-    np.save(tmp_path / "rgb.npy", np.zeros((32, 40, 3)))
-    _raises(r"looks like \[H, W, channels\]", read_image, tmp_path / "rgb.npy")
+    np.save(tmp_path / "two.npy", np.zeros((32, 40, 2)))  # two channels: not a colour image
+    _raises(r"looks like \[H, W, channels\]", read_image, tmp_path / "two.npy")
+
+
+def test_an_rgb_npy_is_one_grey_image(tmp_path):
+    rgba = np.random.default_rng(1).integers(0, 256, (32, 40, 4)).astype(np.uint8)
+    np.save(tmp_path / "rgba.npy", rgba)
+    stack = read_stack(tmp_path / "rgba.npy")
+    assert len(stack) == 1 and stack.shape == (1, 32, 40)
+    expected = rgba[..., :3].astype(np.float64) @ [0.2125, 0.7154, 0.0721]  # BT.709, alpha dropped
+    np.testing.assert_allclose(stack[0].data, expected, rtol=1e-6)
+    assert stack[0].metadata["channels"] == "RGBA"
 
 
 def test_nan_and_infinite_pixels_are_counted(tmp_path, image):

@@ -150,13 +150,12 @@ def run_label(args) -> None:
     out = Path(args.out)
     refuse_inputs(out, args.images, within=True)  # a data set holding its own sources would mix them
     folder = OutputFolder(out, "dataset", inputs=args.images)
-    sources = []
-    for item in args.images:
-        sources.extend(input_sources(str(item))[0])
+    sources = input_sources([str(item) for item in args.images])[0]  # names unique among all
     frames = list(select_frames(sources, None))
 
     def stem_of(source, frame, mg=None) -> str:
-        return Path(source.name or mg.path).stem + (f"_f{frame:05d}" if source.multi else "")
+        stem = source.stem or Path(source.name or mg.path).stem
+        return stem + (f"_f{frame:05d}" if source.multi else "")
 
     for _, source, frame in frames:  # every known name checked before anything is written
         if source.name:

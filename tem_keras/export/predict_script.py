@@ -26,7 +26,15 @@ threshold unless one is given; the argmax for more than two classes without a th
 :func:`tem_keras.inference.labels_from_probabilities`, which uses :func:`labels_from_probabilities`
 here. Outputs are named as ``tem-keras predict`` names them: ``<stem>_mask.png`` (or ``.tif``),
 ``<stem>_f<frame>_mask.png`` for the frames of a stack, ``<stem>_probabilities.tif`` (float32, the
-particle probability for two classes, one page per class otherwise).
+particle probability for two classes, one page per class otherwise), with the one rule of
+:func:`output_stems` (also tem_keras's) for inputs whose names would collide: ``a.tif`` and
+``a.png`` give ``a_tif_mask.png`` and ``a_png_mask.png``, ``d1/x.npy`` and ``d2/x.npy`` give
+``d1_x_npy_...`` and ``d2_x_npy_...``, so "wrote 2 masks" is two files.
+
+Images are read as tem_keras reads them: colour to grey with the BT.709 weights, alpha dropped,
+palette images by their colours, grey + alpha as the grey; every series of a TIFF (a file written
+page by page) as frames, pages of different sizes refused; an RGB(A) ``.npy`` ``[H, W, 3|4]`` as
+one image.
 
 Not here (use tem_keras): tiles for images beyond the memory budget, ``otsu`` thresholds,
 test-time augmentation, DigitalMicrograph/TIA/EMD/MRC files, particle tables, pixel sizes.
@@ -40,6 +48,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -54,6 +64,8 @@ __all__ = [
     "input_files",
     "labels_from_probabilities",
     "main",
+    "output_stems",
+    "path_stem",
     "parse_threshold",
     "read_frames",
     "read_metadata",
@@ -230,10 +242,72 @@ class OnnxModel:
 # Files
 # ---------------------------------------------------------------------------------------------
 
-def _grey(array: np.ndarray) -> np.ndarray:
-    if array.ndim == 3 and array.shape[-1] in (3, 4):
-        return (np.asarray(array[..., :3], np.float64) @ _LUMINANCE).astype(np.float32)
-    return array
+def _luminance(rgb) -> np.ndarray:
+    """``[..., 3]`` RGB to grey with the BT.709 weights (as ``tem_keras.io.core.luminance``)."""
+    return (np.asarray(rgb, np.float64) @ _LUMINANCE).astype(np.float32)
+
+
+def _read_bitmap(path: Path) -> np.ndarray:
+    """A PNG/JPEG/BMP as tem_keras reads it (imageio's Pillow plugin): palettes by colour, 16-bit
+    PNG as uint16; grey + alpha -> the grey; colour -> luminance, alpha dropped."""
+    from PIL import Image
+
+    with Image.open(path) as picture:
+        if picture.mode == "P":
+            picture = picture.convert(picture.palette.mode)
+        elif picture.format == "PNG" and picture.mode == "I":
+            picture = picture.convert("I;16" if sys.byteorder == "little" else "I;16B")
+        data = np.asarray(picture)
+    if data.ndim == 3:
+        data = data[..., 0] if data.shape[-1] == 2 else _luminance(data[..., :3])
+    return data
+
+
+#: photometric tags of colour samples (others are grey, or frames)
+_COLOUR = {"RGB", "YCBCR", "CIELAB", "ICCLAB", "ITULAB", "SEPARATED"}
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    """Every series of a TIFF as frames ``[N, H, W]``, as tem_keras reads them: contiguous RGB
+    samples are colour (luminance), grey + extra samples keep the grey, any other axis is a
+    frame axis; series (a file written page by page has one per page) of different sizes are
+    refused."""
+    import tifffile
+
+    stacks = []
+    with tifffile.TiffFile(path) as tif:
+        for series in tif.series:
+            page, axes, data = series.keyframe, series.axes, series.asarray()
+            if page.axes.endswith("S") and page.axes.index("S") > page.axes.index("X"):
+                photometric = getattr(page.photometric, "name", str(page.photometric))
+                if photometric in _COLOUR and page.shape[-1] >= 3:
+                    data, axes = _luminance(data[..., :3]), axes[:-1]
+                elif page.extrasamples:
+                    data, axes = data[..., 0], axes[:-1]
+            order = [i for i, a in enumerate(axes) if a not in "YX"] + [axes.index("Y"), axes.index("X")]
+            stacks.append(np.transpose(data, order).reshape(-1, data.shape[axes.index("Y")],
+                                                            data.shape[axes.index("X")]))
+    sizes = {s.shape[1:] for s in stacks}
+    if len(sizes) > 1:
+        shown = "; ".join(f"series {k}: {len(s)} frame(s) of {s.shape[1]}×{s.shape[2]} px"
+                          for k, s in enumerate(stacks[:4]))
+        raise ExportInputError(f"holds pages of different sizes ({shown}); a stack needs one size: "
+                               "save each size in its own file", path)
+    return stacks[0] if len(stacks) == 1 else np.concatenate(stacks)
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """A ``.npy`` as tem_keras reads it: ``[H, W]``, frames ``[..., H, W]``, or one RGB(A) image
+    ``[H, W, 3|4]``; other channels-last data (a spectrum per pixel) is refused."""
+    data = np.load(path, mmap_mode="r", allow_pickle=False)
+    shape = data.shape
+    if len(shape) == 3 and shape[-1] in (3, 4) and shape[0] > 4:
+        return _luminance(data[..., :3])
+    if len(shape) == 3 and (shape[-1] <= 4 < shape[0] or shape[0] == shape[1] != shape[2]):
+        raise ExportInputError(f"3-D data of shape {tuple(shape)} looks like [H, W, channels] (a "
+                               "spectrum per pixel), not a stack of frames [N, H, W]; save one "
+                               "image per frame", path)
+    return data
 
 
 def input_files(paths) -> list[Path]:
@@ -255,49 +329,55 @@ def input_files(paths) -> list[Path]:
     return files
 
 
-def read_frames(path):
+def read_frames(path, stem=None):
     """``(name, image [H, W] float32)`` of every frame of one file, or of every image of a folder.
 
-    ``name`` is the file's stem, or ``<stem>_f<frame:05d>`` for the frames of a stack (a
-    multi-page TIFF or a 3-D ``.npy``). Colour bitmaps are converted to grey (BT.709).
+    ``name`` is ``stem`` (default: the file's stem; :func:`output_stems` makes names unique
+    among several files), or ``<stem>_f<frame:05d>`` for the frames of a stack (a TIFF of
+    several pages or series, a 3-D ``.npy``). Images are read as tem_keras reads them (see the
+    module docstring).
     """
     path = Path(path)
     if path.is_dir():
-        for p in input_files([path]):
-            yield from read_frames(p)
+        files = input_files([path])
+        for p, name in zip(files, output_stems(files)):
+            yield from read_frames(p, name)
         return
     if not path.is_file():
         raise ExportInputError("no such file or folder", path)
+    stem = path.stem if stem is None else stem
     suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise ExportInputError(f"cannot read {suffix!r} files here; use {', '.join(IMAGE_SUFFIXES)} "
+                               "(tem_keras reads .dm3/.dm4/.ser/.emd/.mrc)", path)
+    reader = {".npy": _read_npy, ".tif": _read_tiff, ".tiff": _read_tiff}.get(suffix, _read_bitmap)
     try:
-        if suffix == ".npy":
-            data = np.load(path, mmap_mode="r", allow_pickle=False)
-        elif suffix in (".tif", ".tiff"):
-            import tifffile
-
-            data = _grey(tifffile.imread(path))
-        elif suffix in IMAGE_SUFFIXES:
-            from PIL import Image
-
-            with Image.open(path) as picture:
-                data = _grey(np.asarray(picture))
-        else:
-            raise ExportInputError(f"cannot read {suffix!r} files here; use {', '.join(IMAGE_SUFFIXES)} "
-                                   "(tem_keras reads .dm3/.dm4/.ser/.emd/.mrc)", path)
+        data = reader(path)
     except ExportInputError:
         raise
     except Exception as error:  # noqa: BLE001  (each library has its own errors)
-        raise ExportInputError(f"could not be read ({type(error).__name__}: {error})", path) from None
+        reason = " ".join(str(error).split())[:200]
+        raise ExportInputError(f"could not be read ({type(error).__name__}: {reason})", path) from None
     if data.dtype.kind not in "biuf":
         raise ExportInputError(f"holds {data.dtype} values, not pixel intensities", path)
-    if data.ndim == 2:
-        yield path.stem, np.asarray(data, np.float32)
-    elif data.ndim == 3:
-        for i in range(len(data)):
-            yield f"{path.stem}_f{i:05d}", np.asarray(data[i], np.float32)
-    else:
+    if data.ndim < 2 or 0 in data.shape:
         raise ExportInputError(f"expected an image [H, W] or a stack [frames, H, W], got shape "
                                f"{data.shape}", path)
+    frames = data.reshape(-1, *data.shape[-2:])
+    if len(frames) == 1:
+        yield stem, np.asarray(frames[0], np.float32)
+        return
+    for i in range(len(frames)):
+        yield f"{stem}_f{i:05d}", np.asarray(frames[i], np.float32)
+
+
+def _output_problem(error: OSError) -> str:
+    """``PATH: problem`` of an ``OSError`` on output (a read-only folder, a file where a folder
+    belongs, a full disk), on one line."""
+    problem = " ".join((error.strerror or str(error) or type(error).__name__).split())
+    if error.filename is None:  # ours: the message names the path
+        return problem
+    return f"{os.fsdecode(error.filename)}: {problem.rstrip('.').lower()}; choose another output"
 
 
 def _target(path: Path, overwrite: bool) -> Path:
@@ -331,6 +411,63 @@ def write_probabilities(path, probabilities: np.ndarray, *, overwrite: bool = Fa
     p = probabilities[..., 1] if probabilities.shape[-1] == 2 else np.moveaxis(probabilities, -1, 0)
     tifffile.imwrite(path, np.ascontiguousarray(p, np.float32), imagej=True)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Output names
+# ---------------------------------------------------------------------------------------------
+
+_FRAME_NAME = re.compile(r"(.+)_f\d{5,}")
+
+
+def _clashing(names) -> set:
+    """Positions of ``names`` whose outputs could collide: equal ignoring case (as on macOS and
+    Windows), or one a frame name (``<stem>_f00001``) of another."""
+    groups: dict = {}
+    for i, name in enumerate(names):
+        if name is not None:
+            groups.setdefault(name.casefold(), []).append(i)
+    clash = {i for group in groups.values() if len(group) > 1 for i in group}
+    for i, name in enumerate(names):
+        frame = name is not None and _FRAME_NAME.fullmatch(name)
+        if frame and frame.group(1).casefold() in groups:
+            clash.update([i, *groups[frame.group(1).casefold()]])
+    return clash
+
+
+def path_stem(relative) -> str:
+    """An output name from a relative path: ``/``, ``\\``, ``.`` and ``:`` become ``_``
+    (``d1/x.npy`` -> ``d1_x_npy``)."""
+    return re.sub(r"[/\\.:]+", "_", str(relative)).strip("_")
+
+
+def output_stems(paths) -> list:
+    """The name each input's outputs start with, unique among ``paths`` (None stays None).
+
+    The rule: the file's stem (``a.tif`` -> ``a``; frames of a stack add ``_f<frame:05d>``).
+    Inputs whose stems are equal ignoring case, or where one stem is another's followed by
+    ``_f`` and five or more digits (a frame name), are named instead by their path relative to
+    the folder they share, with ``/`` and ``.`` replaced by ``_``: ``a.tif`` + ``a.png`` ->
+    ``a_tif``, ``a_png``; ``d1/x.npy`` + ``d2/x.npy`` -> ``d1_x_npy``, ``d2_x_npy``. Names that
+    still collide (a file given twice) get their 1-based position appended: ``_2``.
+    """
+    paths = [None if p is None else os.path.abspath(p) for p in paths]
+    names = [None if p is None else Path(p).stem for p in paths]
+    clash = _clashing(names)
+    if clash:
+        try:
+            root = os.path.commonpath([os.path.dirname(paths[i]) for i in clash])
+        except ValueError:  # different drives
+            root = None
+        for i in clash:
+            names[i] = path_stem(paths[i] if root is None else os.path.relpath(paths[i], root))
+    for _ in range(len(names)):
+        clash = _clashing(names)
+        if not clash:
+            break
+        for i in clash:
+            names[i] = f"{names[i]}_{i + 1}"
+    return names
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,8 +515,9 @@ def main(argv=None) -> int:
         model = OnnxModel(args.model, threads=args.threads)
         threshold = model.threshold if args.threshold is None else args.threshold
         n = 0
-        for source in input_files(args.images):  # each file once
-            for name, image in read_frames(source):
+        files = input_files(args.images)  # each file once
+        for source, stem in zip(files, output_stems(files)):
+            for name, image in read_frames(source, stem):
                 start = time.perf_counter()
                 gb = model.activation_gb(image.shape)
                 if gb is not None and gb > 4 and not args.quiet:
@@ -396,8 +534,11 @@ def main(argv=None) -> int:
                     print(f"{name}: {image.shape[0]}×{image.shape[1]}, particle fraction "
                           f"{np.count_nonzero(mask) / mask.size:.3f} (threshold {used}), "
                           f"{time.perf_counter() - start:.2f} s")
-    except (ExportInputError, FileExistsError) as error:
+    except ExportInputError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # an unwritable output: one line naming the path
+        print(f"{parser.prog}: error: {_output_problem(error)}", file=sys.stderr)
         return 2
     print(f"wrote {n} mask(s) to {args.out}")
     return 0

@@ -37,7 +37,7 @@ def _transformed(source: Source, k: int, flip: bool) -> Source:
         mg = source.get(i)
         return dataclasses.replace(mg, data=np.ascontiguousarray(dihedral(mg.data, k, flip)))
 
-    return Source(source.name, source.n, get, source.multi)
+    return dataclasses.replace(source, get=get)
 
 
 def dihedral_frames(selected):

@@ -31,12 +31,16 @@ class Source:
         ``get(i)`` -> :class:`~tem_keras.io.Micrograph` of frame ``i``.
     multi : bool
         Whether frames are numbered in outputs (a stack rather than one image).
+    stem : str or None
+        What its output names start with: the file's stem, unique among the inputs of one call
+        (:func:`tem_keras.export.predict_script.output_stems`); None for arrays.
     """
 
     name: str | None
     n: int
     get: object
     multi: bool
+    stem: str | None = None
 
 
 def _array_source(array: np.ndarray, name=None) -> Source:
@@ -57,6 +61,9 @@ def _array_source(array: np.ndarray, name=None) -> Source:
 def input_sources(x) -> tuple[list[Source], bool]:
     """The sources of ``x`` and whether ``x`` is one single image.
 
+    Each source's :attr:`~Source.stem` names its outputs, unique among the inputs (``a.tif`` and
+    ``a.png`` give ``a_tif`` and ``a_png``: :func:`~tem_keras.export.predict_script.output_stems`).
+
     Parameters
     ----------
     x : ndarray, Micrograph, MicrographStack, HyperSpy signal, path, folder, glob pattern or list of them
@@ -69,6 +76,15 @@ def input_sources(x) -> tuple[list[Source], bool]:
         True for one 2-D image (an array, a Micrograph, a single-frame file or a ``Signal2D``
         without navigation axes).
     """
+    from ..export.predict_script import output_stems
+
+    sources, single = _sources(x)
+    for source, stem in zip(sources, output_stems([s.name for s in sources])):
+        source.stem = stem
+    return sources, single
+
+
+def _sources(x) -> tuple[list[Source], bool]:
     from ..io import Micrograph, MicrographStack, read_stack
     from ..io.hyperspy import is_signal, signal_stack
 
@@ -97,7 +113,7 @@ def input_sources(x) -> tuple[list[Source], bool]:
             raise TEMInputError("no images given (empty list)")
         out = []
         for item in x:
-            sources, _ = input_sources(item)
+            sources, _ = _sources(item)
             out.extend(sources)
         return out, False
     raise TypeError(f"cannot predict on {type(x).__name__}: give an array, a path, a list of paths, "

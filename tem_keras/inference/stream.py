@@ -51,6 +51,9 @@ class Prediction:
         The micrograph's metadata.
     image : ndarray ``[H, W]`` float32 or None
         The micrograph as read (before preprocessing); only with ``return_image=True``.
+    stem : str or None
+        What output names start with (:attr:`~tem_keras.inference.sources.Source.stem`, unique
+        among the inputs of one call); None: the stem of ``source``.
     """
 
     mask: np.ndarray
@@ -62,13 +65,14 @@ class Prediction:
     index: int = 0
     metadata: dict = field(default_factory=dict)
     image: np.ndarray | None = None
+    stem: str | None = None
 
     @property
     def name(self) -> str:
         """A file-name stem for outputs: ``<stem>`` or ``<stem>_f<frame>``."""
-        if not self.source:
+        if not self.source and not self.stem:
             return f"image{self.index:05d}" if self.frame is None else f"frame{self.frame:05d}"
-        stem = Path(self.source).stem
+        stem = self.stem or Path(self.source).stem
         return stem if self.frame is None else f"{stem}_f{self.frame:05d}"
 
     def __repr__(self) -> str:
@@ -113,7 +117,7 @@ def stream_predictions(bundle, selected: list, options: PredictOptions, *,
             yield Prediction(mask, probabilities if return_probabilities else None, used,
                              mg.pixel_size_nm if mg.pixel_size_nm is not None else options.pixel_size_nm,
                              source.name or mg.path, frame if source.multi else None, g,
-                             dict(mg.metadata), mg.data if return_image else None)
+                             dict(mg.metadata), mg.data if return_image else None, source.stem)
             if bar is not None:  # counted once the caller is done with it (saved, measured)
                 bar.update(1)
     finally:

@@ -59,14 +59,28 @@ def open_mrc(path: Path, fmt: str) -> FrameSource:
     return array_source(path, fmt, frames, pixel_size_nm, metadata)
 
 
+def _is_colour(shape) -> bool:
+    """``[H, W, 3|4]``: one RGB(A) image (as imageio returns colour pictures)."""
+    return len(shape) == 3 and shape[-1] in (3, 4) and shape[0] > 4
+
+
 def open_npy(path: Path, fmt: str) -> FrameSource:
-    """NumPy ``.npy`` ``[H, W]`` or ``[N, H, W]``, memory-mapped."""
+    """NumPy ``.npy`` ``[H, W]`` or ``[N, H, W]``, memory-mapped; ``[H, W, 3|4]`` is one RGB(A)
+    image (luminance, alpha dropped)."""
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as error:
         raise unreadable_error(path, fmt, error) from error
-    _refuse_channels_last(path, array.shape)
     metadata = {"format": fmt, "signal_type": "image", "units": None}
+    if _is_colour(array.shape) and array.dtype.kind in "biuf":
+        metadata.update(channels={3: "RGB", 4: "RGBA"}[array.shape[-1]],
+                        original_dtype=str(array.dtype))
+        try:
+            array = luminance(array[..., :3])
+        except Exception as error:  # truncated data only shows when the pixels are read
+            raise unreadable_error(path, fmt, error) from error
+        return array_source(path, fmt, array, None, metadata, lazy=False)
+    _refuse_channels_last(path, array.shape)
     return array_source(path, fmt, array, None, metadata)
 
 

@@ -398,7 +398,15 @@ class _Segmenter:
             return
         predicted = time.monotonic()
         names = [r.name for r in results]
-        clash = sorted({self.owners[n] for n in names if self.owners.get(n, event.key) != event.key})
+        clash = self._clash(names, event.key)
+        if clash:  # the stem is another file's: named by its path, as predict names such inputs
+            from ..export.predict_script import path_stem
+
+            stem = path_stem(event.key)  # key: the path relative to the watched folder
+            for r in results:
+                r.stem = stem
+            names = [r.name for r in results]
+            clash = self._clash(names, event.key)
         if clash:
             self.skip(event, f"{event.path}: its outputs would replace those of {', '.join(clash)} "
                       "(same file name stem); rename one of them", report)
@@ -450,6 +458,12 @@ class _Segmenter:
             size = f", mean diameter {np.mean(means):.3g} {self.summary.units}" if means else ""
             print(f"{datetime.now():%H:%M:%S} {event.key}: {len(results)} frame(s), {count} "
                   f"particles{size}; latency {latency:.2f} s", flush=True)
+
+    def _clash(self, names, key: str) -> list[str]:
+        """The other files whose outputs have one of ``names`` (case ignored)."""
+        owners = {n.casefold(): f for n, f in self.owners.items()}
+        return sorted({owners[n.casefold()] for n in names
+                       if owners.get(n.casefold(), key) != key})
 
     def _drop_earlier_outputs(self, key: str, keep) -> None:
         """A file done before and modified since: remove its particle rows, and its masks not in
