@@ -78,10 +78,31 @@ def _is_dask(x) -> bool:
     return hasattr(x, "__dask_graph__") and hasattr(x, "shape") and hasattr(x, "dtype")
 
 
+def _refuse_spectra(x) -> None:
+    """A spectrum (image) is refused as :func:`tem_keras.predict` refuses it: a HyperSpy signal
+    needs two signal axes; a RosettaSciIO dictionary two axes that are not navigation axes, and
+    no energy or wavelength axis among them."""
+    from ..io.core import is_spectral_axis
+    from ..io.hyperspy import signal_stack
+
+    if not isinstance(x, dict):
+        signal_stack(x)  # raises for anything but a Signal2D
+        return
+    axes = list(x.get("axes") or [])
+    shape = tuple(int(s) for s in np.shape(x["data"]))
+    signal = [a for a in axes if not a.get("navigate", False)] if any(
+        "navigate" in a for a in axes) else axes[-2:]
+    if len(signal) != 2 or any(is_spectral_axis(a) for a in signal) or len(shape) < 2:
+        raise TEMInputError(f"a signal with two signal axes (an image) is needed, got "
+                            f"{len(signal) if len(shape) >= 2 else len(shape)} signal axes in data of "
+                            f"shape {shape}: a spectrum or spectrum image is not segmented")
+
+
 def _signal_calibration(x) -> tuple[object, float | None]:
     """``(data, pixel size in nm)`` of a HyperSpy signal or a RosettaSciIO signal dictionary."""
     from ..io.core import axis_calibration, square_pixel_size
 
+    _refuse_spectra(x)
     if isinstance(x, dict):
         data, axes = x["data"], list(x.get("axes") or [])[-2:]
         scales = [(a.get("scale"), a.get("units")) for a in axes]
