@@ -515,13 +515,18 @@ def _blocking_file(path: Path) -> Path | None:
     return None
 
 
+#: errors of a two-path call (``os.replace``, ``os.rename``) that are about its target
+_ABOUT_TARGET = {errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST, errno.EXDEV}
+
+
 def output_error(error: OSError) -> TEMInputError:
     """A one-line :class:`TEMInputError` naming the path of ``error`` and the problem."""
-    path = error.filename
+    path, code = error.filename, error.errno
+    if error.filename2 is not None and code in _ABOUT_TARGET:
+        path = error.filename2  # os.replace(partial, target): the target is the problem
     if path is None:
         return TEMInputError(" ".join(str(error).split()) or type(error).__name__)
     path = Path(os.fsdecode(path))
-    code = error.errno
     blocking = (_blocking_file(path) if code == errno.EEXIST
                 else _blocking_file(path.parent) if code in (errno.ENOTDIR, errno.ENOENT) else None)
     if blocking is not None:

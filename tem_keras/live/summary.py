@@ -130,6 +130,10 @@ class LiveSummary:
         for ax in (ax_count, ax_mean):
             ax.grid(alpha=0.3)
         partial = self.path.with_name(f".{self.path.stem}.{os.getpid()}.partial.png")
-        save_figure(fig, partial)
-        os.replace(partial, self.path)
+        try:
+            save_figure(fig, partial)
+            os.replace(partial, self.path)
+        except OSError:
+            partial.unlink(missing_ok=True)  # nothing half-made is left behind
+            raise
         return self.path
