@@ -360,3 +360,69 @@ def test_the_store_refuses_a_hyperspy_spectrum_image_as_predict_does():
     with pytest.raises(TEMInputError) as by_store:
         job_input(signal)
     assert str(by_store.value) == str(by_predict.value)
+
+
+# --------------------------------------------------------------------------------------------
+# Output names are unique among the inputs of one call
+# --------------------------------------------------------------------------------------------
+
+def _colliding_inputs(root: Path) -> list[Path]:
+    """``a.tif`` + ``a.png``, ``d1/x.npy`` + ``d2/x.npy``, and a stack ``s.tif`` beside a file
+    named like its second frame, ``s_f00001.npy``."""
+    from tem_keras.data.synthetic import make_image
+
+    image = make_image(48, seed=3).image.astype(np.float32)
+    (root / "d1").mkdir(parents=True)
+    (root / "d2").mkdir()
+    tifffile.imwrite(root / "a.tif", image)
+    _png(root / "a.png", np.clip(image / image.max() * 255, 0, 255).astype(np.uint8))
+    np.save(root / "d1" / "x.npy", image)
+    np.save(root / "d2" / "x.npy", image[::-1])
+    _pages(root / "s.tif", image, image[:, ::-1])
+    np.save(root / "s_f00001.npy", image.T)
+    return [root / "a.tif", root / "a.png", root / "d1" / "x.npy", root / "d2" / "x.npy",
+            root / "s.tif", root / "s_f00001.npy"]
+
+
+#: the names of :func:`_colliding_inputs`' frames, by the rule of ``output_stems``
+UNIQUE_NAMES = ["a_tif", "a_png", "d1_x_npy", "d2_x_npy", "s_tif_f00000", "s_tif_f00001",
+                "s_f00001_npy"]
+
+
+def test_sources_and_predictions_get_unique_names(tmp_path):
+    from tem_keras.inference import input_sources, select_frames
+    from tem_keras.inference.stream import Prediction
+
+    files = _colliding_inputs(tmp_path / "user")
+    sources, _ = input_sources([str(p) for p in files])
+    names = [Prediction(np.zeros((2, 2), np.uint8), source=s.name, stem=s.stem,
+                        frame=f if s.multi else None, index=g).name
+             for g, s, f in select_frames(sources, None)]
+    assert names == UNIQUE_NAMES
+    alone, _ = input_sources(str(files[0]))  # nothing collides: the stem
+    assert alone[0].stem == "a"
+
+
+def test_predict_script_names_inputs_by_the_same_rule(tmp_path):
+    from tem_keras.export.predict_script import output_stems, read_frames
+
+    files = _colliding_inputs(tmp_path / "user")
+    names = [name for path, stem in zip(files, output_stems(files))
+             for name, _ in read_frames(path, stem)]
+    assert names == UNIQUE_NAMES
+    assert output_stems([files[0], files[0]]) == ["a_tif_1", "a_tif_2"]  # one file given twice
+    assert output_stems([tmp_path / "A.tif", tmp_path / "a.png"]) == ["A_tif", "a_png"]  # case
+
+
+def test_label_writes_one_image_and_mask_per_input_when_stems_collide(tmp_path, capsys):
+    from tem_keras.cli import main
+
+    files = _colliding_inputs(tmp_path / "user")[:4]
+    before = _snapshot(tmp_path / "user")
+    assert main(["label", *map(str, files), "-o", str(tmp_path / "ds"), "--quiet",
+                 "--method", "otsu"]) == 0
+    assert "wrote 4 image(s)" in capsys.readouterr().out
+    written = sorted(p.name for p in (tmp_path / "ds" / "masks").iterdir())
+    assert written == sorted(f"{n}.png" for n in UNIQUE_NAMES[:4])
+    assert len(list((tmp_path / "ds" / "images").iterdir())) == 4
+    assert _snapshot(tmp_path / "user") == before

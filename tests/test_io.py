@@ -603,3 +603,106 @@ def test_grey_and_alpha_tiff_keeps_the_grey_sample(tmp_path):
     m = read_image(tmp_path / "la.tif")
     assert m.shape == (16, 20) and m.metadata.get("n_frames") is None
     np.testing.assert_array_equal(m.data, la[..., 0])
+
+
+# --------------------------------------------------------------------------------------------
+# TIFFs written page by page, and predict.py reading as tem_keras reads
+# --------------------------------------------------------------------------------------------
+
+def _append_pages(path, frames, **options):
+    import tifffile
+
+    for frame in frames:
+        tifffile.imwrite(path, frame, append=True, **options)
+    return path
+
+
+@pytest.mark.parametrize("metadata", [{}, {"metadata": None}], ids=["shaped", "plain"])
+def test_a_tiff_written_page_by_page_is_read_as_frames(tmp_path, capsys, metadata):
+    import tifffile
+
+    from tem_keras.cli import main
+
+    frames = np.arange(3 * 8 * 9, dtype=np.uint16).reshape(3, 8, 9) * 7
+    path = _append_pages(tmp_path / "pages.tif", frames, **metadata)
+    with tifffile.TiffFile(path) as tif:  # the layout this test is about
+        assert len(tif.series) == (3 if not metadata else 1)
+    data = path.read_bytes()
+    stack = read_stack(path)
+    assert len(stack) == 3 and stack.shape == (3, 8, 9)
+    np.testing.assert_array_equal(stack.to_numpy(), frames)
+    np.testing.assert_array_equal(read_image(path, frame=2).data, frames[2])
+    assert read_image(path, frame=1).metadata["n_frames"] == 3
+    assert main(["info", str(path)]) == 0
+    assert "3 frame(s) of 8×9 px" in capsys.readouterr().out
+    assert path.read_bytes() == data
+
+
+def test_series_of_stacks_and_colour_pages_are_frames_in_file_order(tmp_path):
+    a = np.arange(2 * 6 * 7, dtype=np.uint8).reshape(2, 6, 7)
+    path = _append_pages(tmp_path / "mixed.tif", [a, a[0] + 100])
+    np.testing.assert_array_equal(read_stack(path).to_numpy(), np.concatenate([a, a[:1] + 100]))
+    rgb = np.random.default_rng(2).integers(0, 256, (2, 6, 7, 3)).astype(np.uint8)
+    colour = _append_pages(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    expected = rgb.astype(np.float64) @ [0.2125, 0.7154, 0.0721]
+    np.testing.assert_allclose(read_stack(colour).to_numpy(), expected, rtol=1e-6)
+
+
+def _reader_cases(folder: Path) -> list[Path]:
+    """Files of every layout both readers take: bitmaps of every Pillow mode that matters,
+    TIFFs of every sample layout, NumPy arrays."""
+    import tifffile
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    g8 = rng.integers(0, 256, (20, 24)).astype(np.uint8)
+    rgb = rng.integers(0, 256, (20, 24, 3)).astype(np.uint8)
+    rgba = rng.integers(0, 256, (20, 24, 4)).astype(np.uint8)
+    Image.fromarray(g8).save(folder / "grey.png")
+    Image.fromarray(g8.astype(np.uint16) * 200).save(folder / "grey16.png")
+    Image.fromarray(rgb).save(folder / "rgb.png")
+    Image.fromarray(rgba).save(folder / "rgba.png")
+    Image.fromarray(np.dstack([g8, rgba[..., 3]]), mode="LA").save(folder / "grey_alpha.png")
+    palette = Image.fromarray(rgb).convert("P", palette=Image.ADAPTIVE, colors=16)
+    assert palette.mode == "P"
+    palette.save(folder / "palette.png")
+    palette.save(folder / "palette_transparent.png", transparency=3)
+    Image.fromarray(g8 > 128).save(folder / "bilevel.png")
+    Image.fromarray(rgb).save(folder / "rgb.jpg", quality=90)
+    Image.fromarray(rgb).save(folder / "rgb.bmp")
+    tifffile.imwrite(folder / "grey.tif", g8)
+    tifffile.imwrite(folder / "stack.tif", np.stack([g8, g8 // 2, g8 // 3]))
+    _append_pages(folder / "pages.tif", [g8, g8 // 2, g8 // 3])
+    tifffile.imwrite(folder / "rgb_contiguous.tif", rgb, photometric="rgb")
+    tifffile.imwrite(folder / "grey_alpha.tif", np.dstack([g8, g8 // 2]), photometric="minisblack",
+                     extrasamples=["unassalpha"])
+    tifffile.imwrite(folder / "float.tif", g8.astype(np.float32) / 7)
+    tifffile.imwrite(folder / "hyperstack.tif", rng.random((2, 3, 20, 24)).astype(np.float32),
+                     imagej=True, metadata={"axes": "TZYX"})
+    _append_pages(folder / "rgb_pages.tif", [rgb, rgb[::-1]], photometric="rgb")
+    np.save(folder / "grey.npy", g8)
+    np.save(folder / "stack.npy", np.stack([g8, g8 // 2]))
+    np.save(folder / "rgb.npy", rgb)
+    np.save(folder / "rgba.npy", rgba.astype(np.float32))
+    np.save(folder / "four_d.npy", rng.random((2, 2, 20, 24)))
+    np.save(folder / "one_frame.npy", g8[None])
+    return sorted(folder.iterdir())
+
+
+def test_predict_script_reads_every_file_as_tem_keras_does(tmp_path):
+    """The standalone script of exports (NumPy, tifffile and Pillow only) and tem_keras.io give
+    the same frames, bit for bit, and the same output names."""
+    from tem_keras.export.predict_script import read_frames
+
+    files = _reader_cases(tmp_path)
+    before = {p: p.read_bytes() for p in files}
+    for path in files:
+        ours = read_stack(path)
+        script = list(read_frames(path))
+        assert len(script) == len(ours), path.name
+        np.testing.assert_array_equal(np.stack([image for _, image in script]), ours.to_numpy(),
+                                      err_msg=path.name)
+        names = [name for name, _ in script]
+        assert names == ([path.stem] if len(ours) == 1 else
+                         [f"{path.stem}_f{i:05d}" for i in range(len(ours))]), names
+    assert {p: p.read_bytes() for p in files} == before

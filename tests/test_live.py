@@ -284,3 +284,41 @@ def test_watch_refuses_a_foreign_output_folder_and_the_watched_folder(tiny_run, 
     (busy / f".{TABLE_NAME}.lock").write_text(str(os.getpid()))
     assert main(["watch", str(tiny_run.path), str(folder), "-o", str(busy), "--once"]) == 2
     assert "another tem-keras process" in capsys.readouterr().err
+
+
+def test_watch_names_a_file_whose_stem_is_taken_by_its_path(tiny_run, tiny_dataset, tmp_path):
+    """a.tif, then a.npy (one stem): the second gets a_npy_mask.png, as predict names it, and
+    a_mask.png stays the first one's."""
+    folder, out = tmp_path / "microscope", tmp_path / "out"
+    folder.mkdir()
+    image = read_image(sorted((tiny_dataset / "images").iterdir())[0]).data
+    write_image(folder / "a.tif", image)
+    report = tem_keras.watch(tiny_run, folder, out, once=True, settle=0.05, interval=0.05, verbose=False)
+    assert report.files == 1
+    np.save(folder / "a.npy", image[::-1])
+    report = tem_keras.watch(tiny_run, folder, out, once=True, settle=0.05, interval=0.05, verbose=False)
+    assert report.files == 1 and not report.skipped
+    assert sorted(p.name for p in out.glob("*_mask.png")) == ["a_mask.png", "a_npy_mask.png"]
+    expected, _ = _expected(tiny_run, folder / "a.npy")
+    assert np.array_equal(_mask(out, "a_npy"), expected["a"])
+
+
+def test_watch_reports_an_unwritable_summary_in_one_line(tiny_run, tiny_dataset, tmp_path, capsys):
+    from tem_keras.cli import main
+
+    folder, out = tmp_path / "microscope", tmp_path / "out"
+    folder.mkdir()
+    image = read_image(sorted((tiny_dataset / "images").iterdir())[0]).data
+    write_image(folder / "a.tif", image)
+    assert main(["watch", str(tiny_run.path), str(folder), "-o", str(out), "--once", "--quiet",
+                 "--settle", "0.05", "--interval", "0.05"]) == 0
+    (out / "summary.png").unlink()
+    (out / "summary.png").mkdir()  # a folder where the figure goes
+    write_image(folder / "b.tif", image[::-1])
+    capsys.readouterr()
+    assert main(["watch", str(tiny_run.path), str(folder), "-o", str(out), "--once", "--quiet",
+                 "--settle", "0.05", "--interval", "0.05"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"tem-keras watch: error: {out / 'summary.png'}: is a folder where a file is "
+                       "needed; choose another name"), err
+    assert not list(out.glob(".summary*.partial.png"))

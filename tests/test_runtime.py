@@ -258,3 +258,57 @@ def test_engine_choice_and_errors(tiny_export, tiny_run):
         predict(tiny_run.path, np.ones((8, 8)), engine="onnx")
     with pytest.raises(TEMInputError, match="constant"):
         predict(tiny_export, np.full((30, 40), 7.0, np.float32), engine="onnx")
+
+
+def _colliding(folder: Path) -> list[str]:
+    """``a.tif`` + ``a.png`` and ``d1/x.npy`` + ``d2/x.npy``: one stem each."""
+    import tifffile
+    from PIL import Image
+
+    (folder / "d1").mkdir(parents=True)
+    (folder / "d2").mkdir()
+    image = _image(32, 40, seed=4)
+    tifffile.imwrite(folder / "a.tif", image)
+    Image.fromarray(np.clip((image - image.min()) / np.ptp(image) * 255, 0, 255).astype(np.uint8)).save(
+        folder / "a.png")
+    np.save(folder / "d1" / "x.npy", image[::-1])
+    np.save(folder / "d2" / "x.npy", image[:, ::-1])
+    return ["a.tif", "a.png", "d1/x.npy", "d2/x.npy"]
+
+
+def test_colliding_stems_give_one_mask_each_in_predict_py_and_tem_keras_predict(tiny_export, tmp_path):
+    """'wrote 4 masks' is four files, named alike by predict.py and tem-keras predict, with the
+    same pixels."""
+    from PIL import Image
+
+    from tem_keras.cli import main
+
+    inputs = _colliding(tmp_path / "in")
+    done = subprocess.run([sys.executable, str(tiny_export / "predict.py"), *inputs, "-o", "../script",
+                           "--quiet"], check=False, capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path / "in")
+    assert done.returncode == 0 and "wrote 4 mask(s)" in done.stdout, done.stderr
+    assert main(["predict", str(tiny_export), *(str(tmp_path / "in" / n) for n in inputs), "-o",
+                 str(tmp_path / "cli"), "--quiet"]) == 0
+    expected = ["a_png_mask.png", "a_tif_mask.png", "d1_x_npy_mask.png", "d2_x_npy_mask.png"]
+    assert sorted(p.name for p in (tmp_path / "script").iterdir()) == expected
+    assert sorted(p.name for p in (tmp_path / "cli").iterdir() if not p.name.startswith(".")) == expected
+    for name in expected:
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "script" / name)),
+                              np.asarray(Image.open(tmp_path / "cli" / name))), name
+
+
+@pytest.mark.parametrize("out, problem", [("a_file", "a_file: file exists"),
+                                          ("a_file/masks", "a_file/masks: not a directory"),
+                                          ("taken", "taken/x_mask.png: is a directory")])
+def test_predict_py_reports_an_unwritable_output_in_one_line(tiny_export, tmp_path, out, problem):
+    np.save(tmp_path / "x.npy", _image(32, 40, seed=5))
+    (tmp_path / "a_file").write_text("the user's")
+    (tmp_path / "taken" / "x_mask.png").mkdir(parents=True)
+    done = subprocess.run([sys.executable, str(tiny_export / "predict.py"), "x.npy", "-o", out,
+                           "--quiet", "--overwrite"], check=False, capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines() == [f"predict.py: error: {problem}; choose another output"]
+    assert (tmp_path / "a_file").read_text() == "the user's"
+    assert not list((tmp_path / "taken" / "x_mask.png").iterdir())

@@ -36,7 +36,8 @@ def save_prediction(prediction, out_dir, *, mask_format: str = "png",
                     overwrite: bool = False) -> dict:
     """Write a :class:`~tem_keras.inference.Prediction` into ``out_dir``.
 
-    Files: ``<name>_mask.<png|tif>``, optionally ``<name>_probabilities.tif`` (float32, one page
+    Files: ``<name>_mask.<png|tif>`` (:attr:`~tem_keras.inference.Prediction.name`, unique among
+    the inputs of one call), optionally ``<name>_probabilities.tif`` (float32, one page
     per class, pixel size in nm) and ``<name>_overlay.png`` (:func:`overlay`).
 
     ``out_dir`` is a folder, or a :class:`tem_keras.io.outputs.OutputFolder` (one for many

@@ -69,7 +69,8 @@ class Prediction:
 
     @property
     def name(self) -> str:
-        """A file-name stem for outputs: ``<stem>`` or ``<stem>_f<frame>``."""
+        """A file-name stem for outputs: ``<stem>`` or ``<stem>_f<frame>`` (``stem`` is unique
+        among the inputs of one call: ``a.tif`` and ``a.png`` give ``a_tif`` and ``a_png``)."""
         if not self.source and not self.stem:
             return f"image{self.index:05d}" if self.frame is None else f"frame{self.frame:05d}"
         stem = self.stem or Path(self.source).stem
