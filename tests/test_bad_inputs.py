@@ -132,7 +132,7 @@ def world(tmp_path_factory):
     np.save(files / "zero_frames.npy", np.zeros((0, 64, 64), np.float32))
     np.save(files / "spectrum.npy", np.arange(100.0))
     np.save(files / "four_d.npy", np.zeros((2, 2, 16, 16)))
-    np.save(files / "rgb.npy", np.zeros((32, 40, 3)))
+    np.save(files / "two_channels.npy", np.zeros((32, 40, 2)))  # [H, W, 2]: not a colour image
     np.save(files / "complex.npy", np.fft.fft2(image))
     np.save(files / "strings.npy", np.array([["a", "b"], ["c", "d"]]))
     np.save(files / "stack.npy", np.stack([image, image]))
@@ -259,7 +259,7 @@ for key, source in REAL.items():
 for name, text in (("nan.npy", "NaN"), ("nan.tif", "NaN"), ("inf.npy", "infinite"),
                    ("zero_rows.npy", "empty"), ("zero_cols.npy", "empty"),
                    ("spectrum.npy", "spectrum"), ("zero_frames.npy", None),
-                   ("rgb.npy", "channels"), ("complex.npy", "complex"),
+                   ("two_channels.npy", "channels"), ("complex.npy", "complex"),
                    ("strings.npy", None), ("no_image.h5", None)):
     case(f"read_image-{name}", _read(f"files/{name}"), TE, (name,) if text is None else (name, text))
 # paths and arguments
