@@ -401,6 +401,12 @@ def test_sources_and_predictions_get_unique_names(tmp_path):
     assert names == UNIQUE_NAMES
     alone, _ = input_sources(str(files[0]))  # nothing collides: the stem
     assert alone[0].stem == "a"
+    arrays, _ = input_sources([np.zeros((2, 8, 8)), np.zeros((3, 8, 8)), np.zeros((8, 8))])
+    names = [Prediction(np.zeros((2, 2), np.uint8), source=s.name, stem=s.stem,
+                        frame=f if s.multi else None, index=g).name
+             for g, s, f in select_frames(arrays, None)]
+    assert names == ["stack0_f00000", "stack0_f00001", "stack1_f00000", "stack1_f00001",
+                     "stack1_f00002", "image00005"]
 
 
 def test_predict_script_names_inputs_by_the_same_rule(tmp_path):

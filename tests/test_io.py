@@ -635,6 +635,9 @@ def test_a_tiff_written_page_by_page_is_read_as_frames(tmp_path, capsys, metadat
     assert read_image(path, frame=1).metadata["n_frames"] == 3
     assert main(["info", str(path)]) == 0
     assert "3 frame(s) of 8×9 px" in capsys.readouterr().out
+    from tem_keras.live import read_all_frames  # what watch segments
+
+    np.testing.assert_array_equal(np.stack([m.data for m in read_all_frames(path)]), frames)
     assert path.read_bytes() == data
 
 

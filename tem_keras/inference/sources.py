@@ -81,6 +81,10 @@ def input_sources(x) -> tuple[list[Source], bool]:
     sources, single = _sources(x)
     for source, stem in zip(sources, output_stems([s.name for s in sources])):
         source.stem = stem
+    stacks = [s for s in sources if s.name is None and s.multi]
+    if len(stacks) > 1:  # several arrays of frames: stack0_f00000, stack1_f00000, ...
+        for k, source in enumerate(stacks):
+            source.stem = f"stack{k}"
     return sources, single
 
 
