@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TEMInputError
+from ..export.predict_script import output_stems, path_stem
 from .tiling import shard_range
 
-__all__ = ["Source", "input_sources", "select_frames", "read_ahead"]
+__all__ = ["Source", "input_sources", "path_stem", "select_frames", "read_ahead"]
 
 
 @dataclass
@@ -76,8 +77,6 @@ def input_sources(x) -> tuple[list[Source], bool]:
         True for one 2-D image (an array, a Micrograph, a single-frame file or a ``Signal2D``
         without navigation axes).
     """
-    from ..export.predict_script import output_stems
-
     sources, single = _sources(x)
     for source, stem in zip(sources, output_stems([s.name for s in sources])):
         source.stem = stem

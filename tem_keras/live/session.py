@@ -400,7 +400,7 @@ class _Segmenter:
         names = [r.name for r in results]
         clash = self._clash(names, event.key)
         if clash:  # the stem is another file's: named by its path, as predict names such inputs
-            from ..export.predict_script import path_stem
+            from ..inference.sources import path_stem
 
             stem = path_stem(event.key)  # key: the path relative to the watched folder
             for r in results:
