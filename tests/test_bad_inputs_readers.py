@@ -340,13 +340,20 @@ def _no_navigation_flags():
     return data
 
 
-@pytest.mark.parametrize("make", [_spectrum_dict, _no_navigation_flags, lambda: np.arange(40.0)],
-                         ids=["RosettaSciIO spectrum image", "energy axis last", "1-D array"])
+@pytest.mark.parametrize("make", [_spectrum_dict, _no_navigation_flags, lambda: np.arange(40.0),
+                                  lambda: np.zeros((16, 20, 3), np.float32)],
+                         ids=["RosettaSciIO spectrum image", "energy axis last", "1-D array",
+                              "colour array"])
 def test_the_store_refuses_a_spectrum_as_predict_does(make):
     from tem_keras.distributed.inputs import job_input
+    from tem_keras.inference import input_sources
 
-    with pytest.raises(TEMInputError, match="signal axes|got shape"):
+    with pytest.raises(TEMInputError, match="signal axes|got shape|colour image") as by_store:
         job_input(make())
+    if isinstance(make(), np.ndarray):  # predict's words exactly
+        with pytest.raises(TEMInputError) as by_predict:
+            input_sources(make())
+        assert str(by_store.value) == str(by_predict.value)
 
 
 def test_the_store_refuses_a_hyperspy_spectrum_image_as_predict_does():

@@ -116,7 +116,11 @@ def _signal_calibration(x) -> tuple[object, float | None]:
 
 
 def _array_input(array, pixel_size_nm, name: str) -> JobInput:
+    from ..inference.sources import refuse_colour_array
+
     shape = tuple(int(s) for s in array.shape)
+    if name in ("array", "Dask array"):
+        refuse_colour_array(shape)  # as predict refuses it
     if len(shape) == 2:
         array = array[None]
     elif len(shape) > 3:  # navigation axes of a signal: frames in C order

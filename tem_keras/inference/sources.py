@@ -44,16 +44,22 @@ class Source:
     stem: str | None = None
 
 
+def refuse_colour_array(shape, name=None) -> None:
+    """An array ``[H, W, 3|4]`` is a colour image, not 3 or 4 frames: refused (a file is read
+    as grey; an array is the caller's to convert)."""
+    if len(shape) == 3 and shape[-1] in (3, 4) and shape[0] > 4:
+        raise TEMInputError(f"a 3-D array of shape {tuple(shape)} looks like a colour image "
+                            "[H, W, channels]; convert it to grey [H, W] (or pass a stack "
+                            "as [frames, H, W])", name)
+
+
 def _array_source(array: np.ndarray, name=None) -> Source:
     from ..io import Micrograph
 
     if array.ndim == 2:
         return Source(name, 1, lambda i: Micrograph(array, path=name), False)
     if array.ndim == 3:
-        if array.shape[-1] in (3, 4) and array.shape[0] > 4:
-            raise TEMInputError(f"a 3-D array of shape {array.shape} looks like a colour image "
-                                "[H, W, channels]; convert it to grey [H, W] (or pass a stack "
-                                "as [frames, H, W])", name)
+        refuse_colour_array(array.shape, name)
         return Source(name, len(array), lambda i: Micrograph(array[i], path=name), True)
     raise TEMInputError(f"expected an image [H, W] or a stack [frames, H, W], got shape "
                         f"{array.shape}", name)
