@@ -17,6 +17,7 @@ Run folder::
     best.keras       weights of the epoch with the best validation dice
     last.keras       weights of the last epoch
     thresholds.json  the particle threshold chosen on the validation images (used by predict/export)
+    selftrain.json   with pseudo-labels: the self-training rounds and their agreement (rounds/: weights)
     metrics.json     test images: per-image mean ± std (headline) and pooled scores
     plots/           training curves, example overlays
     logs/            TensorBoard
@@ -72,7 +73,8 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
         patience: int | None = None, folds: int | None = None, split=(0.7, 0.1, 0.2), augment=True,
         seed: int = 0, mixed_precision="auto", pretrained: str | None = "auto", run_dir=None, devices=None, resume: bool = True,
         overwrite: bool = False, preprocessing=None, pairing: str = "stem", images=None, masks=None,
-        labels: str = "masks", particles: str = "auto", verbose: int = 1, config: TrainingConfig | None = None,
+        labels: str = "masks", particles: str = "auto", self_training="auto", verbose: int = 1,
+        config: TrainingConfig | None = None,
         plan=None, **model_kwargs) -> Run:
     """Train a segmentation model on a dataset folder and write a run folder.
 
@@ -128,6 +130,11 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
         which alone validate and test (see :mod:`tem_keras.training.labels`).
     particles : {"auto", "dark", "bright"}
         Particle contrast for the pseudo-labels (``"auto"``: chosen per image).
+    self_training : "auto" or int
+        With pseudo-labels: rounds of noisy-student self-training after the first training, each
+        on the model's own confident predictions, inside the same budget (``"auto"``: up to 2 as
+        the budget allows; 0: none). See :mod:`tem_keras.training.selftrain`; the rounds are
+        recorded in ``selftrain.json``.
     verbose : int
         0 quiet; 1 the plan, then a line per epoch (and Keras's step bar on a terminal); 2 the plan
         and a line per epoch.
@@ -162,6 +169,10 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
         given_plan, plan_split = read_plan_file(plan)
     if labels not in ("masks", "auto"):
         raise ValueError(f"labels must be 'masks' or 'auto', got {labels!r}")
+    from .selftrain import check_rounds
+
+    if check_rounds(self_training) not in ("auto", 0) and labels != "auto":
+        raise ValueError("self_training trains on pseudo-labels: it needs labels='auto'")
     if built is not None and config.model is None:
         config = TrainingConfig.from_dict({**config.to_dict(), "model": {"name": built.name}})
     if not isinstance(dataset_dir, (str, os.PathLike)):
@@ -173,6 +184,7 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
     check_run_dir(run_dir, [dataset_dir, images, masks])  # before the lock is written into it
     common = dict(built=built, augmentation=augmentation, run_dir=run_dir, devices=devices, resume=resume,
                   overwrite=overwrite, preprocessing=preprocessing, labels=labels, particles=particles,
+                  self_training=self_training,
                   discover_kwargs=dict(pairing=pairing, images=images, masks=masks), verbose=verbose,
                   started=started)
     with run_lock(run_dir) if is_chief() else nullcontext():  # one fit at a time per run folder

@@ -17,7 +17,7 @@ __all__ = ["RUN_ENTRIES", "check_run_dir", "default_run_dir", "prepare_run_dir",
 
 #: what ``fit`` writes into a run folder (``fold<i>``: the runs of a k-fold run)
 RUN_ENTRIES = ("config.json", "split.json", "history.csv", "best.keras", "last.keras", "metrics.json",
-               "thresholds.json", "plots", "logs", "backup", "pseudo_labels")
+               "thresholds.json", "plots", "logs", "backup", "pseudo_labels", "selftrain.json", "rounds")
 _LEGACY_RUN = legacy_folder("config.json", RUN_ENTRIES + ("fold[0-9]*",))
 
 

@@ -78,13 +78,15 @@ def _measure(net, sampler, heldout, plan, augmentation, seed, factor, global_bat
 def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None, run_dir=None, devices=None,
           resume: bool = True, overwrite: bool = False, preprocessing=None, discover_kwargs=None,
           labels: str = "masks", particles: str = "auto", verbose: int = 1, started: float | None = None,
-          split: dict | None = None, plan=None) -> Run:
+          split: dict | None = None, plan=None, self_training="auto") -> Run:
     """Train one model for a validated ``config`` and write its run folder (the body of
     :func:`~tem_keras.training.fit`; also used for each fold of a k-fold run).
 
     ``split`` fixes the images of each split (default: ``dataset.json`` or ``config.split``);
     ``plan`` (a :class:`~tem_keras.training.plan.Plan`) replaces the one planned from the data;
-    ``started`` is the ``time.monotonic()`` the time limit counts from (default: now).
+    ``started`` is the ``time.monotonic()`` the time limit counts from (default: now);
+    ``self_training`` the noisy-student rounds after training on pseudo-labels (``"auto"``, or a
+    number; :mod:`~tem_keras.training.selftrain`).
     """
     given_plan = plan
     started = time.monotonic() if started is None else started
@@ -100,7 +102,8 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     from .strategy import choose_strategy, is_chief, is_multi_worker
     from .losses import inverse_frequency_weights
     from ..models.receptive_field import downsampling_factor
-    from .heldout import HeldOut
+    from .callbacks import make_clock
+    from .heldout import HeldOut, predict_whole
     from .plan import MAX_EPOCHS, MAX_MONITORED, Plan, check_plan, plan_training
 
     tune_allocator()
@@ -158,9 +161,11 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
                          n_val=len(val), fixed_steps=trained.steps_per_epoch is not None
                          or (given_plan is not None and given_plan.steps_per_epoch is not None))
     monitored = val.subset(plan.monitored_images or MAX_MONITORED, seed=config.seed)  # judged every epoch
+    rounds = _self_training(self_training, inputs, plan, num_classes, started, reserve, image_s, len(monitored))
 
     config_json = _config_record(request, plan, built, net, dataset_dir, trained, config, discover_kwargs, labels,
                                  particles, inputs, augmentation, class_weights, precision, preprocessing, strategy)
+    config_json["self_training"] = rounds.to_dict() if rounds is not None else None
     if chief:
         (run_dir / "config.json").write_text(json.dumps(config_json, indent=2))
         (run_dir / "split.json").write_text(json.dumps(split, indent=2))
@@ -180,13 +185,33 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
         warnings.warn(hint, PerformanceHint, stacklevel=3)
 
     deadline = started + plan.time_limit_s if plan.time_limit_s else None
-    callbacks, clock, keras_verbose = _callbacks(plan, trained, out_dir, monitored, factor, deadline,
-                                                 reserve if adaptive else None, resumed=stored is not None,
-                                                 verbose=verbose)
-    train = random_patch_pipeline(sampler, global_batch, augmentation=augmentation, seed=trained.seed)
-    net.fit(train, epochs=MAX_EPOCHS if adaptive else plan.epochs, steps_per_epoch=plan.steps_per_epoch,
-            callbacks=callbacks, shuffle=False, verbose=keras_verbose)
-    net.save(out_dir / "last.keras")
+    clock = make_clock()
+
+    def fit_round(index, masks, epochs, round_deadline, round_reserve, round_augmentation, checkpoint, judged):
+        """Train one round on ``masks``; ``(epochs run, best monitored val dice)``."""
+        round_sampler = sampler if index == 0 else PatchSampler(
+            read["train"][0], masks, plan.patch_size, foreground_fraction=trained.foreground_fraction)
+        callbacks, keras_verbose, best = _callbacks(
+            plan, trained, out_dir, judged, factor, round_deadline, round_reserve if adaptive else None,
+            resumed=stored is not None and index == 0, verbose=verbose, clock=clock, epochs=epochs,
+            checkpoint=checkpoint, round_index=index if rounds is not None else None)
+        pipeline = random_patch_pipeline(round_sampler, global_batch, augmentation=round_augmentation,
+                                         seed=trained.seed + index)
+        history = net.fit(pipeline, epochs=MAX_EPOCHS if adaptive else epochs,
+                          steps_per_epoch=plan.steps_per_epoch, callbacks=callbacks, shuffle=False,
+                          verbose=keras_verbose)
+        return len(history.history.get("loss", [])), best.best
+
+    if rounds is None:
+        fit_round(0, read["train"][1], plan.epochs, deadline, reserve, augmentation, out_dir / "best.keras",
+                  monitored)
+        net.save(out_dir / "last.keras")
+    else:
+        from .selftrain import run_rounds
+
+        predict = lambda indices, name: [predict_whole(net, read[name][0][i], factor)[..., 1] for i in indices]  # noqa: E731
+        run_rounds(rounds, inputs, fit_round, predict, net, out_dir, val, plan, augmentation, deadline,
+                   reserve, monitored_seed=config.seed, chief=chief, verbose=verbose)
     if (out_dir / "best.keras").is_file():
         net.load_weights(out_dir / "best.keras")
     else:  # resumed after the last improvement: the restored weights are the best we have
@@ -260,28 +285,33 @@ def _build_network(plan, trained, strategy, built, precision: str, class_weights
 
 
 def _callbacks(plan, trained, out_dir: Path, monitored, factor: int, deadline, reserve, *, resumed: bool,
-               verbose: int):
-    """``(callbacks, clock, Keras verbosity)`` of the training loop; ``reserve`` (seconds kept
-    after training) is given when the time budget re-plans the epochs."""
+               verbose: int, clock, epochs: int | None, checkpoint: Path, round_index: int | None = None):
+    """``(callbacks, Keras verbosity, best checkpoint)`` of one training loop; ``reserve``
+    (seconds kept after training) is given when the time budget re-plans the epochs. A
+    self-training round (``round_index``) adds a ``round`` column to ``history.csv``; only round 0
+    backs up its state for resuming."""
     import keras
 
     from . import callbacks as cb
     from .plan import MAX_EPOCHS
 
     adaptive = reserve is not None
-    budget = cb.EpochBudget(plan.epochs, plan.steps_per_epoch, max_epochs=MAX_EPOCHS,
+    budget = cb.EpochBudget(epochs, plan.steps_per_epoch, max_epochs=MAX_EPOCHS,
                             deadline=deadline - reserve if adaptive else None)
     progress, keras_verbose = cb.make_progress(budget, deadline, verbose)
     if adaptive:  # Keras's bar would announce MAX_EPOCHS epochs; the epoch line says how many
         keras_verbose = 0
-    clock = cb.make_clock()
-    callbacks = [
-        clock,
-        cb.make_schedule(trained.learning_rate, budget, trained.schedule, deadline),
-        cb.make_validation(monitored, factor, clock),
-        keras.callbacks.BackupAndRestore(str(out_dir / "backup"), delete_checkpoint=True),
-        cb.make_checkpoint(out_dir / "best.keras", budget if trained.schedule == "cosine" else None),
-        keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=resumed),
+    best = cb.make_checkpoint(checkpoint, budget if trained.schedule == "cosine" else None)
+    callbacks = [clock, cb.make_schedule(trained.learning_rate, budget, trained.schedule, deadline),
+                 cb.make_validation(monitored, factor, clock)]
+    if not round_index:
+        callbacks.append(keras.callbacks.BackupAndRestore(str(out_dir / "backup"), delete_checkpoint=True))
+    if round_index is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: logs.__setitem__("round", round_index)))
+    callbacks += [
+        best,
+        keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=resumed or bool(round_index)),
         keras.callbacks.TensorBoard(str(out_dir / "logs")),
         keras.callbacks.TerminateOnNaN(),
     ]
@@ -292,7 +322,29 @@ def _callbacks(plan, trained, out_dir: Path, monitored, factor: int, deadline, r
         callbacks.append(cb.make_time_limit(deadline, budget if adaptive else None))
     if verbose:
         callbacks.append(progress)
-    return callbacks, clock, keras_verbose if verbose else 0
+    return callbacks, keras_verbose if verbose else 0, best
+
+
+def _self_training(requested, inputs, plan, num_classes: int, started: float, reserve: float, image_s,
+                   n_monitored: int):
+    """The :class:`~tem_keras.training.selftrain.SelfTrainingPlan` of a run with pseudo-labelled
+    images and 2 classes (None otherwise, or with no round planned); added to the plan line."""
+    from .selftrain import plan_rounds
+
+    if requested != "auto" and requested and not inputs.pseudo:
+        raise ValueError("self_training needs images without masks labelled automatically (labels='auto')")
+    if not inputs.pseudo or num_classes != 2 or requested == 0:
+        return None
+    if plan.time_limit_s is not None and plan.step_seconds:
+        n_relabel = len(inputs.pseudo) + (len(inputs.split["val"]) if not inputs.hand else 0)
+        extra = (1.2 * n_relabel + 3 * n_monitored) * (image_s or 0.0)
+        training_s = plan.time_limit_s - (time.monotonic() - started) - reserve
+        rounds = plan_rounds(requested, training_s=training_s, step_s=plan.step_seconds, round_extra_s=extra,
+                             steps_per_epoch=plan.steps_per_epoch)
+    else:
+        rounds = plan_rounds(requested, epochs=plan.epochs)
+    plan.labels = f"{plan.labels}\n      {rounds.summary()}"
+    return rounds if rounds.rounds else None
 
 
 def _finalise(net, factor, val, test, split, config_json, clock, started, run_dir, out_dir, chief, verbose) -> Run:

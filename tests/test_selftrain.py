@@ -1,0 +1,133 @@
+"""Noisy-student self-training: confident pixels, the round plan, and rounds run and recorded."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tem_keras.data.datasets import IGNORE_LABEL
+from tem_keras.data.synthetic import make_dataset
+from tem_keras.training.selftrain import (confident_labels, label_agreement, plan_rounds,
+                                          student_augmentation)
+
+TINY = {"name": "unet", "depth": 2, "base_filters": 4}
+FAST = dict(patch_size=64, batch_size=2, mixed_precision="float32", pretrained=None, verbose=0)
+
+
+def test_confident_pixels_of_a_known_probability_map():
+    p = np.array([[0.00, 0.10, 0.19, 0.21],
+                  [0.45, 0.50, 0.55, 0.79],
+                  [0.81, 0.90, 1.00, 0.35]], np.float32)
+    expected = np.array([[0, 0, 0, 255],
+                         [255, 255, 255, 255],
+                         [1, 1, 1, 255]], np.uint8)
+    np.testing.assert_array_equal(confident_labels(p, 0.5, 0.3), expected)
+    # another threshold and margin move the band: confident from 0.3 down and 0.5 up
+    np.testing.assert_array_equal(confident_labels(p, 0.4, 0.1),
+                                  [[0, 0, 0, 0], [255, 1, 1, 1], [1, 1, 1, 255]])
+
+
+def test_agreement_counts_only_pixels_both_label():
+    new = np.array([1, 1, 0, 0, 255, 1], np.uint8)
+    old = np.array([1, 0, 0, 255, 1, 255], np.uint8)
+    a = label_agreement(new, old)
+    # both label pixels 0-2: new particles {0, 1}, old {0}: dice 2*1/(2+1)
+    assert a["dice"] == pytest.approx(2 / 3)
+    assert a["confident"] == pytest.approx(5 / 6) and a["particles"] == pytest.approx(3 / 5)
+
+
+def test_round_plan_shares_the_budget():
+    assert plan_rounds(epochs=4).epochs == [2, 1, 1]
+    assert plan_rounds(epochs=3).epochs == [2, 1]
+    assert plan_rounds(epochs=1).rounds == 0
+    assert plan_rounds(2, epochs=5).epochs == [3, 1, 1]
+    timed = plan_rounds(training_s=200, step_s=1.0, round_extra_s=10)  # 50 s a student, 22 s needed
+    assert timed.rounds == 2 and timed.shares == [0.5, 0.25, 0.25]
+    assert plan_rounds(training_s=60, step_s=1.0, round_extra_s=10).rounds == 1  # 30 s, 22 s needed
+    assert plan_rounds(training_s=40, step_s=1.0, round_extra_s=10).rounds == 0
+    with pytest.raises(ValueError, match="self_training"):
+        plan_rounds(-1)
+    aug = student_augmentation(None)
+    assert aug.dihedral and aug.p == 0.5 and aug.rotate_degrees == 0
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    """Six images without masks (and their true masks elsewhere)."""
+    root = tmp_path_factory.mktemp("frames")
+    source = make_dataset(root / "source", n_images=6, size=64, mode="bright-field", seed=11)
+    (root / "frames" / "images").mkdir(parents=True)
+    for image in (source / "images").iterdir():
+        (root / "frames" / "images" / image.name).write_bytes(image.read_bytes())
+    return root / "frames"
+
+
+def test_rounds_run_are_recorded_and_relabel_with_confident_pixels(frames, tmp_path, capsys):
+    from tem_keras.training import fit
+
+    run = fit(frames, dict(TINY), labels="auto", particles="dark", epochs=4, steps_per_epoch=2,
+              run_dir=tmp_path / "run", **{**FAST, "verbose": 1})
+    record = json.loads((run.path / "selftrain.json").read_text())
+    assert record["plan"]["rounds"] == 2 and record["plan"]["epochs"] == [2, 1, 1]
+    assert [r["round"] for r in record["rounds"]] == [0, 1, 2]
+    assert [r["epochs"] for r in record["rounds"]] == [2, 1, 1]
+    first, *students = record["rounds"]
+    assert first["agreement_dice"] is None and 0 < first["confident"] < 1  # the edges are ignored
+    for r in students:
+        assert 0 <= r["agreement_dice"] <= 1 and 0 <= r["confident"] <= 1
+    assert record["kept_round"] == 2 and "last round" in record["kept_by"]  # no hand mask to judge
+    assert sorted(p.name for p in (run.path / "rounds").iterdir()) == [f"round{i}.keras" for i in range(3)]
+    history = pd.read_csv(run.path / "history.csv")
+    assert history["round"].tolist() == [0, 0, 1, 2]
+    assert run.config["self_training"]["rounds"] == 2
+    out = capsys.readouterr().out
+    assert "self-training: round 0 on the pseudo-labels, then 2 noisy-student round(s)" in out
+    assert sum(line.startswith("round ") for line in out.splitlines()) == 3
+    # the kept model is round 2's; its weights reproduce round 2's predictions
+    import keras
+
+    x = np.random.default_rng(0).normal(size=(1, 64, 64, 1)).astype(np.float32)
+    kept = keras.saving.load_model(run.path / "rounds" / "round2.keras", compile=False)
+    np.testing.assert_allclose(np.asarray(run.model(x)), np.asarray(kept(x)), atol=1e-5)
+
+
+def test_relabelling_records_the_teachers_confident_pixels(frames, tmp_path):
+    """Round 1's record is the agreement of round 0's confident pixels with the edge-ignored
+    pseudo-labels, recomputed here from the saved teacher and labels."""
+    import keras
+
+    from tem_keras.data.datasets import read_mask
+    from tem_keras.data.preprocess import Preprocessing
+    from tem_keras.io import read_image
+    from tem_keras.models.receptive_field import downsampling_factor
+    from tem_keras.training import fit
+    from tem_keras.training.heldout import predict_whole
+    from tem_keras.training.labels import ignore_edges
+
+    run = fit(frames, dict(TINY), labels="auto", particles="dark", epochs=2, steps_per_epoch=2,
+              self_training=1, run_dir=tmp_path / "run", **FAST)
+    stems = run.split["train"]
+    edge = run.config["data"]["ignored_edge_px"]
+    previous = [ignore_edges(read_mask(run.path / "pseudo_labels" / f"{s}.png"), edge) for s in stems]
+    teacher = keras.saving.load_model(run.path / "rounds" / "round0.keras", compile=False)
+    factor = downsampling_factor(teacher)
+    images = [Preprocessing()(read_image(frames / "images" / f"{s}.tif").data) for s in stems]
+    new = [confident_labels(predict_whole(teacher, image, factor)[..., 1]) for image in images]
+    sizes = np.array([m.size for m in new], float)
+    rows = [label_agreement(n, p) for n, p in zip(new, previous)]
+    record = json.loads((run.path / "selftrain.json").read_text())["rounds"][1]
+    assert record["confident"] == pytest.approx(np.average([r["confident"] for r in rows], weights=sizes), abs=2e-3)
+    assert record["agreement_dice"] == pytest.approx(np.average([r["dice"] for r in rows], weights=sizes), abs=2e-3)
+    assert set(np.unique(np.concatenate([m.ravel() for m in new]))) <= {0, 1, IGNORE_LABEL}
+
+
+def test_self_training_needs_pseudo_labels(tmp_path):
+    from tem_keras.training import fit
+
+    with pytest.raises(ValueError, match="labels='auto'"):
+        fit(tmp_path, dict(TINY), self_training=2, run_dir=tmp_path / "run", **FAST)
+    with pytest.raises(ValueError, match="self_training must be"):
+        fit(tmp_path, dict(TINY), labels="auto", self_training="many", run_dir=tmp_path / "run", **FAST)
