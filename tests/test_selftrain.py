@@ -82,6 +82,9 @@ def test_rounds_run_are_recorded_and_relabel_with_confident_pixels(frames, tmp_p
     assert sorted(p.name for p in (run.path / "rounds").iterdir()) == [f"round{i}.keras" for i in range(3)]
     history = pd.read_csv(run.path / "history.csv")
     assert history["round"].tolist() == [0, 0, 1, 2]
+    # each student starts its own warm-up + cosine schedule (a carried-over step count would end
+    # it at 0 before the first step)
+    assert (history["learning_rate"] > 0).all()
     assert run.config["self_training"]["rounds"] == 2
     out = capsys.readouterr().out
     assert "self-training: round 0 on the pseudo-labels, then 2 noisy-student round(s)" in out

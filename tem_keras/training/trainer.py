@@ -70,9 +70,14 @@ def _measure(net, sampler, heldout, plan, augmentation, seed, factor, global_bat
     start = time.perf_counter()
     few.predict(net, factor)
     per_image = (time.perf_counter() - start) / max(1, len(few))
+    _reset_optimizer(net)
+    return step, per_image
+
+
+def _reset_optimizer(net) -> None:
+    """Zero the optimiser's state (moments and step count): the schedule starts again."""
     for variable in net.optimizer.variables:
         variable.assign(np.zeros(variable.shape, variable.dtype))
-    return step, per_image
 
 
 def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None, run_dir=None, devices=None,
@@ -188,7 +193,10 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     clock = make_clock()
 
     def fit_round(index, masks, epochs, round_deadline, round_reserve, round_augmentation, checkpoint, judged):
-        """Train one round on ``masks``; ``(epochs run, best monitored val dice)``."""
+        """Train one round on ``masks`` (a student from the teacher's weights and a fresh optimiser
+        state); ``(epochs run, best monitored val dice)``."""
+        if index:
+            _reset_optimizer(net)
         round_sampler = sampler if index == 0 else PatchSampler(
             read["train"][0], masks, plan.patch_size, foreground_fraction=trained.foreground_fraction)
         callbacks, keras_verbose, best = _callbacks(
