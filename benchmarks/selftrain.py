@@ -14,7 +14,7 @@ in-situ frames 369² with 5–8 px particles; the first 10 train, the last 6 sco
 
 Usage::
 
-    python benchmarks/selftrain.py --time-limit 210 --out benchmarks/results/selftrain.json
+    python benchmarks/selftrain.py --time-limit 180 --patch-size 128 --batch-size 4
 """
 
 from __future__ import annotations
@@ -106,12 +106,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=["insitu_tiny", "tem-sinter-tiles"])
     parser.add_argument("--time-limit", type=float, default=210.0, help="seconds per fit")
+    parser.add_argument("--patch-size", type=int, default=None, help="default: planned")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: planned")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tem_keras_selftrain"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/selftrain.json"))
     args = parser.parse_args(argv)
     from tem_keras.training import fit
 
-    results = {"time_limit_s": args.time_limit, "load_average_at_start": os.getloadavg(), "sets": {}}
+    results = {"time_limit_s": args.time_limit, "patch_size": args.patch_size, "batch_size": args.batch_size, "load_average_at_start": os.getloadavg(), "sets": {}}
     for name in args.sets:
         unlabelled, test = split_set(name, args.work)
         if unlabelled is None:
@@ -121,7 +123,8 @@ def main(argv=None) -> int:
         for rounds in (0, 2):
             start = time.monotonic()
             run = fit(unlabelled, labels="auto", self_training=rounds, time_limit=args.time_limit,
-                      split=(0.85, 0.15, 0.0), run_dir=args.work / f"{name}-run{rounds}", overwrite=True,
+                      split=(0.85, 0.15, 0.0), patch_size=args.patch_size, batch_size=args.batch_size,
+                      run_dir=args.work / f"{name}-run{rounds}", overwrite=True,
                       mixed_precision="float32", verbose=1)
             wall = time.monotonic() - start
             if rounds == 0:

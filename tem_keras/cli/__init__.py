@@ -34,6 +34,15 @@ from .watch_command import add_watch_command
 __all__ = ["build_parser", "main", "model_options"]
 
 
+def _rounds(text: str):
+    """``--self-training``: "auto" or a number of rounds >= 0."""
+    if text == "auto":
+        return text
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of rounds >= 0, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``tem-keras`` argument parser with every sub-command."""
     from .. import __version__
@@ -92,6 +101,9 @@ def _add_training_commands(sub) -> None:
                         "masks, which alone validate and test")
     p.add_argument("--particles", choices=("dark", "bright", "auto"), default="auto",
                    help="particle contrast for the pseudo-labels (default: auto, chosen per image)")
+    p.add_argument("--self-training", type=_rounds, default="auto", metavar="N",
+                   help="with --labels auto: rounds of noisy-student self-training after training on the "
+                        "pseudo-labels (default: auto, up to 2 as the budget allows; 0: none)")
     add_training_options(p)
     p.set_defaults(func=run_fit, check=check_fit, model_options=[])
 

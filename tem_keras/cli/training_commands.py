@@ -140,7 +140,7 @@ def run_fit(args) -> None:
 
     run = fit(args.dataset_dir, args.model, seed=args.seed, run_dir=args.run_dir,
               resume=not args.no_resume, overwrite=args.overwrite, plan=args.plan, labels=args.labels,
-              particles=args.particles, **training_options(args),
+              particles=args.particles, self_training=args.self_training, **training_options(args),
               **model_options(args.model_options))
     print(f"run folder: {run.path}")
 

@@ -20,7 +20,9 @@ training time for round 0, the rest shared evenly by the students, 2 rounds when
 still train :data:`MIN_ROUND_EPOCHS` epochs of 4 steps after its re-labelling. The run folder gets
 ``selftrain.json`` (the plan and one record per round: its labels' confident share and agreement
 with the previous labels, epochs, seconds, validation dice) and ``rounds/round<k>.keras`` (each
-round's best weights); one line per round is printed.
+round's best weights); one line per round is printed. An interrupted run resumes within round 0
+only (its state is backed up; a student's is not): a run stopped in a student round is started
+again with ``overwrite=True``.
 
 References
 ----------

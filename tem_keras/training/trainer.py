@@ -341,7 +341,7 @@ def _self_training(requested, inputs, plan, num_classes: int, started: float, re
 
     if requested != "auto" and requested and not inputs.pseudo:
         raise ValueError("self_training needs images without masks labelled automatically (labels='auto')")
-    if not inputs.pseudo or num_classes != 2 or requested == 0:
+    if not inputs.pseudo or num_classes != 2:
         return None
     if plan.time_limit_s is not None and plan.step_seconds:
         n_relabel = len(inputs.pseudo) + (len(inputs.split["val"]) if not inputs.hand else 0)
