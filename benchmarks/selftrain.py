@@ -108,6 +108,8 @@ def main(argv=None) -> int:
     parser.add_argument("--time-limit", type=float, default=210.0, help="seconds per fit")
     parser.add_argument("--patch-size", type=int, default=None, help="default: planned")
     parser.add_argument("--batch-size", type=int, default=None, help="default: planned")
+    parser.add_argument("--rounds", type=int, nargs="+", default=[0, 2],
+                        help="the fits: 0 (no self-training) and/or a number of rounds")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tem_keras_selftrain"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/selftrain.json"))
     args = parser.parse_args(argv)
@@ -120,7 +122,7 @@ def main(argv=None) -> int:
             print(f"[{name}] source absent: skipped")
             continue
         rows = score_baselines(test)
-        for rounds in (0, 2):
+        for rounds in args.rounds:
             start = time.monotonic()
             run = fit(unlabelled, labels="auto", self_training=rounds, time_limit=args.time_limit,
                       split=(0.85, 0.15, 0.0), patch_size=args.patch_size, batch_size=args.batch_size,

@@ -188,6 +188,10 @@ def _check_04(tmp, nb):
     summary = json.loads((work / "summary.json").read_text())
     assert summary["frames"] == 5
     assert 0.0 <= summary["mean_dice"] <= 1.0
+    routes = json.loads((work / "routes.json").read_text())  # the few-label section
+    assert set(routes) == {"full supervision", "label-free", "2 masks", "pseudo-labels"}
+    assert all(0.0 <= v <= 1.0 for v in routes.values())
+    assert (work / "run_label_free" / "selftrain.json").is_file()
 
 
 def _check_05(tmp, nb):

@@ -51,7 +51,7 @@ def test_round_plan_shares_the_budget():
     with pytest.raises(ValueError, match="self_training"):
         plan_rounds(-1)
     aug = student_augmentation(None)
-    assert aug.dihedral and aug.p == 0.5 and aug.rotate_degrees == 0
+    assert aug.dihedral and aug.p == 0.3 and aug.rotate_degrees == 0
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +85,8 @@ def test_rounds_run_are_recorded_and_relabel_with_confident_pixels(frames, tmp_p
     # each student starts its own warm-up + cosine schedule (a carried-over step count would end
     # it at 0 before the first step)
     assert (history["learning_rate"] > 0).all()
+    peak = run.config["training"]["learning_rate"]
+    assert history.loc[history["round"] > 0, "learning_rate"].max() <= 0.3 * peak * (1 + 1e-6)
     assert run.config["self_training"]["rounds"] == 2
     out = capsys.readouterr().out
     assert "self-training: round 0 on the pseudo-labels, then 2 noisy-student round(s)" in out
@@ -134,3 +136,24 @@ def test_self_training_needs_pseudo_labels(tmp_path):
         fit(tmp_path, dict(TINY), self_training=2, run_dir=tmp_path / "run", **FAST)
     with pytest.raises(ValueError, match="self_training must be"):
         fit(tmp_path, dict(TINY), labels="auto", self_training="many", run_dir=tmp_path / "run", **FAST)
+
+
+def test_with_a_few_masks_the_hand_drawn_ones_choose_the_round(tmp_path):
+    """Three masked images and five without: the rounds re-label only the five, the masked
+    validation image scores every round and the best round is the run's model."""
+    import keras
+
+    from tem_keras.training import fit
+
+    data = make_dataset(tmp_path / "data", n_images=8, size=64, mode="bright-field", seed=12)
+    for p in sorted((data / "masks").iterdir())[3:]:
+        p.unlink()
+    run = fit(data, dict(TINY), labels="auto", particles="dark", epochs=4, steps_per_epoch=2,
+              run_dir=tmp_path / "run", **FAST)
+    record = json.loads((run.path / "selftrain.json").read_text())
+    dice = [r["val_dice"] for r in record["rounds"]]
+    assert len(dice) == 3 and all(0 <= d <= 1 for d in dice)
+    assert record["kept_by"].startswith("best validation dice") and record["kept_round"] == int(np.argmax(dice))
+    x = np.random.default_rng(1).normal(size=(1, 64, 64, 1)).astype(np.float32)
+    kept = keras.saving.load_model(run.path / "rounds" / f"round{record['kept_round']}.keras", compile=False)
+    np.testing.assert_allclose(np.asarray(run.model(x)), np.asarray(kept(x)), atol=1e-5)

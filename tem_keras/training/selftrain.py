@@ -7,8 +7,9 @@ whose particle probability is at least :data:`MARGIN` from the threshold takes t
 label, the others are :data:`~tem_keras.data.datasets.IGNORE_LABEL` and carry no loss
 (:func:`confident_labels`). The student, warm-started from the teacher's weights with its optimiser
 state reset, trains on them with noise the teacher did not see: the 8 dihedral transforms plus
-photometric noise (blur, shot and Gaussian noise, brightness and contrast, illumination) on half
-the patches (:func:`student_augmentation`). This is the noisy student of Xie et al. [1]_ with the
+photometric noise (blur, shot and Gaussian noise, brightness and contrast, illumination) on 30 %
+of the patches (:func:`student_augmentation`), at 0.3 times the teacher's learning rate (a
+warm-started student fine-tunes). This is the noisy student of Xie et al. [1]_ with the
 confidence threshold of FixMatch [2]_ applied per pixel.
 
 Hand-drawn masks are never re-labelled. With some, they alone validate, and the round whose best
@@ -50,6 +51,11 @@ __all__ = ["MARGIN", "MAX_ROUNDS", "MIN_ROUND_EPOCHS", "SelfTrainingPlan", "chec
 MARGIN = 0.3
 #: rounds after round 0 planned at most
 MAX_ROUNDS = 2
+#: the students' peak learning rate, as a share of the teacher's: a warm-started student
+#: fine-tunes; at the full rate its first steps undo much of what it was given
+STUDENT_RATE = 0.3
+#: probability of each photometric augmentation of the students
+STUDENT_NOISE = 0.3
 #: a student round is planned only when it can train this many epochs of 4 steps
 MIN_ROUND_EPOCHS = 3
 #: share of the training time given to round 0 (the teacher trained on the labeller's labels)
@@ -112,6 +118,8 @@ class SelfTrainingPlan:
         Epochs of each round when the user fixed the epochs.
     margin : float
         :data:`MARGIN` of :func:`confident_labels`.
+    student_rate : float
+        The students' peak learning rate as a share of round 0's (:data:`STUDENT_RATE`).
     reason : str
         Why this many rounds.
     """
@@ -120,6 +128,7 @@ class SelfTrainingPlan:
     shares: list = field(default_factory=list)
     epochs: list | None = None
     margin: float = MARGIN
+    student_rate: float = STUDENT_RATE
     reason: str = ""
 
     def to_dict(self) -> dict:
@@ -132,7 +141,8 @@ class SelfTrainingPlan:
         split = (" + ".join(str(e) for e in self.epochs) + " epochs" if self.epochs
                  else " / ".join(f"{100 * s:.0f} %" for s in self.shares) + " of the training time")
         return (f"self-training: round 0 on the pseudo-labels, then {self.rounds} noisy-student round(s) on the "
-                f"model's confident pixels (p at least {self.margin:g} from the threshold); {split}")
+                f"model's confident pixels (p at least {self.margin:g} from the threshold), students at "
+                f"{self.student_rate:g} x the learning rate; {split}")
 
 
 def check_rounds(requested):
@@ -195,15 +205,16 @@ def plan_rounds(requested="auto", *, epochs: int | None = None, training_s: floa
 
 def student_augmentation(augmentation):
     """The student's noise: the teacher's geometric augmentation (or the 8 dihedral transforms)
-    with each photometric augmentation on half the patches.
+    with each photometric augmentation (blur, shot and Gaussian noise, brightness and contrast,
+    illumination) on :data:`STUDENT_NOISE` of the patches (the papers' set-up).
 
     >>> student_augmentation(None).p, student_augmentation(None).dihedral
-    (0.5, True)
+    (0.3, True)
     """
     from ..data.augment import Augmentation
 
     base = augmentation if augmentation is not None else Augmentation(rotate_degrees=0.0)
-    return replace(base, dihedral=True, p=max(base.p, 0.5))
+    return replace(base, dihedral=True, p=max(base.p, STUDENT_NOISE))
 
 
 @dataclass
@@ -278,8 +289,8 @@ def run_rounds(plan: SelfTrainingPlan, inputs, fit_round, predict, net, out_dir:
                chief: bool = True, verbose: int = 1) -> dict:
     """Round 0 and the student rounds of one run (the body of ``fit`` when self-training).
 
-    ``fit_round(index, masks, epochs, deadline, reserve, augmentation, checkpoint, monitored)``
-    trains one round and returns ``(epochs run, best monitored validation dice)``;
+    ``fit_round(index, masks, epochs, deadline, reserve, augmentation, checkpoint, monitored,
+    rate_share)`` trains one round and returns ``(epochs run, best monitored validation dice)``;
     ``predict(indices, split)`` gives the particle probabilities of those images of ``"train"`` or
     ``"val"``. Leaves ``best.keras`` (the kept round) and ``last.keras`` in ``out_dir``.
     """
@@ -308,7 +319,7 @@ def run_rounds(plan: SelfTrainingPlan, inputs, fit_round, predict, net, out_dir:
         checkpoint = out_dir / "rounds" / f"round{index}.keras"
         ran, best = fit_round(index, state.train_masks, epochs, round_deadline, reserve if last else 0.0,
                               augmentation if index == 0 else student_augmentation(augmentation), checkpoint,
-                              monitored)
+                              monitored, plan.student_rate if index else 1.0)
         if last:
             net.save(out_dir / "last.keras")
         if checkpoint.is_file():  # the round's best epoch teaches the next round

@@ -192,7 +192,8 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     deadline = started + plan.time_limit_s if plan.time_limit_s else None
     clock = make_clock()
 
-    def fit_round(index, masks, epochs, round_deadline, round_reserve, round_augmentation, checkpoint, judged):
+    def fit_round(index, masks, epochs, round_deadline, round_reserve, round_augmentation, checkpoint, judged,
+                  rate_share=1.0):
         """Train one round on ``masks`` (a student from the teacher's weights and a fresh optimiser
         state); ``(epochs run, best monitored val dice)``."""
         if index:
@@ -202,7 +203,8 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
         callbacks, keras_verbose, best = _callbacks(
             plan, trained, out_dir, judged, factor, round_deadline, round_reserve if adaptive else None,
             resumed=stored is not None and index == 0, verbose=verbose, clock=clock, epochs=epochs,
-            checkpoint=checkpoint, round_index=index if rounds is not None else None)
+            checkpoint=checkpoint, round_index=index if rounds is not None else None,
+            peak=trained.learning_rate * rate_share)
         pipeline = random_patch_pipeline(round_sampler, global_batch, augmentation=round_augmentation,
                                          seed=trained.seed + index)
         history = net.fit(pipeline, epochs=MAX_EPOCHS if adaptive else epochs,
@@ -293,9 +295,11 @@ def _build_network(plan, trained, strategy, built, precision: str, class_weights
 
 
 def _callbacks(plan, trained, out_dir: Path, monitored, factor: int, deadline, reserve, *, resumed: bool,
-               verbose: int, clock, epochs: int | None, checkpoint: Path, round_index: int | None = None):
+               verbose: int, clock, epochs: int | None, checkpoint: Path, round_index: int | None = None,
+               peak: float | None = None):
     """``(callbacks, Keras verbosity, best checkpoint)`` of one training loop; ``reserve``
-    (seconds kept after training) is given when the time budget re-plans the epochs. A
+    (seconds kept after training) is given when the time budget re-plans the epochs; ``peak``
+    replaces the config's learning rate. A
     self-training round (``round_index``) adds a ``round`` column to ``history.csv``; only round 0
     backs up its state for resuming."""
     import keras
@@ -310,7 +314,7 @@ def _callbacks(plan, trained, out_dir: Path, monitored, factor: int, deadline, r
     if adaptive:  # Keras's bar would announce MAX_EPOCHS epochs; the epoch line says how many
         keras_verbose = 0
     best = cb.make_checkpoint(checkpoint, budget if trained.schedule == "cosine" else None)
-    callbacks = [clock, cb.make_schedule(trained.learning_rate, budget, trained.schedule, deadline),
+    callbacks = [clock, cb.make_schedule(peak or trained.learning_rate, budget, trained.schedule, deadline),
                  cb.make_validation(monitored, factor, clock)]
     if not round_index:
         callbacks.append(keras.callbacks.BackupAndRestore(str(out_dir / "backup"), delete_checkpoint=True))
