@@ -1,7 +1,8 @@
 """Does noisy-student self-training beat its teacher? Zero masks, scored on masks training never sees.
 
 For each set the training images are copied without their masks into a scratch folder and
-``fit(DIR, labels="auto")`` trains on them twice with the same time budget: without
+``fit(DIR, labels="auto")`` trains on them twice with the same budget (time, or optimiser steps
+with ``--epochs``): without
 self-training (``self_training=0``) and with two rounds (``self_training=2``; the weights of each
 round are in ``rounds/``). Every model, the labeller's pseudo-labels and Gaussian σ = 1 + Otsu
 with the better polarity (an oracle choice, per set) are scored by per-image dice on the masked
@@ -14,7 +15,7 @@ in-situ frames 369² with 5–8 px particles; the first 10 train, the last 6 sco
 
 Usage::
 
-    python benchmarks/selftrain.py --time-limit 180 --patch-size 128 --batch-size 4
+    python benchmarks/selftrain.py --epochs 10 --steps 10 --patch-size 128 --batch-size 4
 """
 
 from __future__ import annotations
@@ -106,6 +107,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=["insitu_tiny", "tem-sinter-tiles"])
     parser.add_argument("--time-limit", type=float, default=210.0, help="seconds per fit")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="a budget in optimiser steps instead of time: epochs of --steps steps "
+                             "(a loaded machine then changes the wall time, not the result)")
+    parser.add_argument("--steps", type=int, default=None, help="steps per epoch (with --epochs)")
     parser.add_argument("--patch-size", type=int, default=None, help="default: planned")
     parser.add_argument("--batch-size", type=int, default=None, help="default: planned")
     parser.add_argument("--rounds", type=int, nargs="+", default=[0, 2],
@@ -115,7 +120,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from tem_keras.training import fit
 
-    results = {"time_limit_s": args.time_limit, "patch_size": args.patch_size, "batch_size": args.batch_size, "load_average_at_start": os.getloadavg(), "sets": {}}
+    results = {"time_limit_s": None if args.epochs else args.time_limit, "epochs": args.epochs,
+               "steps_per_epoch": args.steps, "patch_size": args.patch_size, "batch_size": args.batch_size, "load_average_at_start": os.getloadavg(), "sets": {}}
     for name in args.sets:
         unlabelled, test = split_set(name, args.work)
         if unlabelled is None:
@@ -124,7 +130,9 @@ def main(argv=None) -> int:
         rows = score_baselines(test)
         for rounds in args.rounds:
             start = time.monotonic()
-            run = fit(unlabelled, labels="auto", self_training=rounds, time_limit=args.time_limit,
+            budget = (dict(epochs=args.epochs, steps_per_epoch=args.steps) if args.epochs
+                      else dict(time_limit=args.time_limit))
+            run = fit(unlabelled, labels="auto", self_training=rounds, **budget,
                       split=(0.85, 0.15, 0.0), patch_size=args.patch_size, batch_size=args.batch_size,
                       run_dir=args.work / f"{name}-run{rounds}", overwrite=True,
                       mixed_precision="float32", verbose=1)

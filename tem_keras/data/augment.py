@@ -36,7 +36,7 @@ class Augmentation:
     scale : tuple of float
         Range of zoom factors applied with the rotation.
     blur_sigma : tuple of float
-        Range of the Gaussian blur's sigma in pixels.
+        Range of the Gaussian blur's sigma in pixels; ``(0, 0)``: no blur.
     gaussian_noise : tuple of float
         Range of the Gaussian noise's standard deviation, as a fraction of the patch's range.
     dose_noise : tuple of float
@@ -80,8 +80,9 @@ def _compose(aug: Augmentation):
                                   border_mode=cv2.BORDER_REFLECT_101, p=0.5))
     p = aug.p
     if p:
+        if max(aug.blur_sigma) > 0:
+            photometric.append(A.GaussianBlur(blur_limit=0, sigma_limit=aug.blur_sigma, p=p))
         photometric += [
-            A.GaussianBlur(blur_limit=0, sigma_limit=aug.blur_sigma, p=p),
             A.ShotNoise(scale_range=aug.dose_noise, p=p),
             A.GaussNoise(std_range=aug.gaussian_noise, p=p),
             A.RandomBrightnessContrast(brightness_limit=aug.brightness_contrast,

@@ -7,8 +7,8 @@ whose particle probability is at least :data:`MARGIN` from the threshold takes t
 label, the others are :data:`~tem_keras.data.datasets.IGNORE_LABEL` and carry no loss
 (:func:`confident_labels`). The student, warm-started from the teacher's weights with its optimiser
 state reset, trains on them with noise the teacher did not see: the 8 dihedral transforms plus
-photometric noise (blur, shot and Gaussian noise, brightness and contrast, illumination) on 30 %
-of the patches (:func:`student_augmentation`), at 0.3 times the teacher's learning rate (a
+photometric noise (shot and Gaussian noise, brightness and contrast, illumination; no blur) on
+30 % of the patches (:func:`student_augmentation`), at 0.3 times the teacher's learning rate (a
 warm-started student fine-tunes). This is the noisy student of Xie et al. [1]_ with the
 confidence threshold of FixMatch [2]_ applied per pixel.
 
@@ -205,16 +205,18 @@ def plan_rounds(requested="auto", *, epochs: int | None = None, training_s: floa
 
 def student_augmentation(augmentation):
     """The student's noise: the teacher's geometric augmentation (or the 8 dihedral transforms)
-    with each photometric augmentation (blur, shot and Gaussian noise, brightness and contrast,
-    illumination) on :data:`STUDENT_NOISE` of the patches (the papers' set-up).
+    with shot and Gaussian noise, brightness and contrast, and illumination each on
+    :data:`STUDENT_NOISE` of the patches; no blur, which erases the edges of 5 px particles
+    (``benchmarks/README.md``, the tiny-particle ablations).
 
-    >>> student_augmentation(None).p, student_augmentation(None).dihedral
-    (0.3, True)
+    >>> aug = student_augmentation(None)
+    >>> aug.p, aug.dihedral, aug.blur_sigma
+    (0.3, True, (0.0, 0.0))
     """
     from ..data.augment import Augmentation
 
     base = augmentation if augmentation is not None else Augmentation(rotate_degrees=0.0)
-    return replace(base, dihedral=True, p=max(base.p, STUDENT_NOISE))
+    return replace(base, dihedral=True, p=max(base.p, STUDENT_NOISE), blur_sigma=(0.0, 0.0))
 
 
 @dataclass
