@@ -99,6 +99,7 @@ def test_rounds_run_are_recorded_and_relabel_with_confident_pixels(frames, tmp_p
     np.testing.assert_allclose(np.asarray(run.model(x)), np.asarray(kept(x)), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_relabelling_records_the_teachers_confident_pixels(frames, tmp_path):
     """Round 1's record is the agreement of round 0's confident pixels with the edge-ignored
     pseudo-labels, recomputed here from the saved teacher and labels."""
@@ -138,6 +139,7 @@ def test_self_training_needs_pseudo_labels(tmp_path):
         fit(tmp_path, dict(TINY), labels="auto", self_training="many", run_dir=tmp_path / "run", **FAST)
 
 
+@pytest.mark.slow
 def test_with_a_few_masks_the_hand_drawn_ones_choose_the_round(tmp_path):
     """Three masked images and five without: the rounds re-label only the five, the masked
     validation image scores every round and the best round is the run's model."""
