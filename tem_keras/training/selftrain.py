@@ -18,12 +18,18 @@ are re-labelled too (the teacher's labels at 0.5) and the last round's model is 
 
 The rounds and the share of the budget of each are planned (:func:`plan_rounds`): half the
 training time for round 0, the rest shared evenly by the students, 2 rounds when each student can
-still train :data:`MIN_ROUND_EPOCHS` epochs of 4 steps after its re-labelling. The run folder gets
+still train :data:`MIN_ROUND_EPOCHS` epochs of 4 steps after its re-labelling (with epochs given
+instead of a time: ``ceil(epochs / 2)`` for round 0, the rest shared). The run folder gets
 ``selftrain.json`` (the plan and one record per round: its labels' confident share and agreement
 with the previous labels, epochs, seconds, validation dice) and ``rounds/round<k>.keras`` (each
 round's best weights); one line per round is printed. An interrupted run resumes within round 0
 only (its state is backed up; a student's is not): a run stopped in a student round is started
 again with ``overwrite=True``.
+
+Measured (``benchmarks/selftrain.py``, 100 CPU optimiser steps per fit, zero masks): every round
+beats Otsu by far, but none beats the labeller's pseudo-labels it started from nor a fit of the
+same steps without rounds (insitu_tiny 0.889 against 0.894 and 0.898; sinter tiles 0.954 against
+0.962 and 0.963). ``self_training=0`` (``--self-training 0``) turns the rounds off.
 
 References
 ----------
