@@ -68,7 +68,7 @@ def frames(tmp_path_factory):
 def test_rounds_run_are_recorded_and_relabel_with_confident_pixels(frames, tmp_path, capsys):
     from tem_keras.training import fit
 
-    run = fit(frames, dict(TINY), labels="auto", particles="dark", epochs=4, steps_per_epoch=2,
+    run = fit(frames, dict(TINY), labels="auto", particles="dark", self_training="auto", epochs=4, steps_per_epoch=2,
               run_dir=tmp_path / "run", **{**FAST, "verbose": 1})
     record = json.loads((run.path / "selftrain.json").read_text())
     assert record["plan"]["rounds"] == 2 and record["plan"]["epochs"] == [2, 1, 1]
@@ -150,7 +150,7 @@ def test_with_a_few_masks_the_hand_drawn_ones_choose_the_round(tmp_path):
     data = make_dataset(tmp_path / "data", n_images=8, size=64, mode="bright-field", seed=12)
     for p in sorted((data / "masks").iterdir())[3:]:
         p.unlink()
-    run = fit(data, dict(TINY), labels="auto", particles="dark", epochs=4, steps_per_epoch=2,
+    run = fit(data, dict(TINY), labels="auto", particles="dark", self_training="auto", epochs=4, steps_per_epoch=2,
               run_dir=tmp_path / "run", **FAST)
     record = json.loads((run.path / "selftrain.json").read_text())
     dice = [r["val_dice"] for r in record["rounds"]]

@@ -300,7 +300,7 @@ def test_a_folder_of_few_masks_and_many_frames_trains_on_both(tmp_path):
     assert set(run.split["val"]) <= set(hand) and set(run.split["test"]) <= set(hand) and run.split["val"]
     assert set(pseudo) <= set(run.split["train"])
     assert run.config["data"]["pseudo_labelled"] == pseudo and run.config["data"]["ignored_edge_px"] >= 1
-    assert "3 hand-drawn masks (validation and test only on them) + 5 pseudo-labelled" in run.config["plan"]["labels"]
+    assert "3 masks (validation and test only on them) + 5 pseudo-labelled" in run.config["plan"]["labels"]
     assert sorted(p.stem for p in (run.path / "pseudo_labels").glob("*.png")) == pseudo
     assert split_with_pseudo_labels(["a"], ["b", "c"], (0.7, 0.1, 0.2)) == {"train": ["b", "c"], "val": ["a"],
                                                                               "test": []}

@@ -101,9 +101,9 @@ def _add_training_commands(sub) -> None:
                         "masks, which alone validate and test")
     p.add_argument("--particles", choices=("dark", "bright", "auto"), default="auto",
                    help="particle contrast for the pseudo-labels (default: auto, chosen per image)")
-    p.add_argument("--self-training", type=_rounds, default="auto", metavar="N",
+    p.add_argument("--self-training", type=_rounds, default=0, metavar="N",
                    help="with --labels auto: rounds of noisy-student self-training after training on the "
-                        "pseudo-labels (default: auto, up to 2 as the budget allows; 0: none)")
+                        "pseudo-labels (default 0: none; auto: up to 2 as the budget allows)")
     add_training_options(p)
     p.set_defaults(func=run_fit, check=check_fit, model_options=[])
 

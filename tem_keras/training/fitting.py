@@ -73,7 +73,7 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
         patience: int | None = None, folds: int | None = None, split=(0.7, 0.1, 0.2), augment=True,
         seed: int = 0, mixed_precision="auto", pretrained: str | None = "auto", run_dir=None, devices=None, resume: bool = True,
         overwrite: bool = False, preprocessing=None, pairing: str = "stem", images=None, masks=None,
-        labels: str = "masks", particles: str = "auto", self_training="auto", verbose: int = 1,
+        labels: str = "masks", particles: str = "auto", self_training=0, verbose: int = 1,
         config: TrainingConfig | None = None,
         plan=None, **model_kwargs) -> Run:
     """Train a segmentation model on a dataset folder and write a run folder.
@@ -132,8 +132,10 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
         Particle contrast for the pseudo-labels (``"auto"``: chosen per image).
     self_training : "auto" or int
         With pseudo-labels: rounds of noisy-student self-training after the first training, each
-        on the model's own confident predictions, inside the same budget (``"auto"``: up to 2 as
-        the budget allows; 0: none). See :mod:`tem_keras.training.selftrain`; the rounds are
+        on the model's own confident predictions, inside the same budget (0, the default: none;
+        ``"auto"``: up to 2 as the budget allows). Off by default: measured with zero masks, the
+        rounds did not beat the labeller's pseudo-labels nor a plain fit of the same steps
+        (``benchmarks/README.md``). See :mod:`tem_keras.training.selftrain`; the rounds are
         recorded in ``selftrain.json``.
     verbose : int
         0 quiet; 1 the plan, then a line per epoch (and Keras's step bar on a terminal); 2 the plan

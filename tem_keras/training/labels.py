@@ -82,10 +82,10 @@ def split_with_pseudo_labels(hand, pseudo, fractions, *, fixed: dict | None = No
 def route(n_hand: int, n_pseudo: int, radius: int | None) -> str:
     """The plan line that says where the labels come from."""
     if not n_pseudo:
-        return f"labels: {n_hand} hand-drawn masks"
+        return f"labels: the {n_hand} masks of the data set"
     edges = f"pixels within {radius} px of their edges carry no loss" if radius else "edges kept"
     if not n_hand:
-        return (f"labels: no hand-drawn mask; {n_pseudo} pseudo-labelled images ({edges}); validation "
+        return (f"labels: no mask; {n_pseudo} pseudo-labelled images ({edges}); validation "
                 "and test scores measure agreement with the labeller, not accuracy")
-    return (f"labels: {n_hand} hand-drawn masks (validation and test only on them) + {n_pseudo} "
+    return (f"labels: {n_hand} masks (validation and test only on them) + {n_pseudo} "
             f"pseudo-labelled images in training ({edges})")

@@ -188,7 +188,7 @@ class Plan:
                  f"particles up to {d.get('large', d.get('p90', float('nan'))):.0f} px ({d.get('count', 0)} in "
                  "the training masks)",
                  f"      {self.patch_size}² px random patches, batch {self.batch_size}, "
-                 f"{self.steps_per_epoch} steps per epoch, {self.epochs} epochs"
+                 f"{self.steps_per_epoch} steps per epoch, {self.epochs} epoch{'' if self.epochs == 1 else 's'}"
                  + (f" ({self.step_seconds:.2f} s per step)" if self.step_seconds else "")
                  + (f", time limit {self.time_limit_s / 60:.1f} min" if self.time_limit_s else "")]
         if self.labels:

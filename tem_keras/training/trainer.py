@@ -83,7 +83,7 @@ def _reset_optimizer(net) -> None:
 def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None, run_dir=None, devices=None,
           resume: bool = True, overwrite: bool = False, preprocessing=None, discover_kwargs=None,
           labels: str = "masks", particles: str = "auto", verbose: int = 1, started: float | None = None,
-          split: dict | None = None, plan=None, self_training="auto") -> Run:
+          split: dict | None = None, plan=None, self_training=0) -> Run:
     """Train one model for a validated ``config`` and write its run folder (the body of
     :func:`~tem_keras.training.fit`; also used for each fold of a k-fold run).
 
