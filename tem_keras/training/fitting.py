@@ -30,7 +30,6 @@ One ``fit`` at a time trains into a run folder (a lock, ``.tem_keras.lock``), an
 
 from __future__ import annotations
 
-import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -38,7 +37,7 @@ from pathlib import Path
 from .. import _env  # noqa: F401
 from ..artifacts import Run
 from .strategy import is_chief
-from ..validation import check_bool
+from ..validation import check_bool, check_choice, check_devices, check_int, check_path
 from .config import TrainingConfig
 from .rundir import check_run_dir, default_run_dir, run_lock
 from .trainer import train
@@ -63,6 +62,29 @@ def _model_spec(model, model_kwargs):
     if isinstance(model, dict):
         return {**model, **model_kwargs}, None
     raise TypeError(f"model must be a registry name, a dict or a keras.Model, got {type(model).__name__}")
+
+
+def _check_fit_arguments(dataset_dir, *, run_dir, devices, resume, overwrite, preprocessing, pairing, labels,
+                         particles, verbose, plan, images, masks) -> None:
+    """``fit``'s arguments other than the training options (those :class:`TrainingConfig` checks),
+    before any file is read or written."""
+    from ..data.preprocess import Preprocessing
+
+    check_path("dataset_dir", dataset_dir, what="a dataset folder")
+    check_path("run_dir", run_dir, optional=True, what="a run folder")
+    check_path("plan", plan, optional=True, what="a plan file")
+    check_devices(devices)
+    check_bool("resume", resume)
+    check_bool("overwrite", overwrite)
+    check_choice("pairing", pairing, ("stem", "sorted"))
+    check_choice("labels", labels, ("masks", "auto"))
+    check_choice("particles", particles, ("auto", "dark", "bright"))
+    check_int("verbose", verbose, 0, 2)
+    if preprocessing is not None and not isinstance(preprocessing, Preprocessing):
+        raise TypeError(f"preprocessing must be a Preprocessing or None, got {type(preprocessing).__name__}")
+    for name, value in (("images", images), ("masks", masks)):
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            check_path(name, item, optional=True, what="a folder or a list of folders")
 
 
 def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, epochs: int | None = None,
@@ -146,6 +168,9 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
     Run
     """
     started = time.monotonic()
+    _check_fit_arguments(dataset_dir, run_dir=run_dir, devices=devices, resume=resume, overwrite=overwrite,
+                         preprocessing=preprocessing, pairing=pairing, labels=labels, particles=particles,
+                         verbose=verbose, plan=plan, images=images, masks=masks)
     spec, built = _model_spec(model, model_kwargs)
     config, augmentation = _training_config(config, augment, dict(
         model=spec, recipe=recipe, time_limit=time_limit, epochs=epochs, steps_per_epoch=steps_per_epoch,
@@ -160,14 +185,8 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
         if config.folds:
             raise ValueError("plan=... trains one model from an edited plan; it does not combine with folds")
         given_plan, plan_split = read_plan_file(plan)
-    if labels not in ("masks", "auto"):
-        raise ValueError(f"labels must be 'masks' or 'auto', got {labels!r}")
     if built is not None and config.model is None:
         config = TrainingConfig.from_dict({**config.to_dict(), "model": {"name": built.name}})
-    if not isinstance(dataset_dir, (str, os.PathLike)):
-        raise TypeError(f"dataset_dir must be a folder (str or Path), got {dataset_dir!r}")
-    check_bool("resume", resume)
-    check_bool("overwrite", overwrite)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(
         dataset_dir, config.model, config.seed, f"-{config.folds}fold" if config.folds else "")
     check_run_dir(run_dir, [dataset_dir, images, masks])  # before the lock is written into it

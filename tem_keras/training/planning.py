@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TEMInputError
+from ..schemas import check_split
 from .config import TrainingConfig
 
 __all__ = ["plan", "read_plan_file", "EDITABLE"]
@@ -115,9 +116,5 @@ def read_plan_file(path) -> tuple:
     except TypeError as error:
         raise TEMInputError(f"incomplete plan ({error})", path) from None
     planned.planned_share, planned.step_seconds, planned.validation_seconds = {}, None, None
-    split = record.get("split")
-    if split is not None and not (isinstance(split, dict) and all(
-            isinstance(split.get(k, []), list) and all(isinstance(s, str) for s in split.get(k, []))
-            for k in ("train", "val", "test"))):
-        raise TEMInputError("'split' must be {\"train\": [names], \"val\": [...], \"test\": [...]}", path)
+    split = check_split(record.get("split"), path)  # lists of names, no image in two splits
     return planned, ({k: list(split.get(k, [])) for k in ("train", "val", "test")} if split else None)
