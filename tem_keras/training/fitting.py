@@ -42,7 +42,7 @@ from .config import TrainingConfig
 from .rundir import check_run_dir, default_run_dir, run_lock
 from .trainer import train
 
-__all__ = ["fit"]
+__all__ = ["check_fit_arguments", "fit"]
 
 
 def _model_spec(model, model_kwargs):
@@ -64,10 +64,11 @@ def _model_spec(model, model_kwargs):
     raise TypeError(f"model must be a registry name, a dict or a keras.Model, got {type(model).__name__}")
 
 
-def _check_fit_arguments(dataset_dir, *, run_dir, devices, resume, overwrite, preprocessing, pairing, labels,
-                         particles, verbose, plan, images, masks) -> None:
+def check_fit_arguments(dataset_dir, *, run_dir=None, devices=None, resume=True, overwrite=False,
+                        preprocessing=None, pairing="stem", labels="masks", particles="auto", verbose=1,
+                        plan=None, images=None, masks=None) -> None:
     """``fit``'s arguments other than the training options (those :class:`TrainingConfig` checks),
-    before any file is read or written."""
+    before any file is read or written (also used by ``plan`` and ``sweep``)."""
     from ..data.preprocess import Preprocessing
 
     check_path("dataset_dir", dataset_dir, what="a dataset folder")
@@ -79,7 +80,8 @@ def _check_fit_arguments(dataset_dir, *, run_dir, devices, resume, overwrite, pr
     check_choice("pairing", pairing, ("stem", "sorted"))
     check_choice("labels", labels, ("masks", "auto"))
     check_choice("particles", particles, ("auto", "dark", "bright"))
-    check_int("verbose", verbose, 0, 2)
+    if not isinstance(verbose, bool):  # True / False as 1 / 0
+        check_int("verbose", verbose, 0, 2)
     if preprocessing is not None and not isinstance(preprocessing, Preprocessing):
         raise TypeError(f"preprocessing must be a Preprocessing or None, got {type(preprocessing).__name__}")
     for name, value in (("images", images), ("masks", masks)):
@@ -168,9 +170,9 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
     Run
     """
     started = time.monotonic()
-    _check_fit_arguments(dataset_dir, run_dir=run_dir, devices=devices, resume=resume, overwrite=overwrite,
-                         preprocessing=preprocessing, pairing=pairing, labels=labels, particles=particles,
-                         verbose=verbose, plan=plan, images=images, masks=masks)
+    check_fit_arguments(dataset_dir, run_dir=run_dir, devices=devices, resume=resume, overwrite=overwrite,
+                        preprocessing=preprocessing, pairing=pairing, labels=labels, particles=particles,
+                        verbose=verbose, plan=plan, images=images, masks=masks)
     spec, built = _model_spec(model, model_kwargs)
     config, augmentation = _training_config(config, augment, dict(
         model=spec, recipe=recipe, time_limit=time_limit, epochs=epochs, steps_per_epoch=steps_per_epoch,

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import TEMInputError
 from ..schemas import check_split
+from ..validation import check_path
 from .config import TrainingConfig
 
 __all__ = ["plan", "read_plan_file", "EDITABLE"]
@@ -58,6 +59,11 @@ def plan(dataset_dir, out=None, *, config: TrainingConfig | None = None, labels:
     from .inputs import fingerprint, read_training_inputs
     from .plan import plan_training
 
+    from .fitting import check_fit_arguments
+
+    check_fit_arguments(dataset_dir, preprocessing=preprocessing, labels=labels, particles=particles,
+                        overwrite=overwrite, verbose=verbose)
+    check_path("out", out, optional=True, what="a JSON file")
     config = config or TrainingConfig()
     if not isinstance(config, TrainingConfig):
         raise TypeError(f"config must be a TrainingConfig, got {type(config).__name__}")
