@@ -198,7 +198,7 @@ class Run(ModelBundle):
         check_keras_file(path / "best.keras")
         advice = "; the run folder is damaged: train again"
         config = check_config_json(read_json(path / "config.json", advice=advice), path / "config.json")
-        split = metrics = {}
+        split, metrics = {}, {}
         if (path / "split.json").is_file():
             split = check_split(read_json(path / "split.json", advice=advice), path / "split.json",
                                 field="split.json", required=True)

@@ -322,7 +322,8 @@ def match_kernels(model, layer=None, *, bank: dict | None = None, centered: bool
     top = check_int("top", top, 1)
     check_bool("centered", centered)
     if bank is not None and (not isinstance(bank, dict) or not bank):
-        raise ValueError(f"bank must be a non-empty dict of name -> kernel, got {bank!r}"[:200])
+        got = "an empty dict" if isinstance(bank, dict) else f"a {type(bank).__name__}"
+        raise ValueError(f"bank must be a non-empty dict of name -> kernel, got {got}")
     found = _kernel_layer(model, layer)
     kernels = get_kernels(model, found)
     size = kernels.shape[-2:]
