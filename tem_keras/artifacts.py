@@ -195,7 +195,6 @@ class Run(ModelBundle):
         for name in ("config.json", "best.keras"):
             if not (path / name).is_file():
                 raise TEMInputError(f"not a finished tem_keras run folder: {name} is missing", path)
-        check_keras_file(path / "best.keras")
         advice = "; the run folder is damaged: train again"
         config = check_config_json(read_json(path / "config.json", advice=advice), path / "config.json")
         split, metrics = {}, {}
@@ -207,8 +206,8 @@ class Run(ModelBundle):
             if not isinstance(metrics, dict):
                 raise TEMInputError("must hold a JSON object of scores" + advice, path / "metrics.json")
         read_threshold(path)  # a damaged thresholds.json is reported now, not at the first prediction
-        model = load_keras_model(path / "best.keras")
-        return cls(path, model, config, read_history(path / "history.csv"), metrics, split)
+        history = read_history(path / "history.csv")
+        return cls(path, load_keras_model(path / "best.keras"), config, history, metrics, split)
 
     @property
     def preprocessing(self):

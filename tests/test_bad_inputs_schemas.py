@@ -12,6 +12,7 @@ asked for, the working directory and an unrelated folder beside them. No case tr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -270,7 +271,9 @@ def _cli(*argv):
     return call
 
 
+@functools.lru_cache(maxsize=1)
 def _tiny_model():
+    """One untrained UNet for the explain cases (none of them changes it)."""
     from tem_keras.models import build_model
 
     return build_model("unet", base_filters=2, depth=2)
