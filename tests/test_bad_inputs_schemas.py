@@ -432,7 +432,7 @@ for id_, function, args, kw, types, names in (
         ("mean_kernel-class_index-3", "mean_kernel", (), dict(class_index=3), VE, "class_index"),
         ("get_kernels-layer-index", "get_kernels", (), dict(layer=-5), VE, "layer"),
         ("plot_kernels-max_filters-0", "plot_kernels", (), dict(max_filters=0), VE, "max_filters"),
-        ("activation_maps-layers-empty", "activation_maps", (IMAGE,), dict(layers=[]), VE, "layers"),
+        ("activation_maps-layer-float", "activation_maps", (IMAGE,), dict(layers=[2.5]), TY, "layer"),
         ("activation_maps-max_channels-0", "activation_maps", (IMAGE,), dict(max_channels=0), VE, "max_channels"),
         ("activation_maps-layer-unknown", "activation_maps", (IMAGE,), dict(layers=["nope"]), VE, "nope"),
         ("erf-size-0", "effective_receptive_field", (), dict(size=0), VE, "size"),

@@ -75,9 +75,7 @@ def activation_maps(model, image, layers=None, *, preprocessing=None, max_channe
     if layers is None:
         names = default_activation_layers(model)
     else:
-        names = [layers] if isinstance(layers, str) else list(layers)
-        if not names:
-            raise ValueError("layers is empty: give layer names, or None for the default layers")
+        names = [layers] if isinstance(layers, str) else list(layers)  # []: the class scores only
     found = [_common.get_layer(model, name) for name in names]
     batch, (h, w) = _common.model_input_image(model, image, preprocessing)
     targets = [layer.output for layer in found] + [_common.logits_tensor(model)]
