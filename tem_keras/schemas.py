@@ -79,12 +79,15 @@ def _class_index(key, path, field: str) -> int:
     return index
 
 
-def _check_classes(classes, path, field: str) -> None:
+def _check_classes(classes, path, field: str, *, written: bool = False) -> None:
     """A list of names (index = position) or an object: ``{index: name}``, or nnU-Net's
-    ``{name: index}``; at least one class besides the background."""
+    ``{name: index}``; at least one class besides the background. ``written``: a file tem_keras
+    wrote, which holds ``{index: name}`` only."""
     if classes is None:
         return
-    allowed = "must be a list of names or an object {index: name}"
+    allowed = "must be an object {index: name}" if written else "must be a list of names or an object {index: name}"
+    if written and not isinstance(classes, dict):
+        raise _bad(path, field, f"{allowed}, got {_type(classes)[:80]}")
     if isinstance(classes, list):
         if not all(isinstance(n, str) for n in classes):
             raise _bad(path, field, f"{allowed}: every name a string, got {classes!r}"[:200])
@@ -168,7 +171,7 @@ def check_config_json(config, path) -> dict:
     """A run's ``config.json``: an object whose classes, pixel size, preprocessing, request, plan
     and model have the right types."""
     config = _dict(config, path, "the settings of the run")
-    _check_classes(config.get("classes"), path, "classes")
+    _check_classes(config.get("classes"), path, "classes", written=True)
     _positive(config, "pixel_size_nm", path)
     if config.get("preprocessing") is not None:
         check_preprocessing(config["preprocessing"], path)
@@ -208,7 +211,7 @@ def check_export_json(meta, path) -> dict:
     threshold = meta.get("threshold")
     if threshold is not None and not (_is_number(threshold) and 0 <= threshold <= 1):
         raise _bad(path, "threshold", f"must be a number in [0, 1] or null, got {_type(threshold)}")
-    _check_classes(meta.get("classes"), path, "classes")
+    _check_classes(meta.get("classes"), path, "classes", written=True)
     _positive(meta, "pixel_size_nm", path)
     for key in ("num_classes", "downsampling"):
         value = meta.get(key)

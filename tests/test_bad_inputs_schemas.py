@@ -120,6 +120,8 @@ RUN_VARIANTS = {  # name: (edit of the run folder, file the message names, text 
     "config-binary": (_json("config.json", BINARY), "config.json", "binary"),
     "config-list": (_json("config.json", [1, 2]), "config.json", "JSON object"),
     "config-classes-str": (_update("config.json", classes="particle"), "config.json", '"classes"'),
+    "config-classes-list": (_update("config.json", classes=["background", "particle"]), "config.json",
+                            '"classes"'),
     "config-pixel-negative": (_update("config.json", pixel_size_nm=-2), "config.json", '"pixel_size_nm"'),
     "config-preprocessing-unknown-key": (_update("config.json", preprocessing={"bogus": 1}), "config.json",
                                          "'bogus'"),

@@ -37,12 +37,11 @@ from pathlib import Path
 from .. import _env  # noqa: F401
 from ..artifacts import Run
 from .strategy import is_chief
-from ..validation import check_bool, check_choice, check_devices, check_int, check_path
-from .config import TrainingConfig
+from .config import TrainingConfig, check_fit_arguments
 from .rundir import check_run_dir, default_run_dir, run_lock
 from .trainer import train
 
-__all__ = ["check_fit_arguments", "fit"]
+__all__ = ["fit"]
 
 
 def _model_spec(model, model_kwargs):
@@ -64,31 +63,6 @@ def _model_spec(model, model_kwargs):
     raise TypeError(f"model must be a registry name, a dict or a keras.Model, got {type(model).__name__}")
 
 
-def check_fit_arguments(dataset_dir, *, run_dir=None, devices=None, resume=True, overwrite=False,
-                        preprocessing=None, pairing="stem", labels="masks", particles="auto", verbose=1,
-                        plan=None, images=None, masks=None) -> None:
-    """``fit``'s arguments other than the training options (those :class:`TrainingConfig` checks),
-    before any file is read or written (also used by ``plan`` and ``sweep``)."""
-    from ..data.preprocess import Preprocessing
-
-    check_path("dataset_dir", dataset_dir, what="a dataset folder")
-    check_path("run_dir", run_dir, optional=True, what="a run folder")
-    check_path("plan", plan, optional=True, what="a plan file")
-    check_devices(devices)
-    check_bool("resume", resume)
-    check_bool("overwrite", overwrite)
-    check_choice("pairing", pairing, ("stem", "sorted"))
-    check_choice("labels", labels, ("masks", "auto"))
-    check_choice("particles", particles, ("auto", "dark", "bright"))
-    if not isinstance(verbose, bool):  # True / False as 1 / 0
-        check_int("verbose", verbose, 0, 2)
-    if preprocessing is not None and not isinstance(preprocessing, Preprocessing):
-        raise TypeError(f"preprocessing must be a Preprocessing or None, got {type(preprocessing).__name__}")
-    for name, value in (("images", images), ("masks", masks)):
-        for item in value if isinstance(value, (list, tuple)) else [value]:
-            check_path(name, item, optional=True, what="a folder or a list of folders")
-
-
 def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, epochs: int | None = None,
         steps_per_epoch: int | None = None, batch_size: int | None = None, patch_size: int | None = None,
         learning_rate: float | None = None, weight_decay: float | None = None, optimizer: str | None = None,
@@ -106,7 +80,9 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
     Parameters
     ----------
     dataset_dir : str or Path
-        Folder with images and masks (see :func:`tem_keras.data.discover`).
+        Folder with images and masks (see :func:`tem_keras.data.discover`). Masks with no particle
+        or no background train as they are, with a warning naming them; a data set in which every
+        mask has no particle (or no background) is refused.
     model : str, dict, keras.Model or None
         A registry name (``tem-keras models``), ``{"name": ..., **kwargs}``, a built Keras model
         (input ``(None, None, 1)``), or None: a residual UNet sized to the particles.

@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import TEMInputError
 from ..schemas import check_split
 from ..validation import check_path
-from .config import TrainingConfig
+from .config import TrainingConfig, check_fit_arguments
 
 __all__ = ["plan", "read_plan_file", "EDITABLE"]
 
@@ -58,8 +58,6 @@ def plan(dataset_dir, out=None, *, config: TrainingConfig | None = None, labels:
     from ..io import read_image
     from .inputs import fingerprint, read_training_inputs
     from .plan import plan_training
-
-    from .fitting import check_fit_arguments
 
     check_fit_arguments(dataset_dir, preprocessing=preprocessing, labels=labels, particles=particles,
                         overwrite=overwrite, verbose=verbose)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ..io.outputs import OutputFolder
 from ..validation import check_int, check_path
-from .fitting import check_fit_arguments, fit
+from .config import check_fit_arguments
+from .fitting import fit
 
 __all__ = ["sweep"]
 
