@@ -12,7 +12,8 @@ Layouts recognised by :func:`discover` (first match wins):
   stems that occur in two folders are prefixed with the folder's split name
 
 An optional ``DIR/dataset.json`` gives ``pixel_size_nm``, class names (``classes``) and a fixed
-split (``split: {"train": [stems], "val": [...], "test": [...]}``).
+split (``split: {"train": [stems], "val": [...], "test": [...]}``, each image in one split only),
+checked on read by :func:`tem_keras.schemas.check_dataset_json`.
 
 Mask convention: 0 = background, 1..K = classes; a binary mask stored as 0/255 is read as 0/1.
 Nothing is guessed: two masks (or two images) for one stem are an error naming both files, and a
@@ -253,7 +254,11 @@ def discover(dataset_dir, *, images=None, masks=None, pairing: str = "stem",
     Raises
     ------
     TEMInputError
-        Missing or empty folder, nothing paired, or (``strict``) unpaired files.
+        Missing or empty folder, nothing paired, (``strict``) unpaired files, or a
+        ``dataset.json`` that is not JSON or holds a wrong type, a pixel size <= 0 or an image in
+        two splits (:func:`tem_keras.schemas.check_dataset_json`; the message names the field).
+    TypeError
+        ``dataset_dir`` is not a path, ``include_unlabelled`` or ``strict`` not a bool.
     """
     if not isinstance(dataset_dir, (str, os.PathLike)):
         raise TypeError(f"dataset_dir must be a folder (str or Path), got {dataset_dir!r} "
