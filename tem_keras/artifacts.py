@@ -35,9 +35,12 @@ import numpy as np
 
 from . import _env  # noqa: F401
 from .errors import TEMInputError
+from .validation import check_keras_file
+from .schemas import (check_config_json, check_export_json, check_history_csv, check_split,
+                      check_thresholds_json, read_json)
 
 __all__ = ["ModelBundle", "Run", "ExportedModel", "SavedModelNetwork", "load", "load_keras_model",
-           "model_kind", "read_threshold", "write_threshold"]
+           "model_kind", "read_history", "read_threshold", "write_threshold"]
 
 #: name of the file holding a run's tuned threshold (``{"threshold": float, ...}``)
 THRESHOLDS_FILE = "thresholds.json"
@@ -59,16 +62,17 @@ def read_threshold(folder) -> float | None:
     Returns
     -------
     float or None
-        None when the file is missing or holds no number under ``"threshold"``.
+        None when the file is missing.
+
+    Raises
+    ------
+    TEMInputError
+        The file is not JSON or holds no number in [0, 1] under ``"threshold"``.
     """
     path = Path(folder) / THRESHOLDS_FILE
     if not path.is_file():
         return None
-    try:
-        value = json.loads(path.read_text()).get("threshold")
-    except (ValueError, AttributeError) as error:
-        raise TEMInputError(f"is not a valid thresholds file ({error})", path) from None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return float(check_thresholds_json(read_json(path), path)["threshold"])
 
 
 def write_threshold(folder, threshold: float, **details) -> Path:
@@ -86,6 +90,32 @@ def write_threshold(folder, threshold: float, **details) -> Path:
     path = Path(folder) / THRESHOLDS_FILE
     path.write_text(json.dumps({"threshold": float(threshold), **details}, indent=2))
     return path
+
+
+def read_history(path):
+    """A run's ``history.csv`` as a DataFrame (one row per epoch); None when it is missing or
+    empty (no epoch finished: an interrupted fit).
+
+    Raises
+    ------
+    TEMInputError
+        Binary content, no header line, or rows that are not a table; the message names the file.
+    """
+    import io
+
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    text = check_history_csv(path)
+    if not text.strip():
+        return None
+    try:
+        return pd.read_csv(io.StringIO(text))
+    except (pd.errors.ParserError, ValueError) as error:
+        raise TEMInputError(f"is not a table of epochs ({' '.join(str(error).split())[:120]}); the run "
+                            "folder is damaged: delete history.csv or train again", path) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,30 +191,23 @@ class Run(ModelBundle):
     @classmethod
     def load(cls, path) -> "Run":
         """Open a run folder (the best model, config, history, metrics and split)."""
-        import keras
-        import pandas as pd
-
-        from . import models  # noqa: F401  (registers the custom layers)
-
-        from .validation import check_keras_file
-
         path = Path(path)
         for name in ("config.json", "best.keras"):
             if not (path / name).is_file():
                 raise TEMInputError(f"not a finished tem_keras run folder: {name} is missing", path)
-        check_keras_file(path / "best.keras")
-        try:
-            config = json.loads((path / "config.json").read_text())
-        except (OSError, ValueError) as error:
-            raise TEMInputError(f"config.json is unreadable ({error}); the run folder is damaged",
-                                path) from None
-        model = keras.saving.load_model(path / "best.keras", compile=False)
-        try:
-            history = pd.read_csv(path / "history.csv")
-        except (FileNotFoundError, pd.errors.EmptyDataError):  # no epoch finished (interrupted fit)
-            history = None
-        read = lambda n: json.loads((path / n).read_text()) if (path / n).is_file() else {}  # noqa: E731
-        return cls(path, model, config, history, read("metrics.json"), read("split.json"))
+        advice = "; the run folder is damaged: train again"
+        config = check_config_json(read_json(path / "config.json", advice=advice), path / "config.json")
+        split, metrics = {}, {}
+        if (path / "split.json").is_file():
+            split = check_split(read_json(path / "split.json", advice=advice), path / "split.json",
+                                field="split.json", required=True)
+        if (path / "metrics.json").is_file():
+            metrics = read_json(path / "metrics.json", advice=advice)
+            if not isinstance(metrics, dict):
+                raise TEMInputError("must hold a JSON object of scores" + advice, path / "metrics.json")
+        read_threshold(path)  # a damaged thresholds.json is reported now, not at the first prediction
+        history = read_history(path / "history.csv")
+        return cls(path, load_keras_model(path / "best.keras"), config, history, metrics, split)
 
     @property
     def preprocessing(self):
@@ -322,6 +345,7 @@ def load_keras_model(path):
     from . import models  # noqa: F401  (registers the custom layers)
 
     path = Path(path)
+    check_keras_file(path)  # empty, truncated, or damaged weights: said before Keras opens it
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # noqa: BLE001
@@ -338,21 +362,17 @@ def load_keras_model(path):
 def _open_export_folder(path: Path) -> ExportedModel:
     from .data.preprocess import Preprocessing
 
-    try:
-        meta = json.loads((path / "tem_keras.json").read_text())
-        if not isinstance(meta, dict) or "files" not in meta or "preprocessing" not in meta:
-            raise ValueError("required keys 'files' and 'preprocessing' are missing")
-        preprocessing = Preprocessing.from_dict(meta["preprocessing"])
-    except (ValueError, TypeError) as error:
-        raise TEMInputError(f"tem_keras.json is corrupt ({error}); export the model again", path) from None
+    meta_path = path / "tem_keras.json"
+    meta = check_export_json(read_json(meta_path, advice="; the export is corrupt: export the model again"),
+                             meta_path)
+    preprocessing = Preprocessing.from_dict(meta["preprocessing"])
     missing = [f for f in meta["files"].values() if not (path / f).exists()]
     if (path / "saved_model").exists() and not (path / "saved_model" / "saved_model.pb").is_file():
         missing.append("saved_model/saved_model.pb")
     if missing:
         raise TEMInputError(f"is a partial export: {', '.join(missing)} listed in tem_keras.json "
                             "is missing; export the model again", path)
-    threshold = meta.get("threshold")
-    threshold = float(threshold) if isinstance(threshold, (int, float)) else None
+    threshold = None if meta.get("threshold") is None else float(meta["threshold"])
     if "keras" in meta["files"]:
         model = load_keras_model(path / meta["files"]["keras"])
         return ExportedModel(model, preprocessing, threshold, path, meta)

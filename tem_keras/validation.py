@@ -17,9 +17,10 @@ from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["check_bool", "check_choice", "check_int", "check_keras_file", "check_number",
-           "check_optional", "check_pixel_size", "check_positive_int", "check_predict_arguments",
-           "check_predict_input", "check_serving_images"]
+__all__ = ["check_bool", "check_choice", "check_devices", "check_int", "check_keras_file",
+           "check_mask_contents", "check_number", "check_optional", "check_path", "check_pixel_size",
+           "check_positive_int", "check_predict_arguments", "check_predict_input",
+           "check_serving_images"]
 
 
 def _is_int(value) -> bool:
@@ -108,6 +109,75 @@ def check_bool(name: str, value) -> bool:
     return bool(value)
 
 
+def check_path(name: str, value, *, optional: bool = False, what: str = "a path"):
+    """``value`` if it is a ``str`` or ``os.PathLike`` (a file or folder name)."""
+    import os
+
+    if value is None and optional:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or (isinstance(value, str) and not value.strip()):
+        raise TypeError(f"{name} must be {_allowed(what + ' (str or Path)', optional)}, got {value!r} "
+                        f"({type(value).__name__})")
+    return value
+
+
+def check_devices(devices):
+    """``devices`` of ``fit``: None (every GPU), a number of devices >= 1, or device names."""
+    if devices is None or _is_int(devices):
+        return check_int("devices", devices, 1, optional=True)
+    allowed = "None, a number of devices >= 1 or a list of device names ('/gpu:0', ...)"
+    if (isinstance(devices, (str, bytes)) or not isinstance(devices, Iterable)
+            or not (names := list(devices)) or not all(isinstance(d, str) and d for d in names)):
+        raise TypeError(f"devices must be {allowed}, got {devices!r}")
+    return names
+
+
+def check_mask_contents(masks, where) -> str | None:
+    """Masks with no particle or no background, among ``masks`` (``(name, array)`` pairs; 0 is
+    background, 1..254 are classes, 255 is unlabelled).
+
+    Such masks are real (an empty field of view, a crop inside one particle), so a few are a
+    warning; a set in which *every* mask lacks particles or lacks background teaches nothing and
+    is refused.
+
+    Returns
+    -------
+    str or None
+        The warning to give (naming up to five files), or None when every mask has both.
+
+    Raises
+    ------
+    TEMInputError
+        Every mask has no particle pixel, or every mask has no background pixel (``where`` named).
+    """
+    from .errors import TEMInputError
+
+    no_particle, no_background, total = [], [], 0
+    for name, mask in masks:
+        total += 1
+        counts = np.bincount(np.asarray(mask, dtype=np.uint8).ravel(), minlength=256)
+        if not counts[1:255].any():
+            no_particle.append(str(name))
+        if not counts[0]:
+            no_background.append(str(name))
+    if total and len(no_particle) == total:
+        raise TEMInputError(f"every mask ({total}) is empty: no pixel is a particle (masks hold 0 = "
+                            "background, 1..K = particles, or 0/255); there is nothing to learn. Are "
+                            "the masks inverted or saved blank?", where)
+    if total and len(no_background) == total:
+        raise TEMInputError(f"every mask ({total}) is all particle: no pixel is background (0); are the "
+                            "masks inverted?", where)
+    parts = []
+    for names, what in ((no_particle, "no particle"), (no_background, "no background")):
+        if names:
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            parts.append(f"{len(names)} of {total} masks have {what} ({shown})")
+    if not parts:
+        return None
+    return (f"{where}: {'; '.join(parts)}; they are used as they are (empty fields and crops inside "
+            "a particle are real), but check that they are not blank or inverted")
+
+
 def check_optional(check, name: str, value, *args, **kwargs):
     """``check(name, value, ...)`` unless ``value`` is None."""
     return None if value is None else check(name, value, *args, **kwargs)
@@ -157,6 +227,10 @@ def check_predict_input(x) -> None:
 # Model files and run folders
 # --------------------------------------------------------------------------------------------
 
+#: the first bytes of every HDF5 file (the weights inside a .keras archive)
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
 def check_keras_file(path) -> None:
     """A ``.keras`` file that is empty, truncated or not a Keras archive: a clear TEMInputError.
 
@@ -181,12 +255,17 @@ def check_keras_file(path) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
-    except (zipfile.BadZipFile, OSError) as error:
+            missing = [n for n in ("config.json", "model.weights.h5") if n not in names]
+            if missing:
+                raise TEMInputError(f"is not a complete .keras model ({', '.join(missing)} missing in "
+                                    "the archive); train or copy it again", path)
+            with archive.open("model.weights.h5") as weights:
+                signature = weights.read(8)
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
         raise TEMInputError(f"is damaged ({error}); train or copy it again", path) from None
-    missing = [n for n in ("config.json", "model.weights.h5") if n not in names]
-    if missing:
-        raise TEMInputError(f"is not a complete .keras model ({', '.join(missing)} missing in "
-                            "the archive); train or copy it again", path)
+    if signature != _HDF5_SIGNATURE:
+        raise TEMInputError("is damaged: its weights (model.weights.h5 in the archive) are not an "
+                            "HDF5 file; train or copy it again", path)
 
 
 def check_serving_images(images) -> np.ndarray:

@@ -32,8 +32,9 @@ def test_thresholds_round_trip(tmp_path):
     path = write_threshold(tmp_path, 0.42, metric="f1", split="val")
     assert path.name == "thresholds.json" and read_threshold(tmp_path) == pytest.approx(0.42)
     assert json.loads(path.read_text()) == {"threshold": 0.42, "metric": "f1", "split": "val"}
-    path.write_text(json.dumps({"threshold": "otsu"}))
-    assert read_threshold(tmp_path) is None
+    path.write_text(json.dumps({"threshold": "otsu"}))  # not silently ignored (issue 24)
+    with pytest.raises(TEMInputError, match='thresholds.json: "threshold" must be a number in \\[0, 1\\]'):
+        read_threshold(tmp_path)
     path.write_text("{not json")
     with pytest.raises(TEMInputError, match="thresholds"):
         read_threshold(tmp_path)

@@ -249,7 +249,7 @@ def test_load_reports_corrupt_and_partial_exports(exported, tmp_path):
         load(broken)
     broken = copy("bad_keras")
     (broken / "model.keras").write_bytes((exported / "model.keras").read_bytes()[:500])
-    with pytest.raises(TEMInputError, match="corrupt or incomplete"):
+    with pytest.raises(TEMInputError, match="model.keras: is truncated or damaged"):
         load(broken)
     with pytest.raises(TEMInputError, match="neither"):
         load(tmp_path)

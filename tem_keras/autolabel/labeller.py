@@ -57,7 +57,7 @@ import numpy as np
 
 from ..analysis.baselines import as_image, gaussian_wide, otsu_segment, otsu_split, pseudo_labels
 from ..errors import TEMInputError
-from ..validation import check_choice, check_number
+from ..validation import check_choice, check_int, check_number
 from .morphology import fill_holes, local_background, refine_edges, remove_specks
 from .structure import estimate_particle_diameter, particle_diameter, particle_polarity
 
@@ -326,6 +326,26 @@ def auto_labels(image, *, particles: str = "auto", scale_px: float | None = None
     return mask, record
 
 
+def check_label_options(method: str = "auto", *, particles: str = "auto", **options) -> None:
+    """The arguments of :func:`label_image`, checked before any image is read: the method, the
+    contrast, the options the method takes and their ranges (``sigma`` >= 0, ``disk_radius`` an
+    integer >= 0, ``levels`` an integer >= 2; ``scale_px`` as :func:`auto_labels` checks it)."""
+    check_choice("method", method, METHODS)
+    check_choice("particles", particles, ("auto", "dark", "bright"))
+    allowed = {"auto": {"scale_px", "phases", "references"},
+               "horwath": {"sigma", "disk_radius", "levels"}, "otsu": {"sigma"}}[method]
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise TEMInputError(f"method {method!r} takes no option {', '.join(unknown)}; "
+                            f"it takes {', '.join(sorted(allowed))}")
+    for name, check in (("sigma", lambda v: check_number("sigma", v, 0.0)),
+                        ("disk_radius", lambda v: check_int("disk_radius", v, 0)),
+                        ("levels", lambda v: check_int("levels", v, 2)),
+                        ("scale_px", lambda v: check_number("scale_px", v, 1.0, optional=True))):
+        if name in options:
+            check(options[name])
+
+
 def label_image(image, method: str = "auto", *, particles: str = "auto", **options):
     """Particle mask of a micrograph by a labeller chosen by name.
 
@@ -350,13 +370,7 @@ def label_image(image, method: str = "auto", *, particles: str = "auto", **optio
     record : LabelRecord
         For ``"horwath"`` and ``"otsu"`` only method, pipeline, polarity and fraction are set.
     """
-    check_choice("method", method, METHODS)
-    allowed = {"auto": {"scale_px", "phases", "references"},
-               "horwath": {"sigma", "disk_radius", "levels"}, "otsu": {"sigma"}}[method]
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise TEMInputError(f"method {method!r} takes no option {', '.join(unknown)}; "
-                            f"it takes {', '.join(sorted(allowed))}")
+    check_label_options(method, particles=particles, **options)
     if method == "auto":
         return auto_labels(image, particles=particles, **options)
     if method == "horwath":

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..errors import TEMInputError
 from ..io.outputs import OutputFolder, refuse_inputs
-from .console import as_input_errors, note_pixel_size
+from ..validation import check_mask_contents
+from .console import as_input_errors, note, note_pixel_size
 
 
 def run_synth(args) -> None:
@@ -42,14 +43,20 @@ def run_check(args) -> None:
         print(f"  image without mask: {p}")
     for p in ds.unpaired_masks:
         print(f"  mask without image: {p}")
-    problems = 0
-    for sample in ds.labelled:
-        try:
-            load_pair(sample, ds.num_classes)
-        except TEMInputError as err:
-            problems += 1
-            print(f"  problem: {err}")
-    print(f"{len(ds.labelled) - problems} of {len(ds.labelled)} pairs are ready for training")
+    problems = []
+
+    def masks():
+        for sample in ds.labelled:
+            try:
+                yield sample.mask.name, load_pair(sample, ds.num_classes)[1]
+            except TEMInputError as err:
+                problems.append(err)
+                print(f"  problem: {err}")
+
+    empty = check_mask_contents(masks(), args.dataset_dir)  # a set of only empty masks: refused
+    print(f"{len(ds.labelled) - len(problems)} of {len(ds.labelled)} pairs are ready for training")
+    if empty:
+        note(empty)
     if ds.labelled and ds.pixel_size_nm is None:
         from ..io import read_image
 
@@ -123,10 +130,19 @@ def _label_options(args) -> dict:
         raise TEMInputError(f"{', '.join(wrong)} do(es) not apply to --method {args.method} "
                             f"(it takes {', '.join(takes[args.method])})")
     if args.method == "auto":
-        return {"scale_px": args.scale}
-    options = {"sigma": 2.0 if args.sigma is None else args.sigma}
+        options = {"scale_px": args.scale}
+    else:
+        options = {"sigma": 2.0 if args.sigma is None else args.sigma}
     if args.method == "horwath":
         options["disk_radius"] = 3 if args.disk_radius is None else args.disk_radius
+    from ..autolabel.labeller import check_label_options
+
+    try:  # before any image is read
+        check_label_options(args.method, particles=args.particles, **options)
+    except (ValueError, TypeError) as error:
+        flags = {"sigma": "--sigma", "disk_radius": "--disk-radius", "scale_px": "--scale"}
+        name = str(error).split(" ", 1)[0]
+        raise TEMInputError(flags.get(name, name) + str(error)[len(name):]) from None
     return options
 
 

@@ -12,7 +12,8 @@ Layouts recognised by :func:`discover` (first match wins):
   stems that occur in two folders are prefixed with the folder's split name
 
 An optional ``DIR/dataset.json`` gives ``pixel_size_nm``, class names (``classes``) and a fixed
-split (``split: {"train": [stems], "val": [...], "test": [...]}``).
+split (``split: {"train": [stems], "val": [...], "test": [...]}``, each image in one split only),
+checked on read by :func:`tem_keras.schemas.check_dataset_json`.
 
 Mask convention: 0 = background, 1..K = classes; a binary mask stored as 0/255 is read as 0/1.
 Nothing is guessed: two masks (or two images) for one stem are an error naming both files, and a
@@ -22,7 +23,7 @@ at once; the grey edges of an anti-aliased or JPEG mask) is refused (:func:`read
 
 from __future__ import annotations
 
-import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,16 +206,13 @@ def _discover_split_folders(root, split_dirs, info, **options) -> Dataset:
 
 
 def _read_dataset_json(root: Path) -> dict:
+    """``root/dataset.json`` checked by :func:`tem_keras.schemas.check_dataset_json` ({} if absent)."""
+    from ..schemas import check_dataset_json, read_json
+
     path = root / "dataset.json"
     if not path.is_file():
         return {}
-    try:
-        info = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise TEMInputError(f"not valid JSON ({err})", path) from None
-    if not isinstance(info, dict):
-        raise TEMInputError("must hold a JSON object", path)
-    return info
+    return check_dataset_json(read_json(path), path)
 
 
 def _class_names(info: dict) -> dict[int, str]:
@@ -256,8 +254,19 @@ def discover(dataset_dir, *, images=None, masks=None, pairing: str = "stem",
     Raises
     ------
     TEMInputError
-        Missing or empty folder, nothing paired, or (``strict``) unpaired files.
+        Missing or empty folder, nothing paired, (``strict``) unpaired files, or a
+        ``dataset.json`` that is not JSON or holds a wrong type, a pixel size <= 0 or an image in
+        two splits (:func:`tem_keras.schemas.check_dataset_json`; the message names the field).
+    TypeError
+        ``dataset_dir`` is not a path, ``include_unlabelled`` or ``strict`` not a bool.
     """
+    if not isinstance(dataset_dir, (str, os.PathLike)):
+        raise TypeError(f"dataset_dir must be a folder (str or Path), got {dataset_dir!r} "
+                        f"({type(dataset_dir).__name__})")
+    from ..validation import check_bool
+
+    check_bool("include_unlabelled", include_unlabelled)
+    check_bool("strict", strict)
     root = Path(dataset_dir).expanduser()
     if not root.exists():
         raise TEMInputError("no such dataset folder", root)

@@ -137,15 +137,31 @@ def feature_layers(model) -> list:
 
 
 def get_layer(model, layer):
-    """``model.get_layer(layer)`` with an error that lists a few valid names."""
-    if not isinstance(layer, str):
+    """The layer of ``model`` named ``layer`` (or at index ``layer``, or ``layer`` itself when it
+    is one of the model's layers), with an error that lists a few valid names."""
+    from ..validation import check_int
+
+    names = [lyr.name for lyr in feature_layers(model)]
+    shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+    if isinstance(layer, str):
+        try:
+            return model.get_layer(layer)
+        except ValueError:
+            raise ValueError(f"layer: model {model.name!r} has no layer {layer!r}; feature layers: "
+                             f"{shown}") from None
+    if isinstance(layer, (int, np.integer)) and not isinstance(layer, (bool, np.bool_)):
+        return model.layers[check_int("layer", layer, 0, len(model.layers) - 1)]
+    if any(layer is lyr for lyr in model.layers):
         return layer
-    try:
-        return model.get_layer(layer)
-    except ValueError:
-        names = [lyr.name for lyr in feature_layers(model)]
-        shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-        raise ValueError(f"model {model.name!r} has no layer {layer!r}; feature layers: {shown}") from None
+    raise TypeError(f"layer must be a layer name, an index in [0, {len(model.layers) - 1}] or a layer "
+                    f"of model {model.name!r}, got {layer!r} ({type(layer).__name__}); feature layers: {shown}")
+
+
+def check_class_index(model, class_index) -> int:
+    """``class_index`` as an int in ``[0, classes - 1]`` of ``model``'s output."""
+    from ..validation import check_int
+
+    return check_int("class_index", class_index, 0, num_classes(model) - 1)
 
 
 def is_conv(layer) -> bool:

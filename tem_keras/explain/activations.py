@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _common
+from ..validation import check_int
 
 __all__ = ["activation_maps", "class_scores", "default_activation_layers", "plot_activation_maps"]
 
@@ -70,10 +71,11 @@ def activation_maps(model, image, layers=None, *, preprocessing=None, max_channe
     model = float32_model(model)  # gradients and maps in float32, also for mixed-precision runs
     import keras
 
+    max_channels = check_int("max_channels", max_channels, 1)
     if layers is None:
         names = default_activation_layers(model)
     else:
-        names = [layers] if isinstance(layers, str) else list(layers)
+        names = [layers] if isinstance(layers, str) else list(layers)  # []: the class scores only
     found = [_common.get_layer(model, name) for name in names]
     batch, (h, w) = _common.model_input_image(model, image, preprocessing)
     targets = [layer.output for layer in found] + [_common.logits_tensor(model)]

@@ -30,6 +30,7 @@ import warnings
 import numpy as np
 
 from . import _common
+from ..validation import check_bool
 
 __all__ = ["grad_cam", "class_log_odds", "default_cam_layer", "target_mask", "plot_grad_cam"]
 
@@ -219,6 +220,9 @@ def grad_cam(model, image, *, layer=None, target="particle", class_index: int = 
 
     if method not in ("gradcam", "gradcam++"):
         raise ValueError(f"method must be 'gradcam' or 'gradcam++', got {method!r}")
+    class_index = _common.check_class_index(model, class_index)
+    for name, value in (("normalize", normalize), ("return_figure", return_figure)):
+        check_bool(name, value)
     layer = default_cam_layer(model) if layer is None else _common.get_layer(model, layer)
     batch, (h, w) = _common.model_input_image(model, image, preprocessing)
     grad_model = keras.Model(_common.model_inputs(model), [layer.output, _common.logits_tensor(model)])

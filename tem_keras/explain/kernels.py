@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _common
+from ..validation import check_bool, check_int
 
 __all__ = ["filter_bank", "get_kernels", "plot_kernels", "mean_kernel", "match_kernels", "FAMILIES"]
 
@@ -102,7 +103,7 @@ def filter_bank(size: int) -> dict[str, np.ndarray]:
     dict
         Name → ``[size, size]`` float64 array.
     """
-    size = int(size)
+    size = check_int("size", size, 1)
     bank = {}
     for s in GAUSSIAN_SIGMAS:
         if s <= size / 2:
@@ -182,6 +183,7 @@ def plot_kernels(model, layer=None, *, max_filters: int = 64, max_channels: int 
     -------
     matplotlib.figure.Figure
     """
+    max_filters, max_channels = check_int("max_filters", max_filters, 1), check_int("max_channels", max_channels, 1)
     kernels = get_kernels(model, layer)[:max_filters, :max_channels]
     n_f, n_c = kernels.shape[:2]
     if n_c == 1:
@@ -247,6 +249,7 @@ def mean_kernel(model, layer=None, *, weighting: str = "none", class_index: int 
     figure : matplotlib.figure.Figure
         Only with ``return_figure=True``.
     """
+    class_index = _common.check_class_index(model, class_index)
     kernels = get_kernels(model, layer).astype(np.float64)
     if weighting == "none":
         mean = kernels.mean(axis=(0, 1))
@@ -316,6 +319,11 @@ def match_kernels(model, layer=None, *, bank: dict | None = None, centered: bool
     """
     import pandas as pd
 
+    top = check_int("top", top, 1)
+    check_bool("centered", centered)
+    if bank is not None and (not isinstance(bank, dict) or not bank):
+        got = "an empty dict" if isinstance(bank, dict) else f"a {type(bank).__name__}"
+        raise ValueError(f"bank must be a non-empty dict of name -> kernel, got {got}")
     found = _kernel_layer(model, layer)
     kernels = get_kernels(model, found)
     size = kernels.shape[-2:]

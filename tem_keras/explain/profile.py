@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _common
+from ..validation import check_int
 
 __all__ = ["LineProfile", "line_profile"]
 
@@ -96,7 +97,7 @@ def line_profile(image, probabilities, start, end, *, class_index: int = 1, n_po
         probabilities = np.asarray(probabilities(batch, training=False), np.float32)[0, :h, :w]
     prob = np.asarray(probabilities, np.float32)
     if prob.ndim == 3:
-        prob = prob[..., class_index]
+        prob = prob[..., check_int("class_index", class_index, 0, prob.shape[-1] - 1)]
     if prob.shape != data.shape:
         raise ValueError(f"probability map {prob.shape} and image {data.shape} differ in size")
     (r0, c0), (r1, c1) = (tuple(float(v) for v in start), tuple(float(v) for v in end))
@@ -104,7 +105,7 @@ def line_profile(image, probabilities, start, end, *, class_index: int = 1, n_po
         if not (0 <= r <= data.shape[0] - 1 and 0 <= c <= data.shape[1] - 1):
             raise ValueError(f"point ({r:g}, {c:g}) is outside the {data.shape[0]}×{data.shape[1]} image")
     length = float(np.hypot(r1 - r0, c1 - c0))
-    n = int(n_points) if n_points is not None else max(2, int(round(length)) + 1)
+    n = check_int("n_points", n_points, 2) if n_points is not None else max(2, int(round(length)) + 1)
     t = np.linspace(0.0, 1.0, n)
     rows, cols = r0 + t * (r1 - r0), c0 + t * (c1 - c0)
     coords = np.vstack([rows, cols])

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _common
+from ..validation import check_int, check_number
 
 __all__ = ["EffectiveReceptiveField", "effective_receptive_field", "input_gradient", "support_extent",
            "mass_extent", "plot_effective_receptive_field"]
@@ -166,6 +167,10 @@ def effective_receptive_field(model, image=None, *, size: int | None = None, n_s
     model = float32_model(model)  # gradients and maps in float32, also for mixed-precision runs
     from ..models.receptive_field import downsampling_factor, receptive_field
 
+    class_index = _common.check_class_index(model, class_index)
+    size = check_int("size", size, 1, optional=True)
+    n_samples = check_int("n_samples", n_samples, 1)
+    check_number("fraction", fraction, 0.0, 1.0, low_open=True)
     analytic = receptive_field(model)
     d = max(1, downsampling_factor(model))
     if image is None:

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..io.outputs import OutputFolder
 from . import _common
+from ..validation import check_bool
 
 __all__ = ["METHODS", "write_explanation"]
 
@@ -77,6 +78,12 @@ def write_explanation(model, image, method: str, out_dir, *, layer=None, class_i
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if method in ("gradcam", "gradcam++", "activations") and image is None:
         raise ValueError(f"--method {method} needs an image")
+    check_bool("overwrite", overwrite)
+    class_index = _common.check_class_index(model, class_index)
+    if layer is not None:  # the layer(s) exist: said before anything is computed or written
+        for name in str(layer).split(",") if isinstance(layer, str) else [layer]:
+            if name != "":
+                _common.get_layer(model, name)
     out = Path(out_dir)
     fixed = {"gradcam": ["gradcam.npy", "gradcam.png"], "gradcam++": ["gradcam.npy", "gradcam.png"],
              "kernels": ["kernels.npy", "mean_kernel.npy", "kernel_matches.csv", "kernels.png",

@@ -23,7 +23,7 @@ from . import predict_script
 from ..errors import TEMInputError
 from ..inference.predictor import Predictor
 from ..io.outputs import OutputFolder, legacy_folder
-from ..validation import check_bool, check_number, check_pixel_size
+from ..validation import check_bool, check_number, check_path, check_pixel_size
 from . import onnx_file
 from .bioimageio import write_bioimageio
 from .keras_file import write_keras
@@ -94,7 +94,11 @@ def _checked_formats(formats, threshold, pixel_size_nm, overwrite) -> tuple:
     check_number("threshold", threshold, 0.0, 1.0, optional=True)
     check_pixel_size("pixel_size_nm", pixel_size_nm)
     check_bool("overwrite", overwrite)
-    formats = tuple(formats)
+    if not isinstance(formats, (list, tuple, set, frozenset)) or not all(isinstance(f, str) for f in formats):
+        raise TypeError(f"formats must be a list of format names or a comma-separated string, got {formats!r}")
+    formats = tuple(dict.fromkeys(formats))
+    if not formats:
+        raise ValueError(f"formats is empty: an export needs a model; choose from {FORMATS}")
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown export formats {unknown}; choose from {FORMATS}")
@@ -212,6 +216,12 @@ def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
         probabilities = tf.saved_model.load("exports/unet_seed0/saved_model").serve(images)
     """
     formats = _checked_formats(formats, threshold, pixel_size_nm, overwrite)
+    check_path("out_dir", out_dir, what="an export folder")
+    check_bool("verbose", verbose)
+    if name is not None and not (isinstance(name, str) and name.strip()):
+        raise TypeError(f"name must be a non-empty string or None, got {name!r}")
+    if authors is not None and (isinstance(authors, str) or not all(isinstance(a, str) for a in authors)):
+        raise TypeError(f"authors must be a list of names (strings) or None, got {authors!r}")
     src = _source(run_or_model, preprocessing, threshold)
     model = src.model = _float32_model(src.model, run_or_model)
     out_dir = Path(out_dir)

@@ -469,9 +469,11 @@ def locked_folder(folder, *, advice: str, doing: str = "writing into it"):
                 folder.rmdir()  # only when nothing was written
 
 
-def claim_output(path, *, overwrite: bool) -> Path:
+def claim_output(path, *, overwrite: bool, advice: str = _CSV_ADVICE) -> Path:
     """Lock ``path`` for this process; returns the partial file to write (``os.replace`` it onto
     ``path`` when complete, then call :func:`release_output`).
+
+    ``advice`` ends the message when another process holds the lock.
 
     Raises
     ------
@@ -479,7 +481,7 @@ def claim_output(path, *, overwrite: bool) -> Path:
         Another live process holds the lock, or ``path`` exists and not ``overwrite``.
     """
     path = Path(path)
-    lock = lock_output(path)
+    lock = lock_output(path, advice=advice)
     if path.exists() and not overwrite:  # written by a process that has finished
         lock.unlink(missing_ok=True)
         raise FileExistsError(f"{path}: already exists; pass --overwrite to replace it")

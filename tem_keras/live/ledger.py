@@ -123,7 +123,8 @@ class ParticleTable:
         """
         from ..io.outputs import claim_output
 
-        self._partial = claim_output(self.path, overwrite=True)
+        self._partial = claim_output(self.path, overwrite=True, advice=(
+            "wait for it to finish, or give this watch its own --out folder"))
 
     def keep_only(self, keep: set[str], *, size_columns=()) -> dict[str, np.ndarray]:
         """Keep only the rows whose ``image`` is in ``keep`` (rows of files the ledger does not

@@ -24,7 +24,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, fields, replace
 
-__all__ = ["TrainingConfig", "RECIPES", "parse_duration"]
+__all__ = ["TrainingConfig", "RECIPES", "check_fit_arguments", "parse_duration"]
 
 #: recipe name → values used for the fields the user left at ``None``
 RECIPES = {
@@ -192,3 +192,29 @@ class TrainingConfig:
     def from_dict(cls, config: dict) -> "TrainingConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: tuple(v) if k == "split" else v for k, v in config.items() if k in names})
+
+
+def check_fit_arguments(dataset_dir, *, run_dir=None, devices=None, resume=True, overwrite=False,
+                        preprocessing=None, pairing="stem", labels="masks", particles="auto", verbose=1,
+                        plan=None, images=None, masks=None) -> None:
+    """``fit``'s arguments other than the training options (those :class:`TrainingConfig` checks),
+    before any file is read or written (also used by ``plan`` and ``sweep``)."""
+    from ..data.preprocess import Preprocessing
+    from ..validation import check_bool, check_choice, check_devices, check_int, check_path
+
+    check_path("dataset_dir", dataset_dir, what="a dataset folder")
+    check_path("run_dir", run_dir, optional=True, what="a run folder")
+    check_path("plan", plan, optional=True, what="a plan file")
+    check_devices(devices)
+    check_bool("resume", resume)
+    check_bool("overwrite", overwrite)
+    check_choice("pairing", pairing, ("stem", "sorted"))
+    check_choice("labels", labels, ("masks", "auto"))
+    check_choice("particles", particles, ("auto", "dark", "bright"))
+    if not isinstance(verbose, bool):  # True / False as 1 / 0
+        check_int("verbose", verbose, 0, 2)
+    if preprocessing is not None and not isinstance(preprocessing, Preprocessing):
+        raise TypeError(f"preprocessing must be a Preprocessing or None, got {type(preprocessing).__name__}")
+    for name, value in (("images", images), ("masks", masks)):
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            check_path(name, item, optional=True, what="a folder or a list of folders")

@@ -31,7 +31,6 @@ One ``fit`` at a time trains into a run folder (a lock, ``.tem_keras.lock``), an
 
 from __future__ import annotations
 
-import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -39,8 +38,7 @@ from pathlib import Path
 from .. import _env  # noqa: F401
 from ..artifacts import Run
 from .strategy import is_chief
-from ..validation import check_bool
-from .config import TrainingConfig
+from .config import TrainingConfig, check_fit_arguments
 from .rundir import check_run_dir, default_run_dir, run_lock
 from .trainer import train
 
@@ -84,7 +82,9 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
     Parameters
     ----------
     dataset_dir : str or Path
-        Folder with images and masks (see :func:`tem_keras.data.discover`).
+        Folder with images and masks (see :func:`tem_keras.data.discover`). Masks with no particle
+        or no background train as they are, with a warning naming them; a data set in which every
+        mask has no particle (or no background) is refused.
     model : str, dict, keras.Model or None
         A registry name (``tem-keras models``), ``{"name": ..., **kwargs}``, a built Keras model
         (input ``(None, None, 1)``), or None: a residual UNet sized to the particles.
@@ -155,6 +155,9 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
     Run
     """
     started = time.monotonic()
+    check_fit_arguments(dataset_dir, run_dir=run_dir, devices=devices, resume=resume, overwrite=overwrite,
+                        preprocessing=preprocessing, pairing=pairing, labels=labels, particles=particles,
+                        verbose=verbose, plan=plan, images=images, masks=masks)
     spec, built = _model_spec(model, model_kwargs)
     config, augmentation = _training_config(config, augment, dict(
         model=spec, recipe=recipe, time_limit=time_limit, epochs=epochs, steps_per_epoch=steps_per_epoch,
@@ -169,18 +172,12 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
         if config.folds:
             raise ValueError("plan=... trains one model from an edited plan; it does not combine with folds")
         given_plan, plan_split = read_plan_file(plan)
-    if labels not in ("masks", "auto"):
-        raise ValueError(f"labels must be 'masks' or 'auto', got {labels!r}")
     from .selftrain import check_rounds
 
     if check_rounds(self_training) not in ("auto", 0) and labels != "auto":
         raise ValueError("self_training trains on pseudo-labels: it needs labels='auto'")
     if built is not None and config.model is None:
         config = TrainingConfig.from_dict({**config.to_dict(), "model": {"name": built.name}})
-    if not isinstance(dataset_dir, (str, os.PathLike)):
-        raise TypeError(f"dataset_dir must be a folder (str or Path), got {dataset_dir!r}")
-    check_bool("resume", resume)
-    check_bool("overwrite", overwrite)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(
         dataset_dir, config.model, config.seed, f"-{config.folds}fold" if config.folds else "")
     check_run_dir(run_dir, [dataset_dir, images, masks])  # before the lock is written into it

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TEMInputError
+from ..validation import check_mask_contents
 from .config import TrainingConfig
 from .labels import edge_radius, ignore_edges, route, split_with_pseudo_labels
 
@@ -78,6 +79,11 @@ def read_training_inputs(dataset_dir, config: TrainingConfig, *, labels: str = "
     preprocessing = preprocessing or Preprocessing()
     read = {name: load_images(dataset, split[name], preprocessing=preprocessing, progress=verbose > 0,
                               desc=f"reading {name} images") for name in ("train", "val", "test") if split[name]}
+    mask_files = {s.stem: s.mask.name for s in dataset.labelled}
+    note = check_mask_contents(((mask_files.get(stem, stem), mask) for name in read
+                                for stem, mask in zip(split[name], read[name][1])), dataset_dir)
+    if note:
+        warnings.warn(note, UserWarning, stacklevel=3)
     inputs = TrainingInputs(dataset, split, read, hand, pseudo, pseudo_dir)
     if pseudo:  # pixels near pseudo-label edges carry no loss
         masks = read["train"][1]
@@ -107,13 +113,27 @@ def split_images(dataset, config: TrainingConfig, dataset_dir: Path) -> dict:
         carved = split_samples(split["train"], (1 - share, share, 0.0), seed=config.seed)
         split["train"], split["val"] = carved["train"], carved["val"]
     if not split["val"]:
-        raise TEMInputError("the split leaves no validation image; checkpoints are chosen on one "
-                            "(give split=(train, val, test) with val > 0 or more images)", dataset_dir)
+        raise TEMInputError(_no_validation(len(labelled), dataset.split, config.split), dataset_dir)
     if len(split["val"]) < 3:
         warnings.warn(f"only {len(split['val'])} validation image(s): the best epoch is chosen on "
                       "them and the threshold stays at 0.5; label more images or use folds=5",
                       UserWarning, stacklevel=4)
     return split
+
+
+def _no_validation(n: int, fixed, fractions) -> str:
+    """Why no image validates, and advice that differs from what was asked."""
+    head = "no image is left for validation, on which the checkpoints are chosen"
+    if n < 2:
+        return f"{head}: {n} labelled image cannot be trained on and validated on; label at least one more"
+    if fixed:
+        return f"{head}: dataset.json's split lists none under \"val\"; add some there"
+    if fractions[1] > 0:
+        return (f"{head}: the split {tuple(fractions)} of {n} labelled images gives none to validation; "
+                "label more images, or give one to validation, e.g. split=(0.5, 0.5, 0.0) "
+                "(--split 0.5 0.5 0)")
+    return (f"{head}: the split {tuple(fractions)} gives none to validation; give it a share, e.g. "
+            "split=(0.7, 0.1, 0.2) (--split 0.7 0.1 0.2)")
 
 
 def _spread(values) -> dict:

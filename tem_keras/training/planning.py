@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TEMInputError
-from .config import TrainingConfig
+from ..schemas import check_split
+from ..validation import check_path
+from .config import TrainingConfig, check_fit_arguments
 
 __all__ = ["plan", "read_plan_file", "EDITABLE"]
 
@@ -57,6 +59,9 @@ def plan(dataset_dir, out=None, *, config: TrainingConfig | None = None, labels:
     from .inputs import fingerprint, read_training_inputs
     from .plan import plan_training
 
+    check_fit_arguments(dataset_dir, preprocessing=preprocessing, labels=labels, particles=particles,
+                        overwrite=overwrite, verbose=verbose)
+    check_path("out", out, optional=True, what="a JSON file")
     config = config or TrainingConfig()
     if not isinstance(config, TrainingConfig):
         raise TypeError(f"config must be a TrainingConfig, got {type(config).__name__}")
@@ -115,9 +120,5 @@ def read_plan_file(path) -> tuple:
     except TypeError as error:
         raise TEMInputError(f"incomplete plan ({error})", path) from None
     planned.planned_share, planned.step_seconds, planned.validation_seconds = {}, None, None
-    split = record.get("split")
-    if split is not None and not (isinstance(split, dict) and all(
-            isinstance(split.get(k, []), list) and all(isinstance(s, str) for s in split.get(k, []))
-            for k in ("train", "val", "test"))):
-        raise TEMInputError("'split' must be {\"train\": [names], \"val\": [...], \"test\": [...]}", path)
+    split = check_split(record.get("split"), path)  # lists of names, no image in two splits
     return planned, ({k: list(split.get(k, [])) for k in ("train", "val", "test")} if split else None)

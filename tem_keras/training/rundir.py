@@ -8,10 +8,10 @@ rule); any other folder holding files is refused.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..io.outputs import OutputExistsError, OutputFolder, legacy_folder, locked_folder
+from ..schemas import check_config_json, read_json
 
 __all__ = ["RUN_ENTRIES", "check_run_dir", "default_run_dir", "prepare_run_dir", "run_lock"]
 
@@ -63,7 +63,9 @@ def prepare_run_dir(run_dir: Path, request: dict, *, resume: bool, overwrite: bo
         if overwrite:
             folder.clear()
         elif unfinished and resume and (run_dir / "config.json").is_file():
-            old = json.loads((run_dir / "config.json").read_text())
+            path = run_dir / "config.json"
+            old = check_config_json(read_json(path, advice="; pass --overwrite (overwrite=True) to start "
+                                              "the run again"), path)
             changed = sorted(k for k in set(request) | set(old.get("request", {}))
                              if old.get("request", {}).get(k) != request.get(k))
             if changed:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..io.outputs import OutputFolder
+from ..validation import check_int, check_path
+from .config import check_fit_arguments
 from .fitting import fit
 
 __all__ = ["sweep"]
@@ -12,6 +14,21 @@ __all__ = ["sweep"]
 
 #: the tables and plot of a sweep, beside its run folders
 _SWEEP_FILES = ("sweep.csv", "summary.csv", "dice_vs_receptive_field.png")
+
+
+def _check_sweep_arguments(dataset_dir, models, seeds, out_dir, overwrite) -> None:
+    """The arguments only ``sweep`` takes (``fit`` checks the rest), before anything is trained."""
+    check_fit_arguments(dataset_dir, overwrite=overwrite)
+    check_path("out_dir", out_dir, what="a folder")
+    if isinstance(models, (str, dict)) or not isinstance(models, (list, tuple)) or not models:
+        raise TypeError(f"models must be a non-empty list of registry names or {{'name': ...}} dicts, got {models!r}")
+    for spec in models:
+        if not (isinstance(spec, str) or (isinstance(spec, dict) and isinstance(spec.get("name"), str))):
+            raise TypeError(f"models: each must be a registry name or a dict with a 'name', got {spec!r}")
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (list, tuple, range)) or not len(seeds):
+        raise TypeError(f"seeds must be a non-empty list of integers, got {seeds!r}")
+    for seed in seeds:
+        check_int("seeds", seed, 0)
 
 
 def sweep(dataset_dir, models, seeds=(0, 1, 2, 3, 4), *, out_dir="sweeps", overwrite=False,
@@ -38,6 +55,7 @@ def sweep(dataset_dir, models, seeds=(0, 1, 2, 3, 4), *, out_dir="sweeps", overw
 
     from ..models.describe import describe
 
+    _check_sweep_arguments(dataset_dir, models, seeds, out_dir, overwrite)
     out_dir = Path(out_dir)
     folder = OutputFolder(out_dir, inputs=[dataset_dir])
     for name in _SWEEP_FILES:  # before hours of training

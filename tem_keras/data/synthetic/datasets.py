@@ -87,10 +87,11 @@ def make_dataset(out_dir, n_images: int = 8, size=256, mode: str = "bright-field
 
     from ... import __version__
     from ...io import write_image, write_mask
+    from ...validation import check_bool, check_int
 
     out_dir = Path(out_dir)
-    if int(n_images) < 1:
-        raise ValueError(f"n_images must be at least 1, got {n_images}")
+    n_images = check_int("n_images", n_images, 1)
+    check_bool("overwrite", overwrite)
     if "seed" in image_kwargs:
         raise TypeError("make_dataset takes one root seed; image i uses a child of it")
     if seed is None:

@@ -35,20 +35,29 @@ _RECORD_ONLY = frozenset({"function", "size", "mode", "seed", "child_seeds", "te
                           "n_particles_from_coverage", "voltage_kv"})
 
 
+#: the largest synthetic image, in pixels (8192² px: a few float64 arrays of 0.5 GB each)
+MAX_PIXELS = 8192 * 8192
+
+
 def image_shape(size) -> tuple[int, int]:
-    """``(H, W)`` from an int (square) or a pair; both sides at least 8 px.
+    """``(H, W)`` from an int (square) or a pair; both sides at least 8 px, at most
+    :data:`MAX_PIXELS` in all (refused before any memory is taken).
 
     Raises
     ------
-    ValueError
+    TypeError, ValueError
         For anything else.
     """
-    if np.isscalar(size):
-        shape = (int(size), int(size))
-    else:
-        shape = tuple(int(s) for s in size)
-    if len(shape) != 2 or min(shape) < 8:
+    from ...validation import check_int
+
+    pair = [size, size] if np.isscalar(size) or isinstance(size, bool) else list(size)
+    if len(pair) != 2:
         raise ValueError(f"size must be an int or (H, W) with both at least 8, got {size!r}")
+    shape = tuple(check_int("size", s, 8) for s in pair)
+    if shape[0] * shape[1] > MAX_PIXELS:
+        raise ValueError(f"size {shape[0]} × {shape[1]} px is too large for a synthetic image: at most "
+                         f"{MAX_PIXELS / 1e6:.0f} Mpx (8192 × 8192), which already takes about "
+                         f"{MAX_PIXELS * 8 * 6 / 2**30:.0f} GB while it is made")
     return shape
 
 
