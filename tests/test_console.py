@@ -108,11 +108,11 @@ def test_paths_and_refused_overwrites_are_answered_before_tensorflow_starts(tmp_
         "export_again": ["export", str(run), str(exported)],
         "models": ["models"],
     }
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import json, sys
         from tem_keras.cli import main
         for name, argv in json.loads(sys.argv[1]).items():
-            print(f"--- {{name}}", file=sys.stderr)
+            print(f"--- {name}", file=sys.stderr)
             print("CODE", name, main(argv))
         print("TENSORFLOW", "tensorflow" in sys.modules)
     """)
