@@ -36,7 +36,7 @@ import numpy as np
 from . import _env  # noqa: F401
 from .errors import TEMInputError
 from .validation import check_keras_file
-from .schemas import (check_config_json, check_export_json, check_history_csv, check_split,
+from .validation.files import (check_config_json, check_export_json, check_history_csv, check_split,
                       check_thresholds_json, read_json)
 
 __all__ = ["ModelBundle", "Run", "ExportedModel", "SavedModelNetwork", "load", "load_keras_model",

@@ -577,7 +577,7 @@ def test_preprocessing_keys_are_the_fields_of_preprocessing():
     from dataclasses import fields
 
     from tem_keras.data.preprocess import Preprocessing
-    from tem_keras.schemas import PREPROCESSING_KEYS
+    from tem_keras.validation.files import PREPROCESSING_KEYS
 
     assert set(PREPROCESSING_KEYS) == {f.name for f in fields(Preprocessing)}
 

@@ -13,7 +13,7 @@ Layouts recognised by :func:`discover` (first match wins):
 
 An optional ``DIR/dataset.json`` gives ``pixel_size_nm``, class names (``classes``) and a fixed
 split (``split: {"train": [stems], "val": [...], "test": [...]}``, each image in one split only),
-checked on read by :func:`tem_keras.schemas.check_dataset_json`.
+checked on read by :func:`tem_keras.validation.files.check_dataset_json`.
 
 Mask convention: 0 = background, 1..K = classes; a binary mask stored as 0/255 is read as 0/1.
 Nothing is guessed: two masks (or two images) for one stem are an error naming both files, and a
@@ -206,8 +206,8 @@ def _discover_split_folders(root, split_dirs, info, **options) -> Dataset:
 
 
 def _read_dataset_json(root: Path) -> dict:
-    """``root/dataset.json`` checked by :func:`tem_keras.schemas.check_dataset_json` ({} if absent)."""
-    from ..schemas import check_dataset_json, read_json
+    """``root/dataset.json`` checked by :func:`tem_keras.validation.files.check_dataset_json` ({} if absent)."""
+    from ..validation.files import check_dataset_json, read_json
 
     path = root / "dataset.json"
     if not path.is_file():
@@ -256,7 +256,7 @@ def discover(dataset_dir, *, images=None, masks=None, pairing: str = "stem",
     TEMInputError
         Missing or empty folder, nothing paired, (``strict``) unpaired files, or a
         ``dataset.json`` that is not JSON or holds a wrong type, a pixel size <= 0 or an image in
-        two splits (:func:`tem_keras.schemas.check_dataset_json`; the message names the field).
+        two splits (:func:`tem_keras.validation.files.check_dataset_json`; the message names the field).
     TypeError
         ``dataset_dir`` is not a path, ``include_unlabelled`` or ``strict`` not a bool.
     """

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TEMInputError
-from ..schemas import check_split
+from ..validation.files import check_split
 from ..validation import check_path
 from .config import TrainingConfig, check_fit_arguments
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..io.outputs import OutputExistsError, OutputFolder, legacy_folder, locked_folder
-from ..schemas import check_config_json, read_json
+from ..validation.files import check_config_json, read_json
 
 __all__ = ["RUN_ENTRIES", "check_run_dir", "default_run_dir", "prepare_run_dir", "run_lock"]
 

@@ -16,7 +16,7 @@ import json
 import math
 from pathlib import Path
 
-from .errors import TEMInputError
+from ..errors import TEMInputError
 
 __all__ = ["PREPROCESSING_KEYS", "SPLITS", "check_config_json", "check_dataset_json",
            "check_export_json", "check_history_csv", "check_preprocessing", "check_split",

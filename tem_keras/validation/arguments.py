@@ -150,7 +150,7 @@ def check_mask_contents(masks, where) -> str | None:
     TEMInputError
         Every mask has no particle pixel, or every mask has no background pixel (``where`` named).
     """
-    from .errors import TEMInputError
+    from ..errors import TEMInputError
 
     no_particle, no_background, total = [], [], 0
     for name, mask in masks:
@@ -198,7 +198,7 @@ def check_predict_arguments(*, tile_size=None, overlap="auto", batch_size=4, mix
         if overlap < 0:
             raise ValueError(f"overlap must be 'auto' or an integer >= 0, got {overlap!r}")
     check_positive_int("batch_size", batch_size)
-    from .hardware import PRECISION_ALIASES, PRECISIONS
+    from ..hardware import PRECISION_ALIASES, PRECISIONS
 
     check_choice("mixed_precision", mixed_precision,
                  PRECISIONS + tuple(k for k in PRECISION_ALIASES if isinstance(k, str)))
@@ -212,7 +212,7 @@ def check_predict_arguments(*, tile_size=None, overlap="auto", batch_size=4, mix
 
 def check_predict_input(x) -> None:
     """Refuse an empty array (no pixels) before anything is loaded."""
-    from .errors import TEMInputError
+    from ..errors import TEMInputError
 
     if hasattr(x, "shape") and hasattr(x, "dtype") and not hasattr(x, "pixel_size_nm"):
         shape = tuple(x.shape)
@@ -239,7 +239,7 @@ def check_keras_file(path) -> None:
     import zipfile
     from pathlib import Path
 
-    from .errors import TEMInputError
+    from ..errors import TEMInputError
 
     path = Path(path)
     if not path.is_file():
@@ -270,7 +270,7 @@ def check_keras_file(path) -> None:
 
 def check_serving_images(images) -> np.ndarray:
     """Raw images ``[N, H, W, 1]`` for an exported SavedModel: finite and not constant."""
-    from .errors import TEMInputError
+    from ..errors import TEMInputError
 
     images = np.asarray(images, dtype=np.float32)
     if images.ndim == 2:
