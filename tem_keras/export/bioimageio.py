@@ -19,7 +19,6 @@ import numpy as np
 from ..inference.masks import foreground_probability
 from .card import model_card
 from .saved_model import save_serving_module
-from .serving import serving_module
 
 __all__ = ["write_bioimageio", "validate_bioimageio"]
 
@@ -57,7 +56,7 @@ def _bioimageio_name(name: str) -> str:
 
 
 def write_bioimageio(out_dir: Path, meta: dict, image: np.ndarray, reference: np.ndarray,
-                      authors, model=None, preprocessing=None) -> str:
+                      authors, module) -> str:
     """Write the bioimage.io package ``out_dir/bioimageio/`` and validate it.
 
     Parameters
@@ -70,11 +69,10 @@ def write_bioimageio(out_dir: Path, meta: dict, image: np.ndarray, reference: np
         Raw test image ``[H, W]`` and the model's probabilities ``[H, W, C]`` (test tensors).
     authors : list of str or None
         Default: the user name.
-    model : keras.Model
-        Zipped as the SavedModel of :func:`~tem_keras.export.serving.serving_module`, whose
-        ``serve`` returns ``{"probabilities": ...}`` as bioimageio.core expects.
-    preprocessing : Preprocessing
-        Inside that graph.
+    module : tf.Module
+        The :func:`~tem_keras.export.serving.serving_module` of the export's ``saved_model/``,
+        zipped as a SavedModel whose ``serve`` returns ``{"probabilities": ...}``, as
+        bioimageio.core expects (its traced functions are reused, not traced again).
 
     Returns
     -------
@@ -85,13 +83,13 @@ def write_bioimageio(out_dir: Path, meta: dict, image: np.ndarray, reference: np
     folder = out_dir / "bioimageio"
     folder.mkdir()
     try:
-        return _fill_bioimageio(folder, out_dir, meta, image, reference, authors, model, preprocessing)
+        return _fill_bioimageio(folder, meta, image, reference, authors, module)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)  # no half-written package
         raise
 
 
-def _fill_bioimageio(folder, out_dir, meta, image, reference, authors, model, preprocessing) -> str:
+def _fill_bioimageio(folder, meta, image, reference, authors, module) -> str:
     np.save(folder / "test_input.npy", image[None, ..., None].astype(np.float32))
     np.save(folder / "test_output.npy", reference[None].astype(np.float32))
     _cover(image, reference, folder / "cover.png")
@@ -101,9 +99,7 @@ def _fill_bioimageio(folder, out_dir, meta, image, reference, authors, model, pr
     # TFSMLayer(call_endpoint="serve") and expects a dict
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "saved_model"
-        module = serving_module(model, preprocessing, downsampling=meta["downsampling"],
-                                threshold=meta["threshold"], dict_outputs=True)
-        save_serving_module(module, root)
+        save_serving_module(module, root, serve_returns_dict=True)
         with zipfile.ZipFile(folder / "saved_model.zip", "w", zipfile.ZIP_DEFLATED) as archive:
             for file in sorted(root.rglob("*")):
                 if file.is_file():

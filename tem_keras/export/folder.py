@@ -170,9 +170,9 @@ def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
         with ``overwrite``). It may not be or hold the model or run exported.
     formats : sequence of str
         Any of ``"saved_model"``, ``"keras"``, ``"onnx"``, ``"bioimageio"`` (all by default).
-        ``"onnx"`` is skipped with a message when tf2onnx or onnxruntime is not installed
-        (``pip install "tem_keras[onnx]"``); ``"bioimageio"`` needs ``"saved_model"`` and is
-        validated with ``bioimageio.spec`` when it is installed. ``tem_keras.json`` and
+        ``"onnx"`` (with ``predict.py``) is skipped with a message when tf2onnx or onnxruntime
+        cannot be imported (both come with the base install); ``"bioimageio"`` needs
+        ``"saved_model"`` and is validated offline with ``bioimageio.spec`` (base install too). ``tem_keras.json`` and
         ``README.md`` are always written.
     overwrite : bool
         Replace an earlier export in ``out_dir``: only the files an export wrote there (listed
@@ -247,9 +247,10 @@ def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
         written["keras"] = "model.keras"
         say(f"wrote {out_dir / 'model.keras'}")
 
-    module = None
+    # one serving graph, traced once, for the SavedModel, the ONNX file and the bioimage.io package
+    module = (serving_module(model, src.preprocessing, downsampling=d, threshold=src.threshold)
+              if {"saved_model", "onnx"} & set(formats) else None)
     if "saved_model" in formats:
-        module = serving_module(model, src.preprocessing, downsampling=d, threshold=src.threshold)
         checks["saved_model_max_abs_difference"] = write_saved_model(module, out_dir / "saved_model",
                                                                      image, reference)
         written["saved_model"] = "saved_model"
@@ -257,14 +258,12 @@ def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
             f"{checks['saved_model_max_abs_difference']:.2g})")
 
     if "onnx" in formats:
-        if module is None:
-            module = serving_module(model, src.preprocessing, downsampling=d, threshold=src.threshold)
         _write_onnx(module, out_dir, image, reference, written, checks, skipped, say)
 
     meta = _metadata(src, model, info, name=name, written=written, skipped=skipped, pixel=pixel,
                      d=d, training=training, checks=checks, image_source=image_source)
     if "bioimageio" in formats:
-        _write_bioimageio(out_dir, meta, image, reference, authors, model, src.preprocessing, say)
+        _write_bioimageio(out_dir, meta, image, reference, authors, module, say)
 
     (out_dir / "README.md").write_text(model_card(meta), encoding="utf-8")
     if "bioimageio" in written:
@@ -312,12 +311,11 @@ def _float32_model(model, run_or_model):
     return model
 
 
-def _write_bioimageio(out_dir: Path, meta: dict, image, reference, authors, model, preprocessing,
-                      say) -> None:
+def _write_bioimageio(out_dir: Path, meta: dict, image, reference, authors, module, say) -> None:
     """The bioimage.io package, its validation recorded in ``meta`` (or why it was not written:
     the rest of the export stays usable)."""
     try:
-        validation = write_bioimageio(out_dir, meta, image, reference, authors, model, preprocessing)
+        validation = write_bioimageio(out_dir, meta, image, reference, authors, module)
     except Exception as error:  # noqa: BLE001
         validation = f"not written: {type(error).__name__}: {error}"
         meta["skipped"]["bioimageio"] = validation

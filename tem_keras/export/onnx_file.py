@@ -1,5 +1,5 @@
 """The ``model.onnx`` of an export folder: the serving graph converted by tf2onnx, checked with
-onnxruntime (optional extra: ``pip install "tem_keras[onnx]"``)."""
+onnxruntime (both in the base install: ``pip install -e .`` in a clone, ``pip install tem_keras``)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["onnx_unavailable", "onnx_graph_def", "write_onnx", "ONNX_OPSET", "MAX_DIFFERENCE"]
+__all__ = ["onnx_unavailable", "onnx_graph_def", "write_onnx", "ONNX_OPSET", "MAX_DIFFERENCE", "INSTALL_HINT"]
 
 #: ONNX opset used by :func:`write_onnx`
 ONNX_OPSET = 17
+#: how to get tf2onnx and onnxruntime back (they come with the base install; the extra names them)
+INSTALL_HINT = ('install them with pip install -e ".[onnx]" in a clone of tem_keras, '
+                'or pip install "tem_keras[onnx]"')
 #: largest |difference| allowed between onnxruntime's and the in-memory model's probabilities
 MAX_DIFFERENCE = 1e-4
 
@@ -25,8 +28,7 @@ def onnx_unavailable() -> str | None:
             missing.append(f"{module} ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
                            if not isinstance(error, ModuleNotFoundError) else module)
     if missing:
-        return (f"{' and '.join(missing)} not available; install the extra with "
-                f"pip install \"tem_keras[onnx]\"")
+        return f"{' and '.join(missing)} not available; {INSTALL_HINT}"
     return None
 
 

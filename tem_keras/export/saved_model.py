@@ -12,12 +12,24 @@ __all__ = ["save_serving_module", "write_saved_model", "MAX_DIFFERENCE"]
 MAX_DIFFERENCE = 1e-5
 
 
-def save_serving_module(module, folder: Path) -> Path:
+def save_serving_module(module, folder: Path, *, serve_returns_dict: bool = False) -> Path:
     """``tf.saved_model.save`` of a :func:`~tem_keras.export.serving.serving_module` with its
-    signatures (``serving_default``, ``serve_mask``, ``network``)."""
+    signatures (``serving_default``, ``serve_mask``, ``network``).
+
+    ``serve_returns_dict``: the saved ``serve`` returns ``{"probabilities": ...}`` (the
+    ``serving_default`` function), as bioimageio.core's ``TFSMLayer(call_endpoint="serve")``
+    expects. The same module is saved, so the functions traced for an earlier save are reused
+    rather than traced and converted again.
+    """
     import tensorflow as tf
 
-    tf.saved_model.save(module, str(folder), signatures=module.serving_signatures)
+    serve = module.serve
+    if serve_returns_dict:
+        module.serve = module.serving_signatures["serving_default"]
+    try:
+        tf.saved_model.save(module, str(folder), signatures=module.serving_signatures)
+    finally:
+        module.serve = serve
     return Path(folder)
 
 

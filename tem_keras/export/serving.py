@@ -20,7 +20,7 @@ SIGNATURES = ("serving_default", "serve_mask", "network")
 
 
 def serving_module(model, preprocessing=None, *, downsampling: int | None = None,
-                   threshold: float | None = 0.5, dict_outputs: bool = False, rewrite: bool = True):
+                   threshold: float | None = 0.5, rewrite: bool = True):
     """A ``tf.Module`` whose ``serve`` runs preprocessing, padding, ``model`` and cropping.
 
     Parameters
@@ -34,9 +34,6 @@ def serving_module(model, preprocessing=None, *, downsampling: int | None = None
     threshold : float or None
         Used by ``serve_mask`` (see :func:`tem_keras.inference.labels_from_probabilities`):
         None is 0.5 for binary models and the plain argmax for more classes.
-    dict_outputs : bool
-        ``serve`` returns ``{"probabilities": ...}`` instead of the tensor (what bioimageio.core's
-        ``TFSMLayer(call_endpoint="serve")`` expects; used for the bioimage.io package).
     rewrite : bool
         Run the copy of ``model`` made by :func:`tem_keras.models.for_inference` (batch norms
         folded, two-class softmax as a sigmoid, fused up-sampling decoders), the one
@@ -99,8 +96,6 @@ def serving_module(model, preprocessing=None, *, downsampling: int | None = None
         return {"probabilities": network(images)}
 
     module.serve, module.serve_mask, module.network = serve, serve_mask, network
-    if dict_outputs:
-        module.serve = serving_default
     module.downsampling = tf.Variable(d, trainable=False, name="downsampling")
     module.threshold = tf.Variable(-1.0 if threshold is None else threshold, trainable=False,
                                    name="threshold")  # -1: argmax
