@@ -1,5 +1,6 @@
-"""The README's main job, ``tem-keras demo``: end to end as the README runs it (slow), and its
-report on a tiny configuration (fast)."""
+"""The README's main job, ``tem-keras demo``: end to end as the README's first command runs it
+after the base install (slow; ``tests/test_readme.py`` checks that command), and its report on a
+tiny configuration (fast)."""
 
 from __future__ import annotations
 
@@ -152,6 +153,25 @@ def test_demo_writes_report_and_finds_particles(tmp_path, capsys):
     assert (out / "run" / "best.keras").is_file()
     assert (out / "export" / "saved_model" / "saved_model.pb").is_file()
     assert summary["export_dir"] == str(out / "export")
+    _check_the_export_for_colleagues(out)
     # a second demo into the same folder is refused rather than overwriting it
     assert main(["demo", str(out), "--epochs", "1"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def _check_the_export_for_colleagues(out):
+    """The demo's export runs without TensorFlow (model.onnx + predict.py), its bioimage.io package
+    is validated, and its model.keras holds no optimizer state (smaller than the checkpoint)."""
+    import zipfile
+
+    import h5py
+
+    export = out / "export"
+    assert (export / "model.onnx").is_file() and (export / "predict.py").is_file()
+    meta = json.loads((export / "tem_keras.json").read_text())
+    assert meta["skipped"] == {}
+    assert meta["checks"]["bioimageio_validation"].startswith(("valid-format", "passed"))
+    with zipfile.ZipFile(export / "model.keras") as archive, archive.open("model.weights.h5") as f:
+        with h5py.File(f, "r") as h5:
+            assert "optimizer" not in h5
+    assert (export / "model.keras").stat().st_size < 0.6 * (out / "run" / "best.keras").stat().st_size
