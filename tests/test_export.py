@@ -263,7 +263,7 @@ def test_bioimageio_validation_runs_without_network(exported):
             f"print(validate_bioimageio({str(exported / 'bioimageio' / 'rdf.yaml')!r}))")
     done = subprocess.run(["unshare", "-n", sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1].startswith("valid-format (bioimageio.spec"), done.stdout
+    assert done.stdout.strip().splitlines()[-1].startswith("valid-format, bioimageio.spec"), done.stdout
 
 
 def test_load_reports_corrupt_and_partial_exports(exported, tmp_path):

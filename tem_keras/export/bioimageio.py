@@ -233,6 +233,8 @@ def validate_bioimageio(rdf_path, *, test_model: bool = False) -> str:
     if status not in ("passed", "valid-format"):
         details = "; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in summary.errors[:5])
         raise ValueError(f"bioimage.io validation {status}: {details}")
-    warnings = [f"{'.'.join(map(str, w.loc))}: {w.msg}" for d in summary.details for w in d.warnings]
-    return (f"{status} (bioimageio.spec {spec.__version__}, format {description.format_version}"
-            + (f"; {len(warnings)} warning(s): {' | '.join(warnings)[:400]}" if warnings else "") + ")")
+    warnings = [(f"{'.'.join(map(str, w.loc))}: " if w.loc else "") + w.msg
+                for d in summary.details for w in d.warnings]
+    said = f"; {len(warnings)} warning{'s' if len(warnings) > 1 else ''}: {' | '.join(warnings)[:400]}"
+    return (f"{status}, bioimageio.spec {spec.__version__}, format {description.format_version}"
+            + (said if warnings else ""))
