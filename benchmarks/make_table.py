@@ -1,7 +1,7 @@
 """Tables and target checks from a ``run_all.py`` results JSON.
 
 ``python benchmarks/make_table.py benchmarks/results/full.json`` prints the plain-text tables and
-the targets; ``--markdown [OUT]`` writes the README performance table (default
+the targets; ``--markdown [OUT]`` writes the performance table of docs/performance.md (default
 ``benchmarks/results/TABLE.md``); ``--compare REF.json`` prints new/reference ratios.
 """
 

@@ -89,7 +89,7 @@ def model_table(configs=TABLE_MODELS, pixel_size_nm: float | None = None):
 
 
 def format_model_table(table=None) -> str:
-    """Markdown version of :func:`model_table` (for ``tem-keras models`` and the README).
+    """Markdown version of :func:`model_table` (for ``tem-keras models`` and docs/models.md).
 
     Parameters
     ----------
