@@ -334,6 +334,7 @@ def test_synthetic_data_set_overwrite_keeps_the_users_files(tmp_path):
     assert sorted(p.name for p in (out / "masks").iterdir()) == ["synthetic_000.png"]
 
 
+@pytest.mark.slow
 def test_fit_overwrite_replaces_the_run_and_keeps_the_users_files(user, tmp_path):
     import tem_keras
     from tem_keras.training.rundir import RUN_ENTRIES

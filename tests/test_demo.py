@@ -93,6 +93,7 @@ def check_report(report):
     return summary
 
 
+@pytest.mark.slow
 def test_demo_report_on_a_tiny_configuration(tmp_path, capsys):
     out = tmp_path / "demo"
     report = run_demo(out, n_images=4, size=96, epochs=1, export_formats=("keras",), fit_options=dict(

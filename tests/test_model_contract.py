@@ -125,6 +125,7 @@ class TestResidualUnet(ModelContract):
               "dilation_rates": (1, 2, 1)}
 
 
+@pytest.mark.slow
 class TestFcn8s(ModelContract):
     config = {"name": "fcn8s", "weights": None}  # VGG16 widths are fixed; no ImageNet weights
 

@@ -324,6 +324,7 @@ def _check_cache(configs):
         assert {k: cached[label][k] for k in COLUMNS} == pytest.approx({k: row[k] for k in COLUMNS}), label
 
 
+@pytest.mark.slow
 def test_the_cached_model_table_is_fresh_and_equals_the_builders_on_small_models():
     from tem_keras import __version__
     from tem_keras._model_table import CACHE_FILE, PLANNED_MODELS, cached_rows

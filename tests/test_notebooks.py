@@ -113,6 +113,7 @@ def _images(nb) -> int:
     return sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
 
 
+@pytest.mark.slow
 def test_kernel_runs_this_interpreter(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "import sys, tem_keras\nprint(sys.executable)\nprint(tem_keras.__file__)")])

@@ -139,6 +139,7 @@ def test_evaluate_and_predict_check_once_and_load_once(tiny_run, tiny_dataset, m
     assert loads == [] and len(checks) == 1
 
 
+@pytest.mark.slow
 def test_store_job_takes_options_and_records_the_same_job(tiny_run, tmp_path):
     pytest.importorskip("zarr")
     from tem_keras.distributed.cluster import job_options

@@ -65,6 +65,7 @@ def frames(tmp_path_factory):
     return root / "frames"
 
 
+@pytest.mark.slow
 def test_rounds_run_are_recorded_and_relabel_with_confident_pixels(frames, tmp_path, capsys):
     from tem_keras.training import fit
 
