@@ -329,9 +329,15 @@ def test_cluster_job_interrupted_then_rerun_computes_only_missing_chunks(client,
         return bar
 
     monkeypatch.setattr(cluster, "_progress_bar", bar_pressing_ctrl_c)
-    with pytest.raises(KeyboardInterrupt):
-        predict_stack(tiny_run.path, video, client=client, out=out, chunk_frames=1, tta=True)
-    assert pressed
+    # Ctrl-C as a terminal delivers it: Python's own handler, whatever an earlier test in this
+    # process left installed
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            predict_stack(tiny_run.path, video, client=client, out=out, chunk_frames=1, tta=True)
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    assert pressed, "the job finished without updating its progress bar"
     monkeypatch.setattr(cluster, "_progress_bar", real_bar)
     wait_until_idle(client)  # tasks cancelled; the ones already running have finished
     before = {c: store.marker(c).stat().st_mtime_ns for c in store.done_chunks()}
