@@ -48,7 +48,7 @@ def build(arch: str):
 
 
 def gflops_per_mp(model) -> float:
-    from tem_keras.models.describe import describe
+    from tem_keras.models.description import describe
 
     return float(describe(model)["gflops_per_megapixel"])
 

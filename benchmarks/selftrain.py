@@ -90,7 +90,7 @@ def score_model(model_path: Path, config: dict, test) -> list:
     from tem_keras.data.datasets import read_mask
     from tem_keras.data.preprocess import Preprocessing
     from tem_keras.io import read_image
-    from tem_keras.models.receptive_field import downsampling_factor
+    from tem_keras.models.receptive_fields import downsampling_factor
     from tem_keras.training.heldout import predict_whole
 
     model = keras.saving.load_model(model_path, compile=False)

@@ -52,8 +52,8 @@ _API = {
     "otsu_segment": "tem_keras.analysis.baselines",
     "fourier_filter": "tem_keras.analysis.baselines",
     "build_model": "tem_keras.models.registry",
-    "describe": "tem_keras.models.describe",
-    "receptive_field": "tem_keras.models.receptive_field",
+    "describe": "tem_keras.models.description",
+    "receptive_field": "tem_keras.models.receptive_fields",
 }
 
 # sub-packages reachable as attributes without an explicit import (``tem_keras.explain.grad_cam``)

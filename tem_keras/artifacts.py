@@ -342,7 +342,9 @@ def load_keras_model(path):
     """
     import keras
 
-    from . import models  # noqa: F401  (registers the custom layers)
+    from .models import register_layers
+
+    register_layers()
 
     path = Path(path)
     check_keras_file(path)  # empty, truncated, or damaged weights: said before Keras opens it

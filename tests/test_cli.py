@@ -224,7 +224,7 @@ def test_export_then_predict_from_the_export(tiny_run, tiny_dataset, tmp_path, c
 def test_models_lists_the_zoo(capsys):
     """From the numbers cached for this version (tests/test_models.py checks them against the
     builders)."""
-    from tem_keras.models.describe import TABLE_MODELS
+    from tem_keras.models.description import TABLE_MODELS
 
     assert main(["models", "--pixel-size-nm", "0.5"]) == 0
     printed = capsys.readouterr().out

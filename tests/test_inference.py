@@ -166,7 +166,7 @@ def test_mixed_precision_is_close(unet):
 
 def test_memory_budget_cuts_batches_and_tiles_large_images(unet):
     from tem_keras.inference import WORKSPACE_FACTOR
-    from tem_keras.models.describe import activation_bytes_per_pixel
+    from tem_keras.models.description import activation_bytes_per_pixel
 
     predictor = Predictor.of(unet)
     net = predictor.network()

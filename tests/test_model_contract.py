@@ -63,7 +63,7 @@ class ModelContract:
     def reloaded(self, model, tmp_path_factory):
         path = tmp_path_factory.mktemp("contract") / "model.keras"
         model.save(path)
-        return keras.saving.load_model(path)  # safe mode, custom layers registered by tem_keras.models
+        return keras.saving.load_model(path)  # safe mode, custom layers registered by the builders
 
     def test_input_is_one_channel_of_any_size(self, model):
         assert tuple(model.inputs[0].shape) == (None, None, None, 1)

@@ -95,7 +95,7 @@ def test_reload_in_fresh_process_gives_identical_outputs(trained):
         import json, sys
         from pathlib import Path
         import numpy as np
-        import tem_keras.models  # registers the custom layers
+        from tem_keras.models import register_layers; register_layers()
         import keras
         out = Path({str(out)!r})
         diffs = {{}}
@@ -315,7 +315,7 @@ def test_fcn8s_runs_at_sizes_that_need_cropping_and_padding(tmp_path):
 # ------------------------------------------------------------------ the cached table of `tem-keras models`
 def _check_cache(configs):
     """The cached numbers of ``configs`` are those of the real builders."""
-    from tem_keras._model_table import COLUMNS, cached_rows, model_label
+    from tem_keras.models.table import COLUMNS, cached_rows, model_label
 
     cached = {row["model"]: row for row in cached_rows()}
     built = tm.model_table(configs)
@@ -327,7 +327,7 @@ def _check_cache(configs):
 @pytest.mark.slow
 def test_the_cached_model_table_is_fresh_and_equals_the_builders_on_small_models():
     from tem_keras import __version__
-    from tem_keras._model_table import CACHE_FILE, PLANNED_MODELS, cached_rows
+    from tem_keras.models.table import CACHE_FILE, PLANNED_MODELS, cached_rows
 
     assert json.loads(CACHE_FILE.read_text())["tem_keras"] == __version__
     assert cached_rows() is not None  # written by this version for exactly TABLE_MODELS
@@ -336,7 +336,7 @@ def test_the_cached_model_table_is_fresh_and_equals_the_builders_on_small_models
 
 @pytest.mark.slow  # builds the 18 networks (VGG16, ResNet-34, ...): about a minute
 def test_the_cached_model_table_equals_the_builders():
-    from tem_keras._model_table import TABLE_MODELS
+    from tem_keras.models.table import TABLE_MODELS
 
     _check_cache(list(TABLE_MODELS))
 
@@ -344,7 +344,7 @@ def test_the_cached_model_table_equals_the_builders():
 def test_the_table_lists_the_models_fit_plans():
     """fit's planned residual UNets (16 base filters, the pool ladder) are rows of the table; the
     3-block one has 516,386 parameters and a 96 px receptive field."""
-    from tem_keras._model_table import PLANNED_MODELS, TABLE_MODELS, cached_rows, format_rows
+    from tem_keras.models.table import PLANNED_MODELS, TABLE_MODELS, cached_rows, format_rows
     from tem_keras.training.plan import POOL_LADDER, choose_model
 
     assert [tuple(c["pool_sizes"]) for c in PLANNED_MODELS] == list(POOL_LADDER)

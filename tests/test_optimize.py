@@ -109,7 +109,7 @@ def test_fused_layer_reloads_from_config():
 
 
 def test_activation_bytes_per_pixel_by_liveness():
-    from tem_keras.models.describe import activation_bytes_per_pixel
+    from tem_keras.models.description import activation_bytes_per_pixel
 
     inputs = keras.Input((None, None, 1))
     a = keras.layers.Conv2D(4, 3, padding="same")(inputs)

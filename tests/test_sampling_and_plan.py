@@ -100,7 +100,7 @@ def test_plan_clamps_the_patch_with_a_note_and_sizes_the_model_to_the_particles(
 
 @pytest.mark.slow
 def test_receptive_field_of_the_chosen_model_grows_with_the_particles():
-    from tem_keras.models.receptive_field import receptive_field
+    from tem_keras.models.receptive_fields import receptive_field
     from tem_keras.models.registry import build_model
 
     masks = [_disc_mask((600, 600), [(300, 300)], r) for r in (4, 40, 60, 120)]

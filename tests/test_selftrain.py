@@ -109,7 +109,7 @@ def test_relabelling_records_the_teachers_confident_pixels(frames, tmp_path):
     from tem_keras.data.datasets import read_mask
     from tem_keras.data.preprocess import Preprocessing
     from tem_keras.io import read_image
-    from tem_keras.models.receptive_field import downsampling_factor
+    from tem_keras.models.receptive_fields import downsampling_factor
     from tem_keras.training import fit
     from tem_keras.training.heldout import predict_whole
     from tem_keras.training.labels import ignore_edges

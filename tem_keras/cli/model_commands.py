@@ -8,12 +8,12 @@ from .console import as_input_errors
 def run_models(args) -> None:
     """``tem-keras models``: the model zoo table, from the numbers cached for this version (no
     TensorFlow), else from the networks built."""
-    from .._model_table import cached_rows, format_rows
+    from ..models.table import cached_rows, format_rows
 
     rows = cached_rows(args.pixel_size_nm)
     if rows is None:
         from .._env import import_tensorflow_quietly
-        from ..models.describe import format_model_table, model_table
+        from ..models.description import format_model_table, model_table
 
         import_tensorflow_quietly()
         print(format_model_table(model_table(pixel_size_nm=args.pixel_size_nm)))

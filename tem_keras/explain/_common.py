@@ -52,7 +52,7 @@ def prepare_image(image, preprocessing=None) -> np.ndarray:
 
 def model_input_image(model, image, preprocessing=None) -> tuple[np.ndarray, tuple[int, int]]:
     """``[1, H', W', C]`` batch for ``model`` (padded to its down-sampling) and the original ``(H, W)``."""
-    from ..models.receptive_field import downsampling_factor
+    from ..models.receptive_fields import downsampling_factor
 
     array = prepare_image(image, preprocessing)
     channels = model.inputs[0].shape[-1]

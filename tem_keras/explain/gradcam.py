@@ -66,7 +66,7 @@ def default_cam_layer(model, size: int | None = None):
     """
     import keras
 
-    from ..models.receptive_field import downsampling_factor
+    from ..models.receptive_fields import downsampling_factor
 
     layers = _common.feature_layers(model)
     if not layers:

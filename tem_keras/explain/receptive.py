@@ -165,7 +165,7 @@ def effective_receptive_field(model, image=None, *, size: int | None = None, n_s
     from ..hardware import float32_model
 
     model = float32_model(model)  # gradients and maps in float32, also for mixed-precision runs
-    from ..models.receptive_field import downsampling_factor, receptive_field
+    from ..models.receptive_fields import downsampling_factor, receptive_field
 
     class_index = _common.check_class_index(model, class_index)
     size = check_int("size", size, 1, optional=True)

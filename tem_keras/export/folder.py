@@ -229,7 +229,7 @@ def export(run_or_model, out_dir, formats=FORMATS, overwrite: bool = False, *,
         overwrite=overwrite, legacy=_LEGACY_EXPORT, entries=EXPORT_ENTRIES)
     say = print if verbose else (lambda *a, **k: None)
 
-    from ..models.describe import describe
+    from ..models.description import describe
 
     pixel = pixel_size_nm if pixel_size_nm is not None else src.config.get("pixel_size_nm")
     info = describe(model, pixel)

@@ -30,7 +30,7 @@ def serving_module(model, preprocessing=None, *, downsampling: int | None = None
     preprocessing : Preprocessing, optional
         Default :class:`~tem_keras.data.preprocess.Preprocessing`.
     downsampling : int, optional
-        Default :func:`~tem_keras.models.receptive_field.downsampling_factor` of ``model``.
+        Default :func:`~tem_keras.models.receptive_fields.downsampling_factor` of ``model``.
     threshold : float or None
         Used by ``serve_mask`` (see :func:`tem_keras.inference.labels_from_probabilities`):
         None is 0.5 for binary models and the plain argmax for more classes.
@@ -55,7 +55,7 @@ def serving_module(model, preprocessing=None, *, downsampling: int | None = None
 
     preprocessing = preprocessing or Preprocessing()
     if downsampling is None:
-        from ..models.receptive_field import downsampling_factor
+        from ..models.receptive_fields import downsampling_factor
 
         downsampling = downsampling_factor(model)
     d = max(1, int(downsampling))

@@ -7,7 +7,7 @@ How an image is predicted
    standardisation) is applied to the whole image, as in training; for many frames this runs in a
    background thread, two frames ahead of the model.
 2. The image is reflect-padded at the bottom and right to a multiple of the model's down-sampling
-   factor ``d`` (:func:`~tem_keras.models.receptive_field.downsampling_factor`).
+   factor ``d`` (:func:`~tem_keras.models.receptive_fields.downsampling_factor`).
 3. Images whose activations fit the memory budget (``max_memory_gb``; and at most ``max_pixels``
    when given) are predicted whole, unless ``tile_size`` is given. Larger images are
    cut into square tiles (side a multiple of ``d``, origins on the ``d`` grid so that pooling sees the
@@ -171,7 +171,7 @@ def predict(model_or_path, x, *, options: PredictOptions | None = None, frames=N
         Largest image predicted whole when ``tile_size`` is None (besides the memory budget).
     max_memory_gb : float, optional
         Budget for the activations of one model call (estimated from the graph by
-        :func:`tem_keras.models.describe.activation_bytes_per_pixel`, times
+        :func:`tem_keras.models.description.activation_bytes_per_pixel`, times
         :data:`~tem_keras.inference.predictor.WORKSPACE_FACTOR`): batches are cut to fit it, and with ``tile_size=None`` images
         larger than it are tiled. Default: min(1.5 GiB, a quarter of the RAM). A 4-level 64-filter
         UNet needs about 1.6 GB per 1024² tile in float32, the residual UNet 80 MB.

@@ -51,7 +51,7 @@ _PREDICTORS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 def model_geometry(model) -> tuple[int, int | None]:
     """``(down-sampling factor, receptive field)`` of a model; the field is None when unknown
     (a graph that cannot be walked is assumed to have a 5-level encoder, factor 32)."""
-    from ..models.receptive_field import downsampling_factor, receptive_field
+    from ..models.receptive_fields import downsampling_factor, receptive_field
 
     try:
         d = max(1, int(downsampling_factor(model)))
@@ -187,9 +187,9 @@ class Predictor:
 
     def activation_bytes(self, precision: str = "float32") -> float:
         """Activation bytes per input pixel of :meth:`network` in ``precision`` (4 bytes a value
-        in float32, 2 otherwise; :func:`tem_keras.models.describe.activation_bytes_per_pixel`)."""
+        in float32, 2 otherwise; :func:`tem_keras.models.description.activation_bytes_per_pixel`)."""
         if precision not in self._activation_bytes:
-            from ..models.describe import activation_bytes_per_pixel
+            from ..models.description import activation_bytes_per_pixel
 
             self._activation_bytes[precision] = activation_bytes_per_pixel(
                 self._network_for(precision), 4 if precision == "float32" else 2)

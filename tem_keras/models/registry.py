@@ -35,7 +35,7 @@ from .fcn import fcn8s
 from .resunet import residual_unet
 from .shallow import shallow_cnn
 from .sm import sm_model
-from .unet import encoder_decoder, unet
+from .unets import encoder_decoder, unet
 
 __all__ = ["MODELS", "PRESETS", "build_model", "available_models"]
 

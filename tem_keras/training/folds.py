@@ -90,7 +90,7 @@ def fit_folds(dataset_dir, config: TrainingConfig, *, run_dir=None, overwrite: b
     """
     from ..data.datasets import discover
     from ..data.pipeline import load_images
-    from ..models.receptive_field import downsampling_factor
+    from ..models.receptive_fields import downsampling_factor
 
     started = time.monotonic() if started is None else started
     discover_kwargs = discover_kwargs or {}

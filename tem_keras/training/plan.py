@@ -92,7 +92,7 @@ def choose_model(diameters_px, *, base_filters: int = 16) -> dict:
     dict
         ``{"name": "residual_unet", "n_blocks": N, "base_filters": ..., "pool_sizes": [...]}``.
     """
-    from ..models.receptive_field import receptive_field
+    from ..models.receptive_fields import receptive_field
     from ..models.registry import build_model
 
     target = 2.0 * large_diameter(diameters_px) + 16.0
@@ -220,7 +220,7 @@ def plan_training(config, train_images, train_masks, *, num_classes: int, device
         Devices a batch is split across (the global batch is ``batch_size × replicas``).
     """
     from ..data.sampling import clamp_patch_size
-    from ..models.receptive_field import downsampling_factor, receptive_field
+    from ..models.receptive_fields import downsampling_factor, receptive_field
     from ..models.registry import build_model
 
     diameters = particle_diameters(train_masks)
@@ -296,7 +296,7 @@ def check_plan(plan: Plan, shapes, num_classes: int) -> Plan:
     ValueError
         Naming the field and what is wrong.
     """
-    from ..models.receptive_field import downsampling_factor, receptive_field
+    from ..models.receptive_fields import downsampling_factor, receptive_field
     from ..models.registry import build_model
 
     def positive(name, value, optional=False):

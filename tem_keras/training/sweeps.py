@@ -53,7 +53,7 @@ def sweep(dataset_dir, models, seeds=(0, 1, 2, 3, 4), *, out_dir="sweeps", overw
     """
     import pandas as pd
 
-    from ..models.describe import describe
+    from ..models.description import describe
 
     _check_sweep_arguments(dataset_dir, models, seeds, out_dir, overwrite)
     out_dir = Path(out_dir)

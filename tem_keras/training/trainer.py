@@ -106,7 +106,7 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     from ..hardware import PerformanceHint, choose_precision, onednn_hint, tune_allocator
     from .strategy import choose_strategy, is_chief, is_multi_worker
     from .losses import inverse_frequency_weights
-    from ..models.receptive_field import downsampling_factor
+    from ..models.receptive_fields import downsampling_factor
     from .callbacks import make_clock
     from .heldout import HeldOut, predict_whole
     from .plan import MAX_EPOCHS, MAX_MONITORED, Plan, check_plan, plan_training
@@ -409,7 +409,7 @@ def plan_for_built(built, config, train, num_classes, device, replicas):
     probe = TrainingConfig.from_dict({**config.to_dict(), "model": None})
     plan = plan_training(probe, train[0], train[1], num_classes=num_classes, device=device, replicas=replicas)
     from ..data.sampling import clamp_patch_size
-    from ..models.receptive_field import downsampling_factor, receptive_field
+    from ..models.receptive_fields import downsampling_factor, receptive_field
 
     factor = downsampling_factor(built)
     plan.model = {"name": built.name, "custom": True}

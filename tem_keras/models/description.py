@@ -7,8 +7,8 @@ from pathlib import Path
 
 import keras
 
-from .._model_table import CACHE_FILE, COLUMNS, TABLE_MODELS, cached_rows, format_rows, model_label
-from .receptive_field import graph_summary
+from .table import CACHE_FILE, COLUMNS, TABLE_MODELS, cached_rows, format_rows, model_label
+from .receptive_fields import graph_summary
 
 __all__ = ["describe", "activation_bytes_per_pixel", "model_table", "format_model_table", "write_model_table",
            "TABLE_MODELS"]
@@ -95,7 +95,7 @@ def format_model_table(table=None) -> str:
     ----------
     table : pandas.DataFrame, optional
         A table from :func:`model_table`; default: the table of :data:`TABLE_MODELS`, from the
-        numbers cached for this version (:mod:`tem_keras._model_table`) or built.
+        numbers cached for this version (:mod:`tem_keras.models.table`) or built.
 
     Returns
     -------

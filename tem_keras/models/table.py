@@ -5,9 +5,9 @@ Building the fourteen networks of the table (VGG16 and ResNet-34 among them) tak
 the numbers depend only on the builders, so they are computed once per version of tem_keras and
 shipped in ``models/model_table.json``. The cache is used when it was written by this version for
 exactly :data:`TABLE_MODELS`; otherwise the networks are built
-(:func:`tem_keras.models.describe.model_table`). Rewrite it after changing a builder or the list::
+(:func:`tem_keras.models.description.model_table`). Rewrite it after changing a builder or the list::
 
-    python -c "from tem_keras.models.describe import write_model_table; write_model_table()"
+    python -c "from tem_keras.models.description import write_model_table; write_model_table()"
 
 ``tests/test_models.py`` checks the cache against the real builders.
 """
@@ -45,9 +45,9 @@ TABLE_MODELS = (
 )
 
 #: the cached numbers of :data:`TABLE_MODELS` (``{"tem_keras": version, "rows": [...]}``)
-CACHE_FILE = Path(__file__).parent / "models" / "model_table.json"
+CACHE_FILE = Path(__file__).parent / "model_table.json"
 
-#: the numbers of a row, as :func:`tem_keras.models.describe.describe` gives them
+#: the numbers of a row, as :func:`tem_keras.models.description.describe` gives them
 COLUMNS = ("parameters", "receptive_field_px", "downsampling", "gflops_per_megapixel")
 
 
@@ -63,7 +63,7 @@ def cached_rows(pixel_size_nm: float | None = None) -> list[dict] | None:
     """The rows of the table from :data:`CACHE_FILE`: dicts with ``model`` (the label),
     :data:`COLUMNS` and, with ``pixel_size_nm``, ``receptive_field_nm``. None when the cache is
     missing, unreadable, or was written by another version or for other configurations."""
-    from . import __version__
+    from .. import __version__
 
     try:
         cache = json.loads(CACHE_FILE.read_text(encoding="utf-8"))
