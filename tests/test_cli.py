@@ -237,6 +237,17 @@ def test_models_lists_the_zoo(capsys):
     assert "| 120 | 60.00 |" in sytwu  # Sytwu et al.: 120 px receptive field, 0.5 nm/px
 
 
+def test_models_into_a_closed_pipe_ends_quietly():
+    """``tem-keras models | head -1``: the reader closed the pipe; no error, no traceback, and
+    the models table still answers without TensorFlow."""
+    code = "import sys; from tem_keras.cli import main; sys.exit(main(['models']))"
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.close()  # before the child writes: its print meets a closed pipe
+    stderr = child.stderr.read().decode()
+    assert child.wait(timeout=60) == 0, stderr
+    assert stderr == ""
+
+
 def test_console_script_runs(synthesized):
     """The installed ``tem-keras`` entry point (``pip install -e .``) runs this tem_keras."""
     script = Path(sys.executable).parent / ("tem-keras.exe" if os.name == "nt" else "tem-keras")

@@ -14,6 +14,7 @@ errors.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -330,6 +331,9 @@ def _run(parser, args, *, verbose: bool, debug: bool) -> int:
         if args.command == "fit":
             check_model_options(parser, args)
         status = args.func(args)  # watch returns 130 after Ctrl-C; the others return None
+    except BrokenPipeError:  # ``tem-keras models | head``: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except (TEMInputError, OSError, ValueError, TypeError) as err:
         if debug:
             raise
