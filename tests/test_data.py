@@ -72,6 +72,27 @@ def test_discover_split_folders(tmp_path):
     assert by_stem["frame0"].mask == root / "valid" / "frame0_mask.png"
 
 
+def test_split_folders_with_their_name_in_front_of_images_and_masks(tmp_path):
+    """``train/train_images`` + ``train/train_masks``, ``val/val_images`` + ``val/val_masks`` (as
+    some published sets ship); names that differ are refused with the way out, then paired in
+    sorted order when asked."""
+    root = tmp_path / "d"
+    for split, n in (("train", 3), ("val", 2)):
+        made = make_folder(tmp_path / "made" / split, n=n)
+        (root / split).mkdir(parents=True)
+        (made / "images").rename(root / split / f"{split}_images")
+        (made / "masks").rename(root / split / f"{split}_masks")
+    ds = discover(root)
+    assert ds.split == {"train": ["train_img0", "train_img1", "img2"], "val": ["val_img0", "val_img1"]}
+    assert {s.stem: s.mask for s in ds}["img2"] == root / "train" / "train_masks" / "img2.png"
+    for k in range(2):  # the masks named otherwise, as in the source set
+        (root / "val" / "val_masks" / f"img{k}.png").rename(root / "val" / "val_masks" / f"labels_{k}.png")
+    with pytest.raises(TEMInputError, match=r"val: 2 images and 2 masks but no pairs .*pairing='sorted'"):
+        discover(root)
+    paired = {s.stem: s.mask.name for s in discover(root, pairing="sorted")}
+    assert paired["val_img0"] == "labels_0.png" and paired["val_img1"] == "labels_1.png"
+
+
 def test_split_folders_without_validation_give_validation_images_from_train(tmp_path):
     from tem_keras.training import TrainingConfig
     from tem_keras.training.inputs import split_images

@@ -61,9 +61,19 @@ def note_pixel_size(name) -> bool:
 _OVERWRITE = re.compile(r"--overwrite \(overwrite=True\)|overwrite=True \(--overwrite\)|overwrite=True")
 
 
+#: the Python API's ``pairing='sorted'``: an option with a word value
+_KEYWORD_VALUE = re.compile(r"\b([a-z][a-z_]*)='([\w.-]*)'")
+
+
 def command_line_spelling(message: str) -> str:
-    """A library message as the command line says it: ``--overwrite``, not ``overwrite=True``."""
-    return _OVERWRITE.sub("--overwrite", message)
+    """A library message as the command line says it: ``--overwrite``, not ``overwrite=True``;
+    ``--pairing sorted``, not ``pairing='sorted'``.
+
+    >>> command_line_spelling("names differ? try pairing='sorted', or overwrite=True")
+    'names differ? try --pairing sorted, or --overwrite'
+    """
+    message = _OVERWRITE.sub("--overwrite", message)
+    return _KEYWORD_VALUE.sub(lambda m: f"--{m[1].replace('_', '-')} {m[2]}", message)
 
 
 def raised_by_tem_keras(error: BaseException) -> bool:

@@ -289,7 +289,8 @@ def discover(dataset_dir, *, images=None, masks=None, pairing: str = "stem",
         pairs = list(zip(image_dirs, mask_dirs))
         layout = "explicit folders"
     else:
-        pairs = [(root / i, root / m) for i, m in _LAYOUTS if (root / i).is_dir() and (root / m).is_dir()][:1]
+        layouts = [*_LAYOUTS, *((f"{root.name}_{i}", f"{root.name}_{m}") for i, m in _LAYOUTS)]  # train/train_images
+        pairs = [(root / i, root / m) for i, m in layouts if (root / i).is_dir() and (root / m).is_dir()][:1]
         layout = f"{pairs[0][0].name}/ + {pairs[0][1].name}/" if pairs else "side by side"
 
     samples, lone_images, lone_masks = [], [], []
