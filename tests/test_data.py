@@ -58,6 +58,17 @@ def test_discover_layouts(tmp_path, layout, stem):
     assert not ds.unpaired_images and not ds.unpaired_masks
 
 
+def test_numbered_frames_pair_by_their_whole_name(tmp_path):
+    """``frame_0000`` is a frame number, not nnU-Net's channel suffix, outside ``imagesTr/``."""
+    mask = disks((64, 80), [(30, 30)], 7)
+    for k in range(3):
+        write_image(tmp_path / "d" / "images" / f"frame_{k:04d}.tif", particle_image(mask, seed=k))
+        write_mask(tmp_path / "d" / "masks" / f"frame_{k:04d}.png", mask)
+    ds = discover(tmp_path / "d")
+    assert [s.stem for s in ds] == ["frame_0000", "frame_0001", "frame_0002"]
+    assert not ds.unpaired_images and not ds.unpaired_masks
+
+
 def test_discover_split_folders(tmp_path):
     root = tmp_path / "d"
     make_folder(root / "train", n=4)

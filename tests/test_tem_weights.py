@@ -81,6 +81,26 @@ def test_the_package_ships_weights_for_every_planned_depth():
         assert size_mb < 3.0, f"{key} is {size_mb:.1f} MB"
 
 
+def test_every_shipped_file_states_how_well_it_segments_unseen_corpus_images():
+    for key in available_keys():
+        record = tem_weights.tem_weights_info(key)["record"]
+        assert record["held_out_images"] >= 30 and record["held_out_seed"] != record["corpus_seed"], key
+        assert 0.5 < record["held_out_dice"] <= 1.0 and record["held_out_dice_std"] > 0, key
+
+
+def test_adding_to_a_record_keeps_the_weights_bit_for_bit(weights_dir):
+    model = build_model(_spec(3))
+    path = save_tem_weights(model, weights_dir / "residual_unet_3b4.npz", {"steps": 5})
+    with np.load(path) as before:
+        weights = {k: before[k] for k in before.files if k != "__record__"}
+    assert tem_weights.add_to_record(path, held_out_dice=0.5) == {"steps": 5, "held_out_dice": 0.5}
+    with np.load(path) as after:
+        assert sorted(after.files) == sorted([*weights, "__record__"])
+        for k, v in weights.items():
+            assert after[k].dtype == v.dtype and np.array_equal(after[k], v), k
+    assert tem_weights.tem_weights_info("residual_unet_3b4")["record"]["held_out_dice"] == 0.5
+
+
 @pytest.mark.slow
 def test_pretraining_records_its_provenance(weights_dir, tmp_path):
     from tem_keras.training.pretrain import make_corpus, pretrain
@@ -88,9 +108,11 @@ def test_pretraining_records_its_provenance(weights_dir, tmp_path):
     corpus = make_corpus(tmp_path / "corpus", n_images=8, size=64, seed=7)
     spec = {"name": "residual_unet", "n_blocks": 3, "base_filters": 2, "pool_sizes": [2, 2, 2]}
     path = pretrain(corpus, spec, weights_dir / "residual_unet_3b2.npz", time_limit="20s",
-                    run_dir=tmp_path / "run", seed=3)
+                    run_dir=tmp_path / "run", seed=3, held_out_images=3)
     record = tem_weights.tem_weights_info(path.stem)["record"]
     assert record["corpus_images"] == 8 and record["corpus_size_px"] == 64 and record["corpus_seed"] == 7
     assert record["seed"] == 3 and record["steps"] >= 4 and record["wall_s"] > 0
     assert 0.0 <= record["test_dice"] <= 1.0 and 0.0 <= record["best_val_dice"] <= 1.0
+    assert record["held_out_seed"] != record["corpus_seed"] and 1 <= record["held_out_images"] <= 3
+    assert 0.0 <= record["held_out_dice"] <= 1.0 and record["held_out_size_px"] == 64
     assert record["split"]["train"] >= 1 and record["split"]["val"] >= 1 and sum(record["split"].values()) <= 8

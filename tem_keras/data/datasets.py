@@ -118,8 +118,11 @@ def _files(folder: Path, suffixes: Sequence[str]) -> list[Path]:
 
 
 def _image_stem(path: Path) -> str:
-    stem = path.stem
-    return re.sub(r"_0000$", "", stem)  # nnU-Net channel suffix
+    """The stem an image pairs by: nnU-Net's channel suffix ``_0000`` dropped in its own layout only
+    (elsewhere ``frame_0000.tif`` pairs with ``frame_0000.png``)."""
+    if path.parent.name in ("imagesTr", "imagesTs"):
+        return re.sub(r"_0000$", "", path.stem)
+    return path.stem
 
 
 def _one_per_stem(files: list[Path], stem_of, what: str) -> dict[str, Path]:

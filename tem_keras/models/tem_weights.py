@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["WEIGHTS_DIR", "weights_key", "available_keys", "save_tem_weights", "load_tem_weights",
-           "tem_weights_info"]
+           "tem_weights_info", "add_to_record"]
 
 #: folder of the shipped files
 WEIGHTS_DIR = Path(__file__).with_name("tem_weights")
@@ -113,6 +113,19 @@ def _read(key: str) -> tuple[dict, dict]:
 def tem_weights_info(key: str) -> dict:
     """The provenance record of a shipped weight file."""
     return _read(key)[1]
+
+
+def add_to_record(path, **fields) -> dict:
+    """Add ``fields`` to the record of the weight file ``path``; the weights stay bit for bit as
+    they are. Returns the new record."""
+    path = Path(path)
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files}
+    meta = json.loads(bytes(arrays["__record__"]).decode())
+    meta["record"].update(fields)
+    arrays["__record__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez_compressed(path, **arrays)
+    return meta["record"]
 
 
 def load_tem_weights(model, key: str) -> dict:

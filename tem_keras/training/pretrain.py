@@ -17,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CORPUS_SEED", "make_corpus", "pretrain"]
+__all__ = ["CORPUS_SEED", "HELD_OUT_SEED", "make_corpus", "pretrain", "held_out_dice"]
 
 #: root seed of the pre-training corpus (image i uses a child of it)
 CORPUS_SEED = 20261201
+#: root seed of fresh corpus images that no shipped network was trained on (:func:`held_out_dice`)
+HELD_OUT_SEED = 20261207
 
 
 def _draw(rng: np.random.Generator, mode: str) -> dict:
@@ -65,17 +67,19 @@ def make_corpus(out_dir, n_images: int = 150, size: int = 384, seed: int = CORPU
     return out_dir
 
 
-def pretrain(corpus, spec: dict, out_file, *, time_limit="10min", run_dir=None, seed: int = 0) -> Path:
+def pretrain(corpus, spec: dict, out_file, *, time_limit="10min", run_dir=None, seed: int = 0,
+             held_out_images: int = 30) -> Path:
     """Train ``spec`` on ``corpus`` with ``fit``'s defaults and save its weights to ``out_file``."""
     from ..models.tem_weights import save_tem_weights
     from .fitting import fit
 
     run = fit(corpus, model=dict(spec), time_limit=time_limit, run_dir=run_dir, seed=seed, pretrained=None)
-    return save_tem_weights(run.model, out_file, provenance(run, corpus, time_limit, seed))
+    return save_tem_weights(run.model, out_file, provenance(run, corpus, time_limit, seed, held_out_images))
 
 
-def provenance(run, corpus, time_limit, seed: int) -> dict:
-    """The weights' record: corpus (size, seed), steps run, wall time, validation and test dice."""
+def provenance(run, corpus, time_limit, seed: int, held_out_images: int = 30) -> dict:
+    """The weights' record: corpus (size, seed), steps run, wall time, validation and test dice,
+    and the dice on fresh corpus images (:func:`held_out_dice`)."""
     corpus_meta = json.loads((Path(corpus) / "dataset.json").read_text())
     training = run.config["training"]
     history = run.history
@@ -87,7 +91,37 @@ def provenance(run, corpus, time_limit, seed: int) -> dict:
             "time_limit": time_limit, "wall_s": training.get("time", {}).get("wall_s"),
             "best_val_dice": float(history["val_dice"].max()) if "val_dice" in history else None,
             "test_dice": run.metrics.get("per_image", {}).get("dice", {}).get("mean"),
-            "tem_keras_version": run.config["versions"].get("tem_keras")}
+            "tem_keras_version": run.config["versions"].get("tem_keras"),
+            **held_out_dice(run.model, n_images=held_out_images, size=corpus_meta.get("size", 384))}
+
+
+def held_out_dice(model, *, n_images: int = 30, size: int = 384, seed: int = HELD_OUT_SEED,
+                  work=None) -> dict:
+    """Per-image dice of pre-trained ``model`` alone (no fine-tuning, threshold 0.5, fit's default
+    preprocessing) on ``n_images`` fresh corpus images drawn with ``seed``: what the warm start
+    knows before it sees the user's data.
+
+    Returns
+    -------
+    dict
+        ``{"held_out_dice": mean, "held_out_dice_std": sample std, "held_out_images": n,
+        "held_out_seed": seed, "held_out_size_px": size}``, ready for
+        :func:`~tem_keras.models.tem_weights.add_to_record`.
+    """
+    import tempfile
+
+    from ..analysis.metrics import dice
+    from ..data.datasets import discover, read_mask
+    from ..inference import predict
+    from ..io import read_image
+
+    with tempfile.TemporaryDirectory(dir=work) as scratch:
+        corpus = make_corpus(Path(scratch) / "held_out", n_images=n_images, size=size, seed=seed)
+        scores = [dice(predict(model, read_image(s.image), progress=False).mask, read_mask(s.mask))
+                  for s in discover(corpus)]
+    return {"held_out_dice": round(float(np.mean(scores)), 4),
+            "held_out_dice_std": round(float(np.std(scores, ddof=1)), 4) if len(scores) > 1 else None,
+            "held_out_images": len(scores), "held_out_seed": seed, "held_out_size_px": size}
 
 
 def main(argv=None) -> None:
@@ -100,7 +134,21 @@ def main(argv=None) -> None:
     parser.add_argument("--images", type=int, default=150)
     parser.add_argument("--time-limit", default="10min", help="training budget per model")
     parser.add_argument("--blocks", type=int, nargs="+", default=sorted({len(p) for p in POOL_LADDER}))
+    parser.add_argument("--held-out-only", action="store_true",
+                        help="only measure the files in --out on fresh corpus images and add the numbers to their record")
     args = parser.parse_args(argv)
+    if args.held_out_only:
+        from ..models.registry import build_model
+        from ..models.tem_weights import add_to_record, load_tem_weights
+
+        for n in args.blocks:
+            spec = {"name": "residual_unet", "n_blocks": n, "base_filters": 16, "pool_sizes": [2] * n}
+            model = build_model(spec)
+            load_tem_weights(model, weights_key(spec))
+            record = add_to_record(args.out / f"{weights_key(spec)}.npz", **held_out_dice(model, work=args.work))
+            print(f"{weights_key(spec)}: held-out dice {record['held_out_dice']} ± {record['held_out_dice_std']} "
+                  f"on {record['held_out_images']} images")
+        return
     corpus = args.work / "corpus"
     if not (corpus / "dataset.json").is_file():
         make_corpus(corpus, n_images=args.images)
