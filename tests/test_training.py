@@ -353,3 +353,29 @@ def test_plan_file_is_written_edited_and_trained_from(tmp_path):
               run_dir=tmp_path / "config", verbose=0)
     assert run.config["request"]["epochs"] == 1 and run.config["data"]["augmentation"] is None
     assert tem_keras.plan is not None
+
+
+def test_step_time_measurement_stops_once_it_has_used_its_share_of_the_budget():
+    """On a loaded machine the measurement before a budget-planned run must not eat the budget:
+    past its deadline it times one step and the images' first call only."""
+    import keras
+
+    from tem_keras.data.sampling import PatchSampler
+    from tem_keras.models import build_model
+    from tem_keras.training.heldout import HeldOut
+    from tem_keras.training.trainer import _TIMING_STEPS, _measure
+
+    rng = np.random.default_rng(0)
+    images = [rng.normal(size=(64, 64)).astype("float32") for _ in range(2)]
+    masks = [(image > 0.5).astype("uint8") for image in images]
+    net = build_model("unet", base_filters=2, depth=2)
+    net.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    steps, step = [], net.train_on_batch
+    net.train_on_batch = lambda x, y: steps.append(1) or step(x, y)  # the real step, counted
+    held_out = HeldOut(["a", "b"], images, masks)
+    for deadline, expected in ((float("inf"), 1 + _TIMING_STEPS), (0.0, 1 + 1)):  # traced + timed
+        steps.clear()
+        step_s, image_s = _measure(net, PatchSampler(images, masks, 32), held_out, None, None, 0, 4, 2,
+                                   deadline=deadline)
+        assert len(steps) == expected and step_s > 0 and image_s > 0
+        assert int(net.optimizer.iterations.numpy()) == 0  # the optimiser starts afresh after it

@@ -11,6 +11,7 @@ chosen on the validation images and the test images scored whole, image by image
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import tempfile
 import time
@@ -30,6 +31,8 @@ __all__ = ["train", "plan_for_built"]
 _TIMING_STEPS = 3
 #: validation images whose prediction time is measured before a budget-planned run
 _TIMING_IMAGES = 3
+#: the measurement stops early once it has used this share of the time budget (a loaded machine)
+_TIMING_SHARE = 0.1
 
 
 def _versions() -> dict:
@@ -50,25 +53,29 @@ def _optimizer(config: TrainingConfig):
     return keras.optimizers.Adam(config.learning_rate)
 
 
-def _measure(net, sampler, heldout, plan, augmentation, seed, factor, global_batch):
+def _measure(net, sampler, heldout, plan, augmentation, seed, factor, global_batch, deadline=math.inf):
     """Seconds per training step and per whole validation image (on a few of ``heldout``),
     measured with the learning rate at zero (weights unchanged); the optimiser state is reset
-    afterwards."""
+    afterwards. Past ``deadline`` (``time.monotonic()``) it times one step only, and the images'
+    first call (kernels prepared: an over-estimate)."""
     from ..data.pipeline import random_patch_pipeline
 
     batches = iter(random_patch_pipeline(sampler, global_batch, augmentation=augmentation, seed=seed + 99))
     net.optimizer.learning_rate.assign(0.0)
     x, y = next(batches)
     net.train_on_batch(x, y)  # traces the step
-    start = time.perf_counter()
-    for _ in range(_TIMING_STEPS):
+    start, steps = time.perf_counter(), 0
+    while steps < _TIMING_STEPS and not (steps and time.monotonic() > deadline):
         x, y = next(batches)
         net.train_on_batch(x, y)
-    step = (time.perf_counter() - start) / _TIMING_STEPS
+        steps += 1
+    step = (time.perf_counter() - start) / steps
     few = heldout.subset(_TIMING_IMAGES, seed=seed)
-    few.predict(net, factor)  # the first call of each image size prepares its kernels
     start = time.perf_counter()
-    few.predict(net, factor)
+    few.predict(net, factor)  # the first call of each image size prepares its kernels
+    if time.monotonic() <= deadline:
+        start = time.perf_counter()
+        few.predict(net, factor)
     per_image = (time.perf_counter() - start) / max(1, len(few))
     _reset_optimizer(net)
     return step, per_image
@@ -159,7 +166,8 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     adaptive = planned_epochs is None and plan.time_limit_s is not None
     image_s = None
     if plan.epochs is None:
-        step_s, image_s = _measure(net, sampler, val, plan, augmentation, trained.seed, factor, global_batch)
+        step_s, image_s = _measure(net, sampler, val, plan, augmentation, trained.seed, factor, global_batch,
+                                   deadline=started + _TIMING_SHARE * plan.time_limit_s)
     reserve = _reserve(image_s, val, test)  # threshold, test images, plots
     if plan.epochs is None:
         plan.fill_epochs(step_s, image_s, plan.time_limit_s - (time.monotonic() - started) - reserve,
