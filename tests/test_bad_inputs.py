@@ -288,6 +288,10 @@ case("read_stack-list-of-int", _stack(lambda w: [1, 2]), TY, "path")
 case("read_stack-zero-frames-index", _stack(lambda w: w["user"] / "files" / "zero_frames.npy", 0),
      TE, "zero_frames.npy")
 case("read_stack-empty.tif", _stack(lambda w: w["user"] / "files" / "empty.tif"), TE, "empty.tif")
+case("read_stack-index-True", _stack(lambda w: w["user"] / "files" / "stack.npy", True), TY,
+     "frame index")
+case("read_stack-index-float", _stack(lambda w: w["user"] / "files" / "stack.npy", 1.0), TY,
+     "frame index")
 case("read_stack-random.emd", _stack(lambda w: w["user"] / "files" / "random.emd"), TE,
      "random.emd")
 
@@ -353,6 +357,12 @@ case("predict_stack-batch_size=0", _predict_stack(batch_size=0), VE, "batch_size
 case("predict_stack-zero-size", _predict_stack(x=lambda w: np.zeros((0, 8), np.float32)), TE,
      "empty")
 case("predict_stack-frames", _predict_stack(frames="1/0"), VE, "1/0")
+case("predict_stack-frames-empty-list", _predict_stack(x=lambda w: np.stack([w["image"]] * 2),
+                                                      frames=[]), TE, ("frames", "empty"))
+case("predict_stack-frames-empty-slice", _predict_stack(x=lambda w: np.stack([w["image"]] * 2),
+                                                       frames=slice(1, 1)), TE, ("frames 1:1", "no frame"))
+case("predict_stack-frames-colon-text", _predict_stack(x=lambda w: np.stack([w["image"]] * 2),
+                                                      frames="0:3"), TE, ("frames '0:3'", "slice"))
 case("predict_stack-run-truncated", _predict_stack(model="run_truncated"), TE, "best.keras")
 
 # evaluate
@@ -380,6 +390,7 @@ case("measure-probabilities-range", _measure(np.full((8, 8), 3.0)), TE, "[0, 1]"
 case("measure-threshold=2", _measure(M, threshold=2), VE, "threshold")
 case("measure-pixel_size=-1", _measure(M, pixel_size_nm=-1), TE, "pixel_size_nm")
 case("measure-pixel_size='x'", _measure(M, pixel_size_nm="x"), TE, "pixel_size_nm")
+case("measure-pixel_size=True", _measure(M, pixel_size_nm=True), TE, ("pixel_size_nm", "True"))
 case("measure-image-shape", _measure(M, image=np.zeros((8, 8))), TE, "shape")
 case("measure-class_index=-1", _measure(M, class_index=-1), VE, "class_index")
 case("measure-split_touching='no'", _measure(M, split_touching="no"), TY, "split_touching")
@@ -453,7 +464,8 @@ for id_, kw, types, names in (
         ("foreground-fraction", dict(foreground_fraction=2.0), VE, ("foreground_fraction", "2.0")),
         ("precision-unknown", dict(mixed_precision="half"), VE, ("mixed_precision", "half")),
         ("model-type", dict(model=3.5), TY, ("model", "float")),
-        ("labels-unknown", dict(labels="some"), VE, ("labels", "some"))):
+        ("labels-unknown", dict(labels="some"), VE, ("labels", "some")),
+        ("augment-text", dict(augment="no"), TY, ("augment", "'no'"))):
     case(f"fit-{id_}", _fit(**kw), types, names)
 case("fit-missing-folder", _fit("no_such_dataset"), TE, ("no_such_dataset",))
 case("cli-fit-bad-epochs", _cli("fit", "{user}/ds_ok", "--epochs", "0"), _CliError, "2")

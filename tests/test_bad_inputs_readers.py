@@ -439,3 +439,33 @@ def test_label_writes_one_image_and_mask_per_input_when_stems_collide(tmp_path, 
     assert written == sorted(f"{n}.png" for n in UNIQUE_NAMES[:4])
     assert len(list((tmp_path / "ds" / "images").iterdir())) == 4
     assert _snapshot(tmp_path / "user") == before
+
+
+def test_one_file_given_twice_or_through_a_link_is_predicted_once(tmp_path):
+    """``a.tif a.tif`` and ``a.tif link-to-a.tif``: one set of outputs, as ``predict.py``'s
+    ``input_files`` does, not ``a_tif_1`` and ``a_tif_2``."""
+    from tem_keras.export.predict_script import input_files
+    from tem_keras.inference import input_sources
+
+    files = _colliding_inputs(tmp_path / "user")
+    link = tmp_path / "user" / "link.tif"
+    link.symlink_to(files[0])
+    before = _snapshot(tmp_path / "user")
+    given = [files[0], files[0], link, files[1]]
+    sources, _ = input_sources([str(p) for p in given])
+    assert [s.stem for s in sources] == ["a_tif", "a_png"]
+    assert [p.name for p in input_files(given)] == ["a.tif", "a.png"]  # predict.py: the same
+    assert _snapshot(tmp_path / "user") == before
+
+
+def test_predict_script_refuses_an_input_folder_as_its_output(tmp_path, capsys):
+    from tem_keras.export.predict_script import main
+
+    files = _colliding_inputs(tmp_path / "user")
+    before = _snapshot(tmp_path)
+    folder = files[0].parent
+    code = main([str(folder), "-o", str(folder), "--overwrite", "--model", str(tmp_path / "none.onnx")])
+    err = capsys.readouterr().err
+    assert code == 2 and "is an input of this command" in err and str(folder) in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert _snapshot(tmp_path) == before

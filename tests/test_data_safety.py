@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tem_keras.cli import main
@@ -143,9 +144,19 @@ def test_label_never_replaces_hand_drawn_masks(user, capsys):
     before = snapshot(user.parent)
     ds = user / "DS"
     assert_refused(*cli(capsys, "label", ds / "images", "-o", ds, "--overwrite", "--quiet"), ds, "input")
-    # other images with the stem of a hand-drawn mask: that mask was not written by tem_keras
+    # other images with the stem of a hand-drawn mask: the data set is not a folder tem_keras made
     assert_refused(*cli(capsys, "label", user / "other" / "images", "-o", ds, "--overwrite", "--quiet"),
-                   ds / "images" / "a.tif", "not written by tem_keras")
+                   ds, "did not write")
+    assert snapshot(user.parent) == before
+
+
+def test_label_never_adds_to_a_folder_of_the_users_files(user, capsys):
+    """``label other/images -o DS``: automatic masks were added beside the hand-drawn ones
+    (``DS`` has no manifest: tem_keras did not make it)."""
+    before = snapshot(user.parent)
+    for target in (user / "DS", user / "home"):
+        assert_refused(*cli(capsys, "label", user / "other" / "images", "-o", target, "--overwrite",
+                            "--quiet"), target, "did not write")
     assert snapshot(user.parent) == before
 
 
@@ -255,6 +266,34 @@ def test_the_zarr_store_never_replaces_a_users_folder(user, capsys):
     assert snapshot(user.parent) == before
 
 
+def test_a_store_killed_while_created_is_no_store_and_the_rerun_makes_it(user, capsys, monkeypatch):
+    """A SIGKILL between the Zarr group and its tem_keras attributes left a folder every rerun
+    refused as "not a tem_keras prediction store"; the store is now made aside and renamed."""
+    pytest.importorskip("zarr")
+    from tem_keras.distributed.store import PredictionStore
+
+    out = user.parent / "m.zarr"
+    image = user / "DS" / "images" / "a.tif"
+    before = snapshot(user)
+
+    def killed(self, *args, **kwargs):  # the group is made, the attributes never come
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / ".zgroup").write_text('{"zarr_format": 2}')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PredictionStore, "_create", killed)
+    with pytest.raises(SystemExit, match="130"):  # Ctrl-C: exit status 130
+        cli(capsys, "predict", user / "run", image, "-o", out, "--quiet")
+    assert not out.exists() and not list(user.parent.glob(".m.zarr.*"))
+    monkeypatch.undo()
+    dead = user.parent / f".m.zarr.{_dead_pid()}.partial"  # what a SIGKILL leaves
+    dead.mkdir()
+    (dead / ".zgroup").write_text('{"zarr_format": 2}')
+    assert cli(capsys, "predict", user / "run", image, "-o", out, "--quiet")[0] == 0
+    assert PredictionStore(out).masks.shape[0] == 1
+    assert not dead.exists() and snapshot(user) == before
+
+
 @pytest.mark.parametrize("name", ["quickstart.py", "explain_model.py", "insitu_video.py"])
 def test_examples_overwrite_refuses_the_users_folder(user, capsys, name):
     import importlib.util
@@ -307,6 +346,43 @@ def test_predict_overwrite_replaces_its_own_masks(user, capsys):
     assert_refused(*cli(capsys, "predict", user / "run", image, "-o", out, "--quiet"), "--overwrite")
     assert cli(capsys, "predict", user / "run", image, "-o", out, "--overwrite", "--quiet")[0] == 0
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_predict_overwrite_leaves_one_set_of_outputs_per_input(user, capsys):
+    """An earlier prediction's files for the same input that a new one does not write (a mask
+    in the other format, probabilities not asked for again) are refused without --overwrite and
+    removed with it: never two masks for one input, nor probabilities of another run."""
+    import tifffile
+
+    out = user.parent / "masks"
+    image = user / "DS" / "images" / "a.tif"
+    assert cli(capsys, "predict", user / "run", image, "-o", out, "--mask-format", "tif",
+               "--probabilities", "--quiet")[0] == 0
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "a_mask.tif", "a_probabilities.tif"]
+    mask = tifffile.imread(out / "a_mask.tif")
+    (out / "b_mask.tif").write_bytes((out / "a_mask.tif").read_bytes())  # the user's file
+    mine = (out / "b_mask.tif").read_bytes()
+    before = snapshot(user.parent)
+    assert_refused(*cli(capsys, "predict", user / "run", image, "-o", out, "--quiet"),
+                   "a_mask.tif", "--overwrite")
+    assert snapshot(user.parent) == before
+    assert cli(capsys, "predict", user / "run", image, "-o", out, "--overwrite", "--quiet")[0] == 0
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "a_mask.png", "b_mask.tif"]
+    import imageio.v3 as iio
+
+    assert np.array_equal(iio.imread(out / "a_mask.png") > 0, mask > 0)  # the same model, the same mask
+    assert (out / "b_mask.tif").read_bytes() == mine
+
+
+def test_plan_never_writes_over_a_users_file(user, capsys):
+    """``plan DS -o DS/dataset.json --overwrite`` replaced the data set's own description."""
+    before = snapshot(user.parent)
+    for target in (user / "DS" / "dataset.json", user / "home" / "notes.txt"):
+        assert_refused(*cli(capsys, "plan", user / "DS", "-o", target, "--overwrite"), target,
+                       "not written by tem_keras")
+    assert snapshot(user.parent) == before
 
 
 def test_label_writes_a_data_set_it_may_replace(user, capsys):
@@ -468,6 +544,26 @@ def test_a_stale_run_lock_is_taken_over_and_released(tmp_path):
     with run_lock(tmp_path / "new"):  # a folder made for the lock goes when nothing was written
         pass
     assert not (tmp_path / "new").exists()
+
+
+def test_a_killed_particle_table_leaves_nothing_behind_the_rerun(user, capsys):
+    """``predict --particles`` killed (SIGKILL) while writing left its lock and its
+    ``.particles.csv.<pid>.partial``; the rerun took the lock over but kept the partial file."""
+    out = user.parent / "masks"
+    image = user / "DS" / "images" / "a.tif"
+    assert cli(capsys, "predict", user / "run", image, "-o", out, "--particles", "--quiet")[0] == 0
+    table = (out / "particles.csv").read_bytes()
+    dead = _dead_pid()
+    (out / ".particles.csv.lock").write_text(str(dead))  # what the killed rerun left
+    (out / f".particles.csv.{dead}.partial").write_text("image,frame\na,")
+    (out / ".particles.csv.notapid.partial").write_text("mine")  # not a name tem_keras writes
+    before = snapshot(user)
+    assert cli(capsys, "predict", user / "run", image, "-o", out, "--particles", "--overwrite",
+               "--quiet")[0] == 0
+    left = sorted(p.name for p in out.iterdir() if p.name.startswith(".particles"))
+    assert left == [".particles.csv.notapid.partial"]
+    assert (out / "particles.csv").read_bytes() == table  # the same rows, once
+    assert snapshot(user) == before
 
 
 @pytest.mark.slow

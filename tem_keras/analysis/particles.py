@@ -260,6 +260,8 @@ def _pixel_size(pixel_size_nm, image):
         pixel_size_nm = getattr(image, "pixel_size_nm", None)
     if pixel_size_nm is None:
         return None
+    if isinstance(pixel_size_nm, (bool, np.bool_)):  # True would be a pixel of 1 nm
+        raise TEMInputError(f"pixel_size_nm must be a number; got {pixel_size_nm!r}")
     try:
         value = float(pixel_size_nm)
     except (TypeError, ValueError):

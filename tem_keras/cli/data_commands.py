@@ -166,6 +166,7 @@ def run_label(args) -> None:
     out = Path(args.out)
     refuse_inputs(out, args.images, within=True)  # a data set holding its own sources would mix them
     folder = OutputFolder(out, "dataset", inputs=args.images)
+    folder.holds_output()  # a folder of the user's own files (a hand-labelled data set) is refused
     sources = input_sources([str(item) for item in args.images])[0]  # names unique among all
     frames = list(select_frames(sources, None))
 

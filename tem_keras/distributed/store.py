@@ -26,6 +26,7 @@ Zarr storage specification version 2, https://zarr-specs.readthedocs.io/en/lates
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -143,8 +144,32 @@ class PredictionStore:
                     f"{store.path}: holds the prediction of another job ({shown}); pass "
                     "overwrite=True (--overwrite) to replace it, or choose another output")
             shutil.rmtree(store.path)
-        store._create(job, provenance, pixel_size_nm)
+        store._create_whole(job, provenance, pixel_size_nm)
         return store
+
+    def _create_whole(self, job: dict, provenance: dict, pixel) -> None:
+        """:meth:`_create` in a hidden sibling folder renamed into place when complete: a process
+        killed while creating leaves no half-made store (which no rerun would take for its own)
+        but a ``.<name>.<pid>.partial`` folder, removed by the next creation."""
+        from ..io.outputs import alive
+
+        parent, name = self.path.parent, self.path.name
+        parent.mkdir(parents=True, exist_ok=True)
+        for left in parent.glob(f".{glob.escape(name)}.*.partial"):
+            pid = left.name[len(name) + 2:-len(".partial")]
+            if pid.isdigit() and not alive(int(pid)):
+                shutil.rmtree(left, ignore_errors=True)
+        partial = parent / f".{name}.{os.getpid()}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        final, self.path = self.path, partial
+        try:
+            self._create(job, provenance, pixel)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        finally:
+            self.path = final
+        os.replace(partial, final)  # onto nothing, or onto an empty folder
 
     def _create(self, job: dict, provenance: dict, pixel) -> None:
         zarr = require("zarr")

@@ -512,6 +512,9 @@ def main(argv=None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
+        if any(Path(p).resolve() == args.out.resolve() for p in args.images):
+            raise ExportInputError("is an input of this command (masks would be written among the "
+                                   "images they come from); choose another output folder", args.out)
         model = OnnxModel(args.model, threads=args.threads)
         threshold = model.threshold if args.threshold is None else args.threshold
         n = 0

@@ -180,6 +180,9 @@ def check_frames(frames):
         raise TEMInputError(f"frames must be None, 'i/n', a slice or a list of frame indices, got "
                             f"{frames!r} ({type(frames).__name__})")
     indices = list(frames)
+    if not indices:
+        raise TEMInputError("frames is empty: it would select no frame; give at least one index, "
+                            "or frames=None for all")
     bad = [i for i in indices if isinstance(i, (bool, np.bool_)) or not isinstance(i, (numbers.Integral, np.integer))]
     if bad:
         raise TEMInputError(f"frames must be whole frame indices, got {bad[0]!r} "

@@ -31,6 +31,10 @@ def overlay(image: np.ndarray, mask: np.ndarray, *, alpha: float = 0.4) -> np.nd
     return (rgb * 255 + 0.5).astype(np.uint8)
 
 
+#: the files of one prediction, after ``<name>_``
+_KINDS = ("mask.png", "mask.tif", "probabilities.tif", "overlay.png")
+
+
 def save_prediction(prediction, out_dir, *, mask_format: str = "png",
                     probabilities: bool = False, overlay_png: bool = False,
                     overwrite: bool = False) -> dict:
@@ -48,7 +52,7 @@ def save_prediction(prediction, out_dir, *, mask_format: str = "png",
     Returns the paths written, by kind.
     """
     from ..io import write_mask, write_probabilities
-    from ..io.outputs import OutputFolder
+    from ..io.outputs import OutputExistsError, OutputFolder
 
     folder = out_dir if isinstance(out_dir, OutputFolder) else OutputFolder(out_dir)
     names = {"mask": f"{prediction.name}_mask.{mask_format}"}
@@ -62,6 +66,15 @@ def save_prediction(prediction, out_dir, *, mask_format: str = "png",
         names["overlay"] = f"{prediction.name}_overlay.png"
     for name in names.values():  # all refused before any is written
         folder.check(name, overwrite=overwrite)
+    # an earlier prediction's files for this input that this one does not replace (the other mask
+    # format, probabilities or an overlay not asked for now) would sit beside the new mask as if
+    # they were its own: removed with ``overwrite`` (only files tem_keras wrote), refused without
+    stale = [f"{prediction.name}_{kind}" for kind in _KINDS if f"{prediction.name}_{kind}" not in names.values()]
+    stale = [name for name in stale if (folder.path / name).is_file() and name in folder.listed()]
+    if stale and not overwrite:
+        raise OutputExistsError(f"holds {stale[0]} from an earlier prediction of this input, which "
+                                "this one would not replace; pass --overwrite (overwrite=True) to "
+                                "remove it, or choose another output folder", folder.path)
     claim = {kind: folder.claim(name, overwrite=overwrite) for kind, name in names.items()}
     written = {"mask": write_mask(claim["mask"], prediction.mask, overwrite=True)}
     if probabilities:
@@ -74,6 +87,8 @@ def save_prediction(prediction, out_dir, *, mask_format: str = "png",
 
         imsave(claim["overlay"], overlay(prediction.image, prediction.mask), check_contrast=False)
         written["overlay"] = claim["overlay"]
+    for name in stale:
+        (folder.path / name).unlink(missing_ok=True)
     return written
 
 

@@ -84,6 +84,7 @@ def input_sources(x) -> tuple[list[Source], bool]:
         without navigation axes).
     """
     sources, single = _sources(x)
+    sources = _each_file_once(sources)
     for source, stem in zip(sources, output_stems([s.name for s in sources])):
         source.stem = stem
     stacks = [s for s in sources if s.name is None and s.multi]
@@ -91,6 +92,21 @@ def input_sources(x) -> tuple[list[Source], bool]:
         for k, source in enumerate(stacks):
             source.stem = f"stack{k}"
     return sources, single
+
+
+def _each_file_once(sources: list[Source]) -> list[Source]:
+    """``sources`` with a file given twice (or given and inside a folder given, or through a
+    link) kept once, where it first appears, as ``predict.py``'s ``input_files``: one file, one
+    set of outputs."""
+    kept, seen = [], set()
+    for source in sources:
+        key = None
+        if source.name is not None and Path(source.name).is_file():
+            key = Path(source.name).resolve()
+        if key is None or key not in seen:
+            kept.append(source)
+            seen.add(key)
+    return kept
 
 
 def _sources(x) -> tuple[list[Source], bool]:

@@ -206,7 +206,8 @@ def shard_range(n_frames: int, frames) -> range:
         try:
             i, n = (int(v) for v in (frames.split("/") if isinstance(frames, str) else frames))
         except ValueError:
-            raise TEMInputError(f"a shard is written 'i/n' with 0 <= i < n, got {frames!r}") from None
+            raise TEMInputError(f"frames {frames!r}: a shard is written 'i/n' with 0 <= i < n (a "
+                                "range of frames is slice(start, stop), a list of indices [0, 2])") from None
         if not 0 <= i < n:
             raise TEMInputError(f"a shard is written 'i/n' with 0 <= i < n (0-based), got {frames!r}")
         return range(i * n_frames // n, (i + 1) * n_frames // n)
@@ -215,7 +216,11 @@ def shard_range(n_frames: int, frames) -> range:
         if any(not -n_frames <= int(v) <= n_frames for v in ends) or frames.step == 0:
             raise TEMInputError(f"frames {_slice_text(frames)} reaches beyond the input, which has "
                                 f"{n_frames} frame(s) (0..{n_frames - 1})")
-        return range(n_frames)[slice(frames.start, frames.stop, frames.step)]
+        selected = range(n_frames)[slice(frames.start, frames.stop, frames.step)]
+        if not selected:
+            raise TEMInputError(f"frames {_slice_text(frames)} selects no frame of the input's "
+                                f"{n_frames} (0..{n_frames - 1})")
+        return selected
     indices = list(frames)
     bad = [i for i in indices if not -n_frames <= int(i) < n_frames]
     if bad:

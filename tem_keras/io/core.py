@@ -267,6 +267,9 @@ class MicrographStack(Sequence):
             return MicrographStack(self._get, self._indices[index], path=self.path,
                                    pixel_size_nm=self._pixel_size_nm,
                                    frame_shape=self._frame_shape, lazy=self.lazy)
+        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"a frame index must be a whole number or a slice, got {index!r} "
+                            f"({type(index).__name__})")
         try:
             return self._get(self._indices[index])
         except IndexError:

@@ -50,6 +50,7 @@ full disk) into a one-line :class:`~tem_keras.errors.TEMInputError` naming the p
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import shutil
 from contextlib import contextmanager, suppress
@@ -485,6 +486,10 @@ def claim_output(path, *, overwrite: bool, advice: str = _CSV_ADVICE) -> Path:
     if path.exists() and not overwrite:  # written by a process that has finished
         lock.unlink(missing_ok=True)
         raise FileExistsError(f"{path}: already exists; pass --overwrite to replace it")
+    for left in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):  # of a killed process
+        pid = left.name[len(path.name) + 2:-len(".partial")]
+        if pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid)):
+            left.unlink(missing_ok=True)
     return path.parent / f".{path.name}.{os.getpid()}.partial"
 
 

@@ -199,6 +199,9 @@ def _training_config(config, augment, keywords: dict):
     is an error) and the :class:`~tem_keras.data.augment.Augmentation` (None: none)."""
     from ..data.augment import Augmentation
 
+    if not isinstance(augment, (bool, Augmentation)):  # "no" would be true
+        raise TypeError(f"augment must be True, False or an Augmentation, got {augment!r} "
+                        f"({type(augment).__name__})")
     augmentation = augment if isinstance(augment, Augmentation) else Augmentation() if augment else None
     config_keywords = TrainingConfig(augment=augmentation is not None, **keywords)
     if config is None:

@@ -65,10 +65,13 @@ def plan(dataset_dir, out=None, *, config: TrainingConfig | None = None, labels:
     config = config or TrainingConfig()
     if not isinstance(config, TrainingConfig):
         raise TypeError(f"config must be a TrainingConfig, got {type(config).__name__}")
-    if out is not None:
+    folder = None
+    if out is not None:  # never over a file tem_keras did not write (dataset.json, the user's notes)
+        from ..io.outputs import OutputFolder
+
         out = Path(out)
-        if out.exists() and not overwrite:
-            raise FileExistsError(f"{out} exists; give overwrite=True (--overwrite) to replace it")
+        folder = OutputFolder(out.parent)
+        folder.check(out.name, overwrite=overwrite)
     inputs = read_training_inputs(dataset_dir, config, labels=labels, particles=particles,
                                   preprocessing=preprocessing, verbose=verbose)
     device = "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
@@ -84,8 +87,7 @@ def plan(dataset_dir, out=None, *, config: TrainingConfig | None = None, labels:
               "note": "edit the fields of 'plan' listed in 'editable' (null epochs / steps_per_epoch: from "
                       "the time limit) and 'split', then fit(DIR, plan=THIS_FILE)"}
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(record, indent=2, default=float) + "\n")
+        folder.claim(out.name, overwrite=overwrite).write_text(json.dumps(record, indent=2, default=float) + "\n")
     if verbose:
         print(planned.summary(), flush=True)
     return record
