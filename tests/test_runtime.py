@@ -160,7 +160,30 @@ def test_predict_py_predicts_a_file_given_twice_once(tiny_export, tmp_path):
                            "-o", "out", "--quiet"], check=False, capture_output=True, text=True, timeout=60,
                           cwd=tmp_path)
     assert done.returncode == 0 and "wrote 2 mask(s)" in done.stdout, done.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_mask.png", "b_mask.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".tem_keras_output", "a_mask.png", "b_mask.png"]
+
+
+def test_predict_py_overwrite_replaces_its_own_masks_never_the_users(tiny_export, tmp_path):
+    """The script keeps tem_keras's manifest: --overwrite replaces what it wrote, and a mask the
+    user drew under the same name stays byte for byte, with a one-line error naming it."""
+    np.save(tmp_path / "a.npy", _image(32, 40, seed=1))
+    np.save(tmp_path / "b.npy", _image(32, 40, seed=2))
+    script = [sys.executable, str(tiny_export / "predict.py"), "a.npy", "b.npy", "-o", "out", "--quiet"]
+
+    def run(*extra):
+        return subprocess.run(script + list(extra), check=False, capture_output=True, text=True, timeout=60,
+                              cwd=tmp_path)
+
+    assert run().returncode == 0
+    ours = (tmp_path / "out" / "a_mask.png").read_bytes()
+    assert run().returncode == 2  # exists, no --overwrite
+    assert run("--overwrite").returncode == 0 and (tmp_path / "out" / "a_mask.png").read_bytes() == ours
+    (tmp_path / "out" / "b_mask.png").write_bytes(b"drawn by hand")
+    (tmp_path / "out" / ".tem_keras_output").write_text("a_mask.png\n")  # the user's b_mask.png is not listed
+    done = run("--overwrite")
+    assert done.returncode == 2 and "b_mask.png: was not written by predict.py" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "out" / "b_mask.png").read_bytes() == b"drawn by hand"
 
 
 def test_cli_predict_on_an_export_does_not_start_tensorflow(tiny_export, bundle, images, tmp_path):
@@ -291,7 +314,7 @@ def test_colliding_stems_give_one_mask_each_in_predict_py_and_tem_keras_predict(
     assert main(["predict", str(tiny_export), *(str(tmp_path / "in" / n) for n in inputs), "-o",
                  str(tmp_path / "cli"), "--quiet"]) == 0
     expected = ["a_png_mask.png", "a_tif_mask.png", "d1_x_npy_mask.png", "d2_x_npy_mask.png"]
-    assert sorted(p.name for p in (tmp_path / "script").iterdir()) == expected
+    assert sorted(p.name for p in (tmp_path / "script").iterdir() if not p.name.startswith(".")) == expected
     assert sorted(p.name for p in (tmp_path / "cli").iterdir() if not p.name.startswith(".")) == expected
     for name in expected:
         assert np.array_equal(np.asarray(Image.open(tmp_path / "script" / name)),

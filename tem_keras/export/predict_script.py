@@ -380,10 +380,25 @@ def _output_problem(error: OSError) -> str:
     return f"{os.fsdecode(error.filename)}: {problem.rstrip('.').lower()}; choose another output"
 
 
+#: tem_keras's record of the files it wrote in a folder (``tem_keras.io.outputs``), one name a line
+MANIFEST = ".tem_keras_output"
+
+
 def _target(path: Path, overwrite: bool) -> Path:
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: already exists; pass --overwrite to replace it")
+    """``path``, recorded in its folder's manifest before it is written; an existing file is
+    replaced only with ``overwrite``, and only when the manifest lists it (written by this script
+    or tem_keras: a file of the user's is never replaced)."""
+    manifest = path.parent / MANIFEST
+    if path.exists():
+        if not overwrite:
+            raise FileExistsError(f"{path}: already exists; pass --overwrite to replace it")
+        listed = manifest.read_text(encoding="utf-8").splitlines() if manifest.is_file() else []
+        if path.is_file() and path.name not in listed:  # (a folder in the way fails on writing)
+            raise ExportInputError("was not written by predict.py or tem_keras, and --overwrite replaces only "
+                                   "their files: move it, or choose another output folder", path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with open(manifest, "a", encoding="utf-8") as f:
+        f.write(f"{path.name}\n")
     return path
 
 
