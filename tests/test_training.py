@@ -363,7 +363,7 @@ def test_step_time_measurement_stops_once_it_has_used_its_share_of_the_budget():
     from tem_keras.data.sampling import PatchSampler
     from tem_keras.models import build_model
     from tem_keras.training.heldout import HeldOut
-    from tem_keras.training.trainer import _TIMING_STEPS, _measure
+    from tem_keras.training.trainer import TIMING_STEPS, measure_speed
 
     rng = np.random.default_rng(0)
     images = [rng.normal(size=(64, 64)).astype("float32") for _ in range(2)]
@@ -373,9 +373,9 @@ def test_step_time_measurement_stops_once_it_has_used_its_share_of_the_budget():
     steps, step = [], net.train_on_batch
     net.train_on_batch = lambda x, y: steps.append(1) or step(x, y)  # the real step, counted
     held_out = HeldOut(["a", "b"], images, masks)
-    for deadline, expected in ((float("inf"), 1 + _TIMING_STEPS), (0.0, 1 + 1)):  # traced + timed
+    for deadline, expected in ((float("inf"), 1 + TIMING_STEPS), (0.0, 1 + 1)):  # traced + timed
         steps.clear()
-        step_s, image_s = _measure(net, PatchSampler(images, masks, 32), held_out, None, None, 0, 4, 2,
+        step_s, image_s = measure_speed(net, PatchSampler(images, masks, 32), held_out, None, None, 0, 4, 2,
                                    deadline=deadline)
         assert len(steps) == expected and step_s > 0 and image_s > 0
         assert int(net.optimizer.iterations.numpy()) == 0  # the optimiser starts afresh after it

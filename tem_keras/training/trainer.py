@@ -28,11 +28,12 @@ from .rundir import default_run_dir, prepare_run_dir
 
 __all__ = ["train", "plan_for_built"]
 
-_TIMING_STEPS = 3
+#: training steps timed (after the one that traces) before a budget-planned run
+TIMING_STEPS = 3
 #: validation images whose prediction time is measured before a budget-planned run
-_TIMING_IMAGES = 3
+TIMING_IMAGES = 3
 #: the measurement stops early once it has used this share of the time budget (a loaded machine)
-_TIMING_SHARE = 0.1
+TIMING_SHARE = 0.1
 
 
 def _versions() -> dict:
@@ -53,7 +54,7 @@ def _optimizer(config: TrainingConfig):
     return keras.optimizers.Adam(config.learning_rate)
 
 
-def _measure(net, sampler, heldout, plan, augmentation, seed, factor, global_batch, deadline=math.inf):
+def measure_speed(net, sampler, heldout, plan, augmentation, seed, factor, global_batch, deadline=math.inf):
     """Seconds per training step and per whole validation image (on a few of ``heldout``),
     measured with the learning rate at zero (weights unchanged); the optimiser state is reset
     afterwards. Past ``deadline`` (``time.monotonic()``) it times one step only, and the images'
@@ -65,12 +66,12 @@ def _measure(net, sampler, heldout, plan, augmentation, seed, factor, global_bat
     x, y = next(batches)
     net.train_on_batch(x, y)  # traces the step
     start, steps = time.perf_counter(), 0
-    while steps < _TIMING_STEPS and not (steps and time.monotonic() > deadline):
+    while steps < TIMING_STEPS and not (steps and time.monotonic() > deadline):
         x, y = next(batches)
         net.train_on_batch(x, y)
         steps += 1
     step = (time.perf_counter() - start) / steps
-    few = heldout.subset(_TIMING_IMAGES, seed=seed)
+    few = heldout.subset(TIMING_IMAGES, seed=seed)
     start = time.perf_counter()
     few.predict(net, factor)  # the first call of each image size prepares its kernels
     if time.monotonic() <= deadline:
@@ -166,8 +167,8 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     adaptive = planned_epochs is None and plan.time_limit_s is not None
     image_s = None
     if plan.epochs is None:
-        step_s, image_s = _measure(net, sampler, val, plan, augmentation, trained.seed, factor, global_batch,
-                                   deadline=started + _TIMING_SHARE * plan.time_limit_s)
+        step_s, image_s = measure_speed(net, sampler, val, plan, augmentation, trained.seed, factor, global_batch,
+                                   deadline=started + TIMING_SHARE * plan.time_limit_s)
     reserve = _reserve(image_s, val, test)  # threshold, test images, plots
     if plan.epochs is None:
         plan.fill_epochs(step_s, image_s, plan.time_limit_s - (time.monotonic() - started) - reserve,
