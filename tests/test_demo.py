@@ -138,10 +138,10 @@ def test_demo_writes_report_and_finds_particles(tmp_path, capsys):
     out = tmp_path / "demo"
     # the README's command with a shorter budget (the defaults train DEMO_TIME_LIMIT_S, the time
     # that test_demo_states_one_time checks in --help)
-    assert main(["demo", str(out), "--time-limit", "45"]) == 0
+    assert main(["demo", str(out), "--time-limit", "25"]) == 0
     printed = capsys.readouterr().out
     report = out / "report"
-    assert "pre-trained weights): training 45 s\n" in printed
+    assert "pre-trained weights): training 25 s\n" in printed
     assert f"report: {(report / 'index.html').resolve()}" in printed
     summary = check_report(report)
     assert summary["test_images"] >= 2

@@ -107,7 +107,7 @@ def test_pretraining_records_its_provenance(weights_dir, tmp_path):
 
     corpus = make_corpus(tmp_path / "corpus", n_images=8, size=64, seed=7)
     spec = {"name": "residual_unet", "n_blocks": 3, "base_filters": 2, "pool_sizes": [2, 2, 2]}
-    path = pretrain(corpus, spec, weights_dir / "residual_unet_3b2.npz", time_limit="20s",
+    path = pretrain(corpus, spec, weights_dir / "residual_unet_3b2.npz", time_limit="8s",
                     run_dir=tmp_path / "run", seed=3, held_out_images=3)
     record = tem_weights.tem_weights_info(path.stem)["record"]
     assert record["corpus_images"] == 8 and record["corpus_size_px"] == 64 and record["corpus_seed"] == 7

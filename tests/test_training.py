@@ -218,7 +218,7 @@ def test_default_fit_plans_from_the_data_and_uses_its_threshold(tmp_path):
     import tem_keras
 
     data = make_dataset(tmp_path / "data", n_images=10, size=(72, 88), mode="bright-field", seed=4)
-    run = fit(data, time_limit=20, split=(0.5, 0.3, 0.2), run_dir=tmp_path / "run",
+    run = fit(data, time_limit=12, split=(0.5, 0.3, 0.2), run_dir=tmp_path / "run",
               mixed_precision="float32", verbose=0)
     config = json.loads((run.path / "config.json").read_text())
     plan = config["plan"]
