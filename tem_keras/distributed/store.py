@@ -26,7 +26,6 @@ Zarr storage specification version 2, https://zarr-specs.readthedocs.io/en/lates
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -151,15 +150,10 @@ class PredictionStore:
         """:meth:`_create` in a hidden sibling folder renamed into place when complete: a process
         killed while creating leaves no half-made store (which no rerun would take for its own)
         but a ``.<name>.<pid>.partial`` folder, removed by the next creation."""
-        from ..io.outputs import alive
+        from ..io.outputs import partial_path
 
-        parent, name = self.path.parent, self.path.name
-        parent.mkdir(parents=True, exist_ok=True)
-        for left in parent.glob(f".{glob.escape(name)}.*.partial"):
-            pid = left.name[len(name) + 2:-len(".partial")]
-            if pid.isdigit() and not alive(int(pid)):
-                shutil.rmtree(left, ignore_errors=True)
-        partial = parent / f".{name}.{os.getpid()}.partial"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = partial_path(self.path)
         shutil.rmtree(partial, ignore_errors=True)
         final, self.path = self.path, partial
         try:

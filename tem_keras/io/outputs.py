@@ -60,7 +60,7 @@ from pathlib import Path
 from ..errors import TEMInputError
 
 __all__ = ["MANIFEST", "OutputExistsError", "OutputFolder", "alive", "claim_output", "legacy_folder", "lock_output",
-           "locked_folder", "output_error", "refuse_inputs", "release_output", "unlock_output"]
+           "partial_path", "locked_folder", "output_error", "refuse_inputs", "release_output", "unlock_output"]
 
 #: the manifest of an output folder: what tem_keras wrote there
 MANIFEST = ".tem_keras_output"
@@ -486,10 +486,20 @@ def claim_output(path, *, overwrite: bool, advice: str = _CSV_ADVICE) -> Path:
     if path.exists() and not overwrite:  # written by a process that has finished
         lock.unlink(missing_ok=True)
         raise FileExistsError(f"{path}: already exists; pass --overwrite to replace it")
-    for left in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):  # of a killed process
+    return partial_path(path)
+
+
+def partial_path(path) -> Path:
+    """``.<name>.<pid>.partial`` beside ``path``: where this process builds ``path`` before renaming
+    it into place. Those left by killed processes (files or folders) are removed first."""
+    path = Path(path)
+    for left in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
         pid = left.name[len(path.name) + 2:-len(".partial")]
         if pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid)):
-            left.unlink(missing_ok=True)
+            if left.is_dir():
+                shutil.rmtree(left, ignore_errors=True)
+            else:
+                left.unlink(missing_ok=True)
     return path.parent / f".{path.name}.{os.getpid()}.partial"
 
 
