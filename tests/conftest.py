@@ -8,7 +8,9 @@ own. Treat them as read-only: a test that changes a run or export folder copies 
 
 Test tiers: ``pytest -m "not slow"`` is the fast tier; ``python -m pytest -q`` (the README's
 command, CI) runs everything. ``slow`` marks the demo, the notebooks, multi-process training and
-large images (registered in setup.cfg).
+large images (registered in setup.cfg). Both tiers run on one worker process per core (pytest-xdist,
+``--dist=loadfile``: a test file stays on one worker, so its module fixtures are built once);
+the slow tests are handed out first so that the longest files do not finish last on one worker.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ TINY_MODEL = {"name": "unet", "depth": 2, "base_filters": 4}
 #: the training settings of the shared run: 2 epochs of 2 steps of 2 random 64 px patches
 TINY_TRAINING = dict(epochs=2, steps_per_epoch=2, patch_size=64, batch_size=2, augment=False,
                      mixed_precision="float32", verbose=0)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests first (a stable sort: the order inside each group stays as collected)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")
