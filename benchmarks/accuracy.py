@@ -334,6 +334,12 @@ def _fit(ctx: SetContext) -> dict:
     return fit_masks(ctx, "fit")
 
 
+@method("random_init", "tem-keras fit --pretrained none (random initialisation)",
+        applies=lambda ctx: ctx.args.random_init)
+def _random_init(ctx: SetContext) -> dict:
+    return fit_masks(ctx, "random-init", ["--pretrained", "none"])
+
+
 @method("peer", "PyTorch peer UNet")
 def _peer(ctx: SetContext) -> dict:
     seconds = ctx.args.peer_seconds or (ctx.fit or {}).get("wall_s")
@@ -506,7 +512,7 @@ def run_set(name: str, args) -> dict | None:
               "description": ctx.meta.get("description", ""),
               "particle_class": ctx.particle_class, "methods": {}}
     for m in METHODS.values():
-        if m.name in args.skip or not m.applies(ctx):
+        if m.name in args.skip or not m.applies(ctx) or (args.methods and m.name not in args.methods):
             continue
         if m.name != "fit" and not ctx.split:
             ctx.split = default_split(ctx)
@@ -534,6 +540,17 @@ def run_set(name: str, args) -> dict | None:
     result.setdefault("split_source", "dataset.json" if ctx.meta.get("split") else "fit split.json")
     result.update(derived(result["methods"]))
     return result
+
+
+def merged(before: dict, now: dict) -> dict:
+    """The methods run now (``--methods``) added to a set's earlier result, which keeps its split,
+    fit and leak; each method keeps the commit it ran on."""
+    if before.get("test_stems") != now.get("test_stems"):
+        raise SystemExit(f"{now['set']}: the test images differ from the earlier result's; "
+                         "run every method again (without --methods)")
+    commit = {k: now[k] for k in ("git_commit", "git_dirty") if k in now}
+    methods = {**before["methods"], **{k: {**m, **commit} for k, m in now["methods"].items()}}
+    return {**before, "methods": methods, **derived(methods)}
 
 
 def derived(methods: dict) -> dict:
@@ -693,6 +710,51 @@ def report_set(r: dict) -> None:
         f"{gap_text(r)} (goal ≥ {PEER_GOAL}); leak max corr {leak_text(r)}")
 
 
+def warm_start_lines(results: list[dict]) -> list[str]:
+    """Default fit (warm start where shipped weights fit the plan) beside ``--pretrained none``."""
+    rows = [r for r in results if "summary" in r["methods"].get("random_init", {})
+            and "summary" in r["methods"].get("fit", {})]
+    if not rows:
+        return []
+    lines = ["", "**Warm start against random initialisation** (same split, same budget)", "",
+             "| set | fit (default: warm start) | fit --pretrained none | difference |",
+             "|---|---|---|---|"]
+    for r in rows:
+        m = r["methods"]
+        diff = m["fit"]["summary"]["dice"] - m["random_init"]["summary"]["dice"]
+        lines.append(f"| {r['set']} | {dice_text(m['fit'])} | {dice_text(m['random_init'])} | "
+                     f"{diff:+.3f} |")
+    return lines
+
+
+def empty_truth_lines(results: list[dict]) -> list[str]:
+    """Test images whose mask has no particle pixel: their dice is 1 for an empty prediction and
+    0 for any false positive, so one such image moves a set's mean by 1/n. Listed with each
+    method's false-positive pixels, and the means over the other test images."""
+    lines = []
+    for r in results:
+        if "pooled_from" in r:
+            continue
+        methods = {k: m for k, m in r["methods"].items() if "per_image" in m}
+        empty = sorted({p["stem"] for m in methods.values() for p in m["per_image"]
+                        if p["tp"] + p["fn"] == 0})
+        if not empty:
+            continue
+        for stem in empty:
+            fps = ", ".join(f"{k} {next(p['fp'] for p in m['per_image'] if p['stem'] == stem)}"
+                            for k, m in methods.items())
+            rest = {k: [p["dice"] for p in m["per_image"] if p["stem"] not in empty]
+                    for k, m in methods.items()}
+            means = ", ".join(f"{k} {np.mean(v):.3f}" for k, v in rest.items() if v)
+            lines.append(f"| {r['set']} | {stem} | {fps} | {means} |")
+    if not lines:
+        return []
+    return ["", "**Test images without a particle in their mask** (dice 1 for an empty prediction, "
+            "0 for any false positive)", "",
+            "| set | image | false-positive pixels | per-image dice over the other test images |",
+            "|---|---|---|---|", *lines]
+
+
 def markdown(results: list[dict], header: dict) -> str:
     cols = ("| set | train / val / test | fit dice | fit wall | peer dice | Otsu dice | "
             "pseudo-label dice | error ratio vs Otsu (≤ 0.5) | fit − peer (≥ −0.005) | "
@@ -733,6 +795,7 @@ def markdown(results: list[dict], header: dict) -> str:
             nums = " | ".join(f"{s[k]:.3f}" if k in s else "—" for k in ("iou", "precision", "recall"))
             lines.append(f"| {r['set']} | {key} | {dice_text(m, True)} | {nums} | "
                          f"{m.get('seconds', '—')} |")
+    lines += warm_start_lines(results) + empty_truth_lines(results)
     lines += ["", "**Configuration fit chose**", "", "| set | configuration |", "|---|---|"]
     lines += [f"| {r['set']} | {config_line(r['config']) or '—'} |" for r in results if r.get("config")]
     return "\n".join(lines) + "\n"
@@ -754,6 +817,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--label-free", action="store_true",
                     help="also the zero-mask and two-mask rows (fit --labels auto on the training "
                          "images with 0 or 2 of their masks; binary sets)")
+    ap.add_argument("--random-init", action="store_true",
+                    help="also fit with --pretrained none, beside the default warm start")
+    ap.add_argument("--methods", nargs="+", default=None, metavar="NAME", choices=list(METHODS),
+                    help="run only these methods; with --update they join the set's earlier "
+                         "results (same test images), e.g. --methods random_init --random-init")
     ap.add_argument("--peer-seconds", type=float, default=None,
                     help="the peer's training budget (default: the wall time of that set's fit)")
     ap.add_argument("--work", default=str(DEFAULT_WORK),
@@ -816,16 +884,19 @@ def main(argv=None) -> int:
         f"load {header['load_start']}")
     if header["leak_check_pt_alumina"]:
         log(f"leak check, pt-alumina: {header['leak_check_pt_alumina']}")
-    results = []
+    results, earlier = [], {}
     if args.update and out.is_file():     # other sets' results, each with the commit it ran on
-        results = [r for r in json.loads(out.read_text())["results"]
-                   if r["set"] not in args.sets and "pooled_from" not in r]
+        earlier = {r["set"]: r for r in json.loads(out.read_text())["results"]
+                   if "pooled_from" not in r}
+        results = [r for name, r in earlier.items() if name not in args.sets]
     for name in args.sets:
         log(f"\n--- {name}")
         r = run_set(name, args)
         if r is None:
             continue
         r.update(git_state())
+        if args.methods and name in earlier:
+            r = merged(earlier[name], r)
         results = sorted([x for x in results if x["set"] != name] + [r],
                          key=lambda x: accuracy_sets.ALL_SETS.index(x["set"]))
         report_set(r)
