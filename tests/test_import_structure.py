@@ -1,4 +1,5 @@
-"""The package's import structure: no import cycle, no private name imported across modules.
+"""The package's structure: no import cycle, no private name imported across modules, imports
+that go down the layers, no function over 120 lines.
 
 Read from the source with :mod:`ast` (nothing is imported): every ``import`` and ``from ... import``
 statement counts, at module level and inside functions, except those under ``if TYPE_CHECKING:``
@@ -305,3 +306,30 @@ def test_the_layer_rule_finds_a_planted_upward_import(tmp_path):
     (package / "nowhere.py").write_text("")
     assert upward_imports(tmp_path, {"io": 2, "training": 7}) == [
         "tem_keras.io.readers:2 -> tem_keras.nowhere: ['nowhere'] not in the layer table"]
+
+
+#: the longest a function of the package may be, docstring included
+MAX_FUNCTION_LINES = 120
+
+
+def long_functions(root: Path = ROOT, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """``module:line name (n lines)`` for every function or method longer than ``limit`` lines."""
+    found = []
+    for module, (path, _) in _modules(root).items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > limit:
+                    found.append(f"{module}:{node.lineno} {node.name} ({length} lines)")
+    return found
+
+
+def test_no_function_is_longer_than_the_limit():
+    assert long_functions() == []
+
+
+def test_the_length_rule_counts_a_long_function(tmp_path):
+    (tmp_path / PACKAGE).mkdir()
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES))
+    (tmp_path / PACKAGE / "long.py").write_text(f"\n\ndef short():\n    pass\n\n\ndef long():\n{body}")
+    assert long_functions(tmp_path) == [f"tem_keras.long:7 long ({MAX_FUNCTION_LINES + 1} lines)"]

@@ -165,17 +165,7 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
         weight_decay=weight_decay, optimizer=optimizer, schedule=schedule, loss=loss,
         foreground_fraction=foreground_fraction, patience=patience, folds=folds, split=split,
         seed=seed, mixed_precision=mixed_precision, pretrained=pretrained))
-    given_plan = plan_split = None
-    if plan is not None:
-        from .planning import read_plan_file
-
-        if config.folds:
-            raise ValueError("plan=... trains one model from an edited plan; it does not combine with folds")
-        given_plan, plan_split = read_plan_file(plan)
-    from .selftrain import check_rounds
-
-    if check_rounds(self_training) not in ("auto", 0) and labels != "auto":
-        raise ValueError("self_training trains on pseudo-labels: it needs labels='auto'")
+    given_plan, plan_split = _edited_plan(plan, config, self_training, labels)
     if built is not None and config.model is None:
         config = TrainingConfig.from_dict({**config.to_dict(), "model": {"name": built.name}})
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(
@@ -192,6 +182,22 @@ def fit(dataset_dir, model=None, *, recipe: str = "default", time_limit=None, ep
 
             return fit_folds(Path(dataset_dir), config, **common)
         return train(Path(dataset_dir), config, split=plan_split, plan=given_plan, **common)
+
+
+def _edited_plan(plan, config: TrainingConfig, self_training, labels: str) -> tuple:
+    """``(plan, split)`` read from a plan file (``(None, None)`` without one), after checking that
+    the plan and the self-training rounds fit the other options."""
+    from .selftrain import check_rounds
+
+    if check_rounds(self_training) not in ("auto", 0) and labels != "auto":
+        raise ValueError("self_training trains on pseudo-labels: it needs labels='auto'")
+    if plan is None:
+        return None, None
+    from .planning import read_plan_file
+
+    if config.folds:
+        raise ValueError("plan=... trains one model from an edited plan; it does not combine with folds")
+    return read_plan_file(plan)
 
 
 def _training_config(config, augment, keywords: dict):

@@ -111,13 +111,13 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     from ..data.pipeline import random_patch_pipeline
     from ..data.preprocess import Preprocessing
     from ..data.sampling import PatchSampler
-    from ..hardware import PerformanceHint, choose_precision, onednn_hint, tune_allocator
+    from ..hardware import choose_precision, tune_allocator
     from .strategy import choose_strategy, is_chief, is_multi_worker
     from .losses import inverse_frequency_weights
     from ..models.receptive_fields import downsampling_factor
     from .callbacks import make_clock
     from .heldout import HeldOut, predict_whole
-    from .plan import MAX_EPOCHS, MAX_MONITORED, Plan, check_plan, plan_training
+    from .plan import MAX_EPOCHS, MAX_MONITORED
 
     tune_allocator()
     strategy = choose_strategy(devices)  # first: a multi-worker strategy must precede other TF ops
@@ -136,15 +136,7 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     chief = is_chief()
     run_dir = Path(run_dir) if run_dir else default_run_dir(dataset_dir, config.model, config.seed)
     stored = prepare_run_dir(run_dir, request, resume=resume, overwrite=overwrite) if chief else None
-    if stored is not None:
-        plan = Plan(**stored["plan"])
-    elif given_plan is not None:  # a plan the user edited (tem-keras plan DIR), checked against the data
-        plan = check_plan(given_plan, [i.shape for i in read["train"][0]], num_classes)
-    elif built is not None:
-        plan = plan_for_built(built, trained, read["train"], num_classes, device, replicas)
-    else:
-        plan = plan_training(trained, read["train"][0], read["train"][1], num_classes=num_classes,
-                             device=device, replicas=replicas)
+    plan = _choose_plan(stored, given_plan, built, trained, read["train"], num_classes, device, replicas)
     plan.labels = inputs.labels
     global_batch = plan.batch_size * replicas
     loss_name = trained.loss if isinstance(trained.loss, str) else None
@@ -165,38 +157,19 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     # epochs planned from the time budget are re-planned after every epoch (EpochBudget)
     planned_epochs = given_plan.epochs if given_plan is not None and stored is None else trained.epochs
     adaptive = planned_epochs is None and plan.time_limit_s is not None
-    image_s = None
-    if plan.epochs is None:
-        step_s, image_s = measure_speed(net, sampler, val, plan, augmentation, trained.seed, factor, global_batch,
-                                   deadline=started + TIMING_SHARE * plan.time_limit_s)
-    reserve = _reserve(image_s, val, test)  # threshold, test images, plots
-    if plan.epochs is None:
-        plan.fill_epochs(step_s, image_s, plan.time_limit_s - (time.monotonic() - started) - reserve,
-                         n_val=len(val), fixed_steps=trained.steps_per_epoch is not None
-                         or (given_plan is not None and given_plan.steps_per_epoch is not None))
+    fixed_steps = trained.steps_per_epoch is not None or (given_plan is not None
+                                                           and given_plan.steps_per_epoch is not None)
+    image_s, reserve = _fill_epochs(plan, net, sampler, val, test, augmentation, trained.seed, factor,
+                                    global_batch, started, fixed_steps)
     monitored = val.subset(plan.monitored_images or MAX_MONITORED, seed=config.seed)  # judged every epoch
     rounds = _self_training(self_training, inputs, plan, num_classes, started, reserve, image_s, len(monitored))
 
     config_json = _config_record(request, plan, built, net, dataset_dir, trained, config, discover_kwargs, labels,
                                  particles, inputs, augmentation, class_weights, precision, preprocessing, strategy)
     config_json["self_training"] = rounds.to_dict() if rounds is not None else None
-    if chief:
-        (run_dir / "config.json").write_text(json.dumps(config_json, indent=2))
-        (run_dir / "split.json").write_text(json.dumps(split, indent=2))
-        if inputs.pseudo_dir is not None:  # keep the labels the model was trained on with the run
-            shutil.rmtree(run_dir / "pseudo_labels", ignore_errors=True)
-            shutil.move(str(inputs.pseudo_dir), run_dir / "pseudo_labels")
-        out_dir = run_dir
-    else:  # other workers write to a scratch folder, as Keras's multi-worker guide recommends
-        out_dir = Path(tempfile.mkdtemp(prefix="tem_keras_worker_"))
-    if verbose:
-        state = "resuming" if stored is not None else "training"
-        print(f"{state} {net.name} ({net.count_params():,} parameters) on {replicas} replica(s), {precision}; "
-              f"train {len(split['train'])}, val {len(split['val'])}, test {len(split['test'])} images; "
-              f"run folder {run_dir}\n{plan.summary()}", flush=True)
-    hint = onednn_hint(4 * net.count_params())
-    if hint:
-        warnings.warn(hint, PerformanceHint, stacklevel=3)
+    out_dir = _write_records(run_dir, chief, config_json, split, inputs.pseudo_dir)
+    _announce(net, plan, split, run_dir, resuming=stored is not None, replicas=replicas, precision=precision,
+              verbose=verbose)
 
     deadline = started + plan.time_limit_s if plan.time_limit_s else None
     clock = make_clock()
@@ -231,11 +204,64 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
         predict = lambda indices, name: [predict_whole(net, read[name][0][i], factor)[..., 1] for i in indices]  # noqa: E731
         run_rounds(rounds, inputs, fit_round, predict, net, out_dir, val, plan, augmentation, deadline,
                    reserve, monitored_seed=config.seed, chief=chief, verbose=verbose)
-    if (out_dir / "best.keras").is_file():
-        net.load_weights(out_dir / "best.keras")
-    else:  # resumed after the last improvement: the restored weights are the best we have
-        net.save(out_dir / "best.keras")
     return _finalise(net, factor, val, test, split, config_json, clock, started, run_dir, out_dir, chief, verbose)
+
+
+def _choose_plan(stored, given_plan, built, trained, train_read, num_classes, device, replicas):
+    """The run's plan: the stored one when resuming, the user's edited plan (checked against the
+    data), the plan for a built model, or one planned from the data."""
+    from .plan import Plan, check_plan, plan_training
+
+    if stored is not None:
+        return Plan(**stored["plan"])
+    if given_plan is not None:  # tem-keras plan DIR, maybe edited
+        return check_plan(given_plan, [i.shape for i in train_read[0]], num_classes)
+    if built is not None:
+        return plan_for_built(built, trained, train_read, num_classes, device, replicas)
+    return plan_training(trained, train_read[0], train_read[1], num_classes=num_classes, device=device,
+                         replicas=replicas)
+
+
+def _fill_epochs(plan, net, sampler, val, test, augmentation, seed, factor, global_batch, started,
+                 fixed_steps) -> tuple:
+    """Without planned epochs, measure a step and a validation image and fill the epochs from the
+    budget left; ``(seconds per validation image or None, seconds reserved after training)``."""
+    image_s = None
+    if plan.epochs is None:
+        step_s, image_s = measure_speed(net, sampler, val, plan, augmentation, seed, factor, global_batch,
+                                        deadline=started + TIMING_SHARE * plan.time_limit_s)
+    reserve = _reserve(image_s, val, test)  # threshold, test images, plots
+    if plan.epochs is None:
+        plan.fill_epochs(step_s, image_s, plan.time_limit_s - (time.monotonic() - started) - reserve,
+                         n_val=len(val), fixed_steps=fixed_steps)
+    return image_s, reserve
+
+
+def _write_records(run_dir: Path, chief: bool, config_json: dict, split: dict, pseudo_dir) -> Path:
+    """``config.json``, ``split.json`` and the pseudo-labels trained on, in the run folder (the
+    chief); the folder checkpoints go to (other workers: a scratch folder, as Keras's
+    multi-worker guide recommends)."""
+    if not chief:
+        return Path(tempfile.mkdtemp(prefix="tem_keras_worker_"))
+    (run_dir / "config.json").write_text(json.dumps(config_json, indent=2))
+    (run_dir / "split.json").write_text(json.dumps(split, indent=2))
+    if pseudo_dir is not None:  # keep the labels the model was trained on with the run
+        shutil.rmtree(run_dir / "pseudo_labels", ignore_errors=True)
+        shutil.move(str(pseudo_dir), run_dir / "pseudo_labels")
+    return run_dir
+
+
+def _announce(net, plan, split, run_dir, *, resuming: bool, replicas: int, precision: str, verbose) -> None:
+    """The first line and the plan (verbose), and the oneDNN hint for a small network."""
+    from ..hardware import PerformanceHint, onednn_hint
+
+    if verbose:
+        print(f"{'resuming' if resuming else 'training'} {net.name} ({net.count_params():,} parameters) on "
+              f"{replicas} replica(s), {precision}; train {len(split['train'])}, val {len(split['val'])}, "
+              f"test {len(split['test'])} images; run folder {run_dir}\n{plan.summary()}", flush=True)
+    hint = onednn_hint(4 * net.count_params())
+    if hint:
+        warnings.warn(hint, PerformanceHint, stacklevel=4)
 
 
 def _config_record(request, plan, built, net, dataset_dir, trained, config, discover_kwargs, labels, particles,
@@ -375,6 +401,10 @@ def _finalise(net, factor, val, test, split, config_json, clock, started, run_di
 
     from .heldout import choose_threshold, test_metrics
 
+    if (out_dir / "best.keras").is_file():
+        net.load_weights(out_dir / "best.keras")
+    else:  # resumed after the last improvement: the restored weights are the best we have
+        net.save(out_dir / "best.keras")
     history = pd.read_csv(out_dir / "history.csv")
     threshold = choose_threshold(val.predict(net, factor), val.masks)
     metrics = {"threshold": threshold["threshold"]}
