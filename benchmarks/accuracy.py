@@ -550,7 +550,8 @@ def merged(before: dict, now: dict) -> dict:
                          "run every method again (without --methods)")
     commit = {k: now[k] for k in ("git_commit", "git_dirty") if k in now}
     methods = {**before["methods"], **{k: {**m, **commit} for k, m in now["methods"].items()}}
-    return {**before, "methods": methods, **derived(methods)}
+    fit_now = {k: now[k] for k in ("fit", "config", "split_sizes") if "fit" in now["methods"]}
+    return {**before, **fit_now, "methods": methods, **derived(methods)}
 
 
 def derived(methods: dict) -> dict:
