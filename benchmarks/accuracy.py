@@ -545,7 +545,7 @@ def run_set(name: str, args) -> dict | None:
 def merged(before: dict, now: dict) -> dict:
     """The methods run now (``--methods``) added to a set's earlier result, which keeps its split,
     fit and leak; each method keeps the commit it ran on."""
-    if before.get("test_stems") != now.get("test_stems"):
+    if sorted(before.get("test_stems") or []) != sorted(now.get("test_stems") or []):
         raise SystemExit(f"{now['set']}: the test images differ from the earlier result's; "
                          "run every method again (without --methods)")
     commit = {k: now[k] for k in ("git_commit", "git_dirty") if k in now}
