@@ -210,7 +210,8 @@ class SetContext:
         from tem_keras.data.datasets import read_mask
 
         if stem not in self._truths:
-            self._truths[stem] = read_mask(self.samples[stem].mask) == self.particle_class
+            classes = [int(c) for c in self.meta.get("classes") or (0, 1)]
+            self._truths[stem] = read_mask(self.samples[stem].mask, classes) == self.particle_class
         return self._truths[stem]
 
     def otsu_masks(self, stem: str) -> dict:
@@ -300,11 +301,13 @@ def fit_masks(ctx: SetContext, key: str, extra: list[str] = (), data_dir: Path |
     or validate on the set's test images."""
     args = ctx.args
     run_dir = ctx.work / "runs" / (ctx.run_name + ("" if key == "fit" else f"-{key}"))
-    if run_dir.exists():
-        shutil.rmtree(run_dir)            # a fresh run, never a resumed one (our scratch folder)
     cmd = [str(TEM_KERAS), "fit", str(data_dir or ctx.data_dir), "--run-dir", str(run_dir), *extra,
            *fit_options(args)]
-    done = run_logged(cmd, ctx.work / "logs" / f"{run_dir.name}.log", args.fit_timeout)
+    done = finished_run(run_dir, cmd) if args.reuse_runs else None
+    if done is None:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)        # a fresh run, never a resumed one (our scratch folder)
+        done = run_logged(cmd, ctx.work / "logs" / f"{run_dir.name}.log", args.fit_timeout)
     info = {**done, "run_dir": str(run_dir),
             "config": chosen_config(read_json(run_dir / "config.json"))}
     split = read_json(run_dir / "split.json")
@@ -327,6 +330,19 @@ def fit_masks(ctx: SetContext, key: str, extra: list[str] = (), data_dir: Path |
     return {"masks": {s: p.mask == ctx.particle_class for s, p in zip(stems, preds)},
             **info, "predict_s": round(time.perf_counter() - t0, 1),
             "thresholds": sorted({p.threshold for p in preds}, key=lambda t: (t is None, t or 0))}
+
+
+def finished_run(run_dir: Path, cmd: list[str]) -> dict | None:
+    """``--reuse-runs``: a finished run already in ``run_dir`` (its ``metrics.json`` and log
+    written), scored again without training; the caller trusts it was made by ``cmd``."""
+    log_path = run_dir.parent.parent / "logs" / f"{run_dir.name}.log"
+    config = read_json(run_dir / "config.json") or {}
+    if not (run_dir / "metrics.json").is_file() or not log_path.is_file():
+        return None
+    log(f"  reusing the finished run {run_dir} (--reuse-runs)")
+    wall = ((config.get("training") or {}).get("time") or {}).get("wall_s")
+    return {"command": cmd, "returncode": 0, "wall_s": wall, "reused": True, "log": str(log_path),
+            "output_tail": log_path.read_text().splitlines()[-15:]}
 
 
 @method("fit", "tem-keras fit (defaults)")
@@ -532,7 +548,8 @@ def run_set(name: str, args) -> dict | None:
         masks = out.pop("masks")
         per = [{"stem": s, **scores(masks[s], ctx.truth(s))} for s in ctx.test]
         result["methods"][m.name] = {"label": m.label, "summary": summarise(per),
-                                     "per_image": per, "seconds": round(time.perf_counter() - t0, 1),
+                                     "per_image": per, "seconds": out["wall_s"] if out.get("reused")
+                                     else round(time.perf_counter() - t0, 1),
                                      "info": out}
     result.update(split_sizes={k: len(v) for k, v in (ctx.split or {}).items()},
                   test_stems=ctx.test, fit=ctx.fit, config=(ctx.fit or {}).get("config", {}),
@@ -823,6 +840,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--methods", nargs="+", default=None, metavar="NAME", choices=list(METHODS),
                     help="run only these methods; with --update they join the set's earlier "
                          "results (same test images), e.g. --methods random_init --random-init")
+    ap.add_argument("--reuse-runs", action="store_true",
+                    help="score finished runs already in <work>/runs instead of training them again "
+                         "(e.g. after a failure while scoring)")
     ap.add_argument("--peer-seconds", type=float, default=None,
                     help="the peer's training budget (default: the wall time of that set's fit)")
     ap.add_argument("--work", default=str(DEFAULT_WORK),

@@ -90,7 +90,7 @@ def real_set(name: str, limit: int | None):
         if not accuracy_sets.PT_ALUMINA.is_dir():
             return None
         stems, pairs = accuracy_sets.pt_alumina_sources()
-        return [(s, accuracy_sets.read_gray(pairs[s][0]), read_mask(pairs[s][1]) == 2, "haadf")
+        return [(s, accuracy_sets.read_gray(pairs[s][0]), read_mask(pairs[s][1], (0, 1, 2)) == 2, "haadf")
                 for s in stems[:limit]]
     folder = accuracy_sets.REAL_DEV / name
     if not folder.is_dir():

@@ -81,11 +81,11 @@ def test_the_readmes_accuracy_table_equals_the_measured_one():
     for line in (ROOT / "benchmarks" / "results" / "ACCURACY.md").read_text(encoding="utf-8").splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
         if len(cells) >= 6 and re.fullmatch(r"[\d.]+ ± [\d.]+", cells[2]):
-            measured.setdefault(cells[0], (cells[2], cells[4], cells[5].rstrip("²")))
+            measured.setdefault(cells[0].split(" (")[0], (cells[2], cells[4], cells[5].rstrip("²")))
     text = README.read_text(encoding="utf-8")
     rows = re.findall(r"^\| (\S+) \(\w+\) \| ([\d.]+ ± [\d.]+) \| ([\d.]+ ± [\d.]+) \| ([\d.]+ ± [\d.]+) \|$",
                       text, flags=re.M)
-    assert len(rows) == 4
+    assert {"tem-sinter-tiles", "tem-soot-aggregates", "pt-alumina-haadf-tomo"} <= {r[0] for r in rows}
     for name, *scores in rows:
         assert tuple(scores) == measured[name], name
 
