@@ -745,6 +745,29 @@ def warm_start_lines(results: list[dict]) -> list[str]:
     return lines
 
 
+def few_label_lines(results: list[dict]) -> list[str]:
+    """The zero-mask and two-mask routes beside full supervision, Otsu and the pseudo-labels."""
+    rows = [r for r in results if any("summary" in r["methods"].get(k, {}) for k in ("zero_mask", "two_mask"))]
+    if not rows:
+        return []
+    lines = ["", "**Few labels** (`fit --labels auto` on the training and validation images with none "
+             "or two of their masks; goals: zero masks above Otsu, two masks within 0.01 of all masks)", "",
+             "| set | all masks (fit) | two masks | zero masks | Otsu | pseudo-labels | zero − Otsu | "
+             "two − all |", "|---|---|---|---|---|---|---|---|"]
+
+    def dice(r, key):
+        return r["methods"].get(key, {}).get("summary", {}).get("dice")
+
+    for r in rows:
+        m, base = r["methods"], r["baseline"]
+        zero, two, full, otsu = dice(r, "zero_mask"), dice(r, "two_mask"), dice(r, "fit"), dice(r, base)
+        gap = lambda a, b: "—" if a is None or b is None else f"{a - b:+.3f}"  # noqa: E731
+        lines.append(f"| {r['set']} | {dice_text(m.get('fit'))} | {dice_text(m.get('two_mask'))} | "
+                     f"{dice_text(m.get('zero_mask'))} | {dice_text(m.get(base))} | "
+                     f"{dice_text(m.get('pseudo_labels'))} | {gap(zero, otsu)} | {gap(two, full)} |")
+    return lines
+
+
 def empty_truth_lines(results: list[dict]) -> list[str]:
     """Test images whose mask has no particle pixel: their dice is 1 for an empty prediction and
     0 for any false positive, so one such image moves a set's mean by 1/n. Listed with each
@@ -813,7 +836,7 @@ def markdown(results: list[dict], header: dict) -> str:
             nums = " | ".join(f"{s[k]:.3f}" if k in s else "—" for k in ("iou", "precision", "recall"))
             lines.append(f"| {r['set']} | {key} | {dice_text(m, True)} | {nums} | "
                          f"{m.get('seconds', '—')} |")
-    lines += warm_start_lines(results) + empty_truth_lines(results)
+    lines += few_label_lines(results) + warm_start_lines(results) + empty_truth_lines(results)
     lines += ["", "**Configuration fit chose**", "", "| set | configuration |", "|---|---|"]
     lines += [f"| {r['set']} | {config_line(r['config']) or '—'} |" for r in results if r.get("config")]
     return "\n".join(lines) + "\n"
