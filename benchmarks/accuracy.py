@@ -315,9 +315,10 @@ def fit_masks(ctx: SetContext, key: str, extra: list[str] = (), data_dir: Path |
         ctx.fit = info
         if split and split.get("test"):
             ctx.split = split
-    if done["returncode"] or not (split and split.get("test")):
-        raise RuntimeError(f"fit exit {done['returncode']}"
-                           + ("" if split and split.get("test") else ", no test split"))
+    has_test = bool(split and split.get("test"))
+    if done["returncode"] or (key == "fit" and not has_test):  # other runs are scored on the set's test images
+        raise RuntimeError(f"fit exit {done['returncode']}" + ("" if has_test else ", no test split"))
+    split = split or {}
     seen = set(ctx.test) & set(split.get("train", []) + split.get("val", []))
     if seen:
         raise RuntimeError(f"{run_dir} trained on test images: {sorted(seen)[:5]}")
