@@ -337,9 +337,9 @@ def finished_run(run_dir: Path, cmd: list[str]) -> dict | None:
     """``--reuse-runs``: a finished run already in ``run_dir`` (its ``metrics.json`` and log
     written), scored again without training; the caller trusts it was made by ``cmd``."""
     log_path = run_dir.parent.parent / "logs" / f"{run_dir.name}.log"
-    config = read_json(run_dir / "config.json") or {}
     if not (run_dir / "metrics.json").is_file() or not log_path.is_file():
         return None
+    config = read_json(run_dir / "config.json") or {}
     log(f"  reusing the finished run {run_dir} (--reuse-runs)")
     wall = ((config.get("training") or {}).get("time") or {}).get("wall_s")
     return {"command": cmd, "returncode": 0, "wall_s": wall, "reused": True, "log": str(log_path),
@@ -572,13 +572,15 @@ def merged(before: dict, now: dict) -> dict:
     return {**before, **fit_now, "methods": methods, **derived(methods)}
 
 
+def method_dice(methods: dict, key: str) -> float | None:
+    """Per-image mean dice of one method of a set (None where it did not run or failed)."""
+    return methods.get(key, {}).get("summary", {}).get("dice")
+
+
 def derived(methods: dict) -> dict:
     """Error ratio of fit against the set's classical baseline, and fit − peer."""
-    def dice(k):
-        return methods.get(k, {}).get("summary", {}).get("dice")
-
     base = baseline_of(methods)
-    fit, otsu, peer = dice("fit"), dice(base), dice("peer")
+    fit, otsu, peer = (method_dice(methods, k) for k in ("fit", base, "peer"))
     out = {"baseline": base, "error_ratio_vs_otsu": None, "fit_minus_peer": None}
     if fit is not None and otsu is not None:
         num, den = 1 - fit, 1 - otsu
@@ -731,8 +733,8 @@ def report_set(r: dict) -> None:
 
 def warm_start_lines(results: list[dict]) -> list[str]:
     """Default fit (warm start where shipped weights fit the plan) beside ``--pretrained none``."""
-    rows = [r for r in results if "summary" in r["methods"].get("random_init", {})
-            and "summary" in r["methods"].get("fit", {})]
+    rows = [r for r in results if None not in (method_dice(r["methods"], "random_init"),
+                                               method_dice(r["methods"], "fit"))]
     if not rows:
         return []
     lines = ["", "**Warm start against random initialisation** (same split, same budget)", "",
@@ -740,7 +742,7 @@ def warm_start_lines(results: list[dict]) -> list[str]:
              "|---|---|---|---|"]
     for r in rows:
         m = r["methods"]
-        diff = m["fit"]["summary"]["dice"] - m["random_init"]["summary"]["dice"]
+        diff = method_dice(m, "fit") - method_dice(m, "random_init")
         lines.append(f"| {r['set']} | {dice_text(m['fit'])} | {dice_text(m['random_init'])} | "
                      f"{diff:+.3f} |")
     return lines
@@ -748,20 +750,16 @@ def warm_start_lines(results: list[dict]) -> list[str]:
 
 def few_label_lines(results: list[dict]) -> list[str]:
     """The zero-mask and two-mask routes beside full supervision, Otsu and the pseudo-labels."""
-    rows = [r for r in results if any("summary" in r["methods"].get(k, {}) for k in ("zero_mask", "two_mask"))]
+    rows = [r for r in results if any(method_dice(r["methods"], k) is not None for k in ("zero_mask", "two_mask"))]
     if not rows:
         return []
     lines = ["", "**Few labels** (`fit --labels auto` on the training and validation images with none "
              "or two of their masks; goals: zero masks above Otsu, two masks within 0.01 of all masks)", "",
              "| set | all masks (fit) | two masks | zero masks | Otsu | pseudo-labels | zero − Otsu | "
              "two − all |", "|---|---|---|---|---|---|---|---|"]
-
-    def dice(r, key):
-        return r["methods"].get(key, {}).get("summary", {}).get("dice")
-
     for r in rows:
         m, base = r["methods"], r["baseline"]
-        zero, two, full, otsu = dice(r, "zero_mask"), dice(r, "two_mask"), dice(r, "fit"), dice(r, base)
+        zero, two, full, otsu = (method_dice(m, k) for k in ("zero_mask", "two_mask", "fit", base))
         gap = lambda a, b: "—" if a is None or b is None else f"{a - b:+.3f}"  # noqa: E731
         lines.append(f"| {r['set']} | {dice_text(m.get('fit'))} | {dice_text(m.get('two_mask'))} | "
                      f"{dice_text(m.get('zero_mask'))} | {dice_text(m.get(base))} | "
