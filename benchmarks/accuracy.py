@@ -385,7 +385,9 @@ def _peer(ctx: SetContext) -> dict:
 def label_free_folder(ctx: SetContext, n_masks: int) -> Path:
     """The set's training and validation images (never its test images) in a folder of their
     own, with the masks of only the first ``n_masks`` training images: what a lab with few
-    masks and many frames has. Symlinks; no dataset.json, so fit splits as it would for a user."""
+    masks and many frames has. Symlinks; no dataset.json, so fit splits as it would for a user.
+    A multi-class set's masks are written binary (the scored particle class against the rest):
+    the label-free route segments particles, so its lab draws particle masks."""
     folder = ctx.work / "label_free" / f"{ctx.run_name}-{n_masks}masks"
     if folder.exists():
         shutil.rmtree(folder)
@@ -397,7 +399,12 @@ def label_free_folder(ctx: SetContext, n_masks: int) -> Path:
         (folder / "images" / image.name).symlink_to(image.resolve())
     for stem in ctx.split["train"][:n_masks]:
         mask = ctx.samples[stem].mask
-        (folder / "masks" / f"{stem}{mask.suffix}").symlink_to(mask.resolve())
+        if ctx.particle_class == 1:
+            (folder / "masks" / f"{stem}{mask.suffix}").symlink_to(mask.resolve())
+        else:
+            from tem_keras.io import write_mask
+
+            write_mask(folder / "masks" / f"{stem}.png", ctx.truth(stem).astype(np.uint8))
     return folder
 
 
@@ -408,13 +415,13 @@ def _label_free(ctx: SetContext, n_masks: int) -> dict:
 
 
 @method("zero_mask", "fit --labels auto, no mask (pseudo-labels only)",
-        applies=lambda ctx: ctx.args.label_free and ctx.particle_class == 1)
+        applies=lambda ctx: ctx.args.label_free)
 def _zero_mask(ctx: SetContext) -> dict:
     return _label_free(ctx, 0)
 
 
-@method("two_mask", "fit --labels auto, 2 masks + the other images unmasked",
-        applies=lambda ctx: ctx.args.label_free and ctx.particle_class == 1)
+@method("two_mask", "fit --labels auto, 2 binary masks + the other images unmasked",
+        applies=lambda ctx: ctx.args.label_free)
 def _two_mask(ctx: SetContext) -> dict:
     return _label_free(ctx, 2)
 
@@ -856,7 +863,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-peer", action="store_true", help="do not train the PyTorch peer")
     ap.add_argument("--label-free", action="store_true",
                     help="also the zero-mask and two-mask rows (fit --labels auto on the training "
-                         "images with 0 or 2 of their masks; binary sets)")
+                         "images with 0 or 2 of their masks, made binary on multi-class sets)")
     ap.add_argument("--random-init", action="store_true",
                     help="also fit with --pretrained none, beside the default warm start")
     ap.add_argument("--methods", nargs="+", default=None, metavar="NAME", choices=list(METHODS),

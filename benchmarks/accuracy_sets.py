@@ -41,8 +41,8 @@ Synthetic sets (:func:`tem_keras.data.synthetic.make_image`, 0.5 nm/px unless un
     image), dose and contrast varying.
 ``mixed_collection``
     300 uncalibrated micrographs (no pixel size anywhere) 500–1100 px, a third non-square, in
-    turn bright-field, HAADF and SEM-like contrast (:func:`sem_like`: bright particles with
-    brightened edges on a textured substrate), particle diameters log-uniform 5–200 px across
+    turn bright-field, HAADF and SEM-like contrast (:func:`tem_keras.data.synthetic.sem_like`:
+    bright particles with brightened edges on a textured substrate), particle diameters log-uniform 5–200 px across
     images (at most 3000 particles per image), dose, contrast and blur varying; written as
     8-bit PNG, as such collections usually are.
 """
@@ -381,44 +381,6 @@ def _collection_recipe(rng, i: int) -> dict:
     return kw
 
 
-def sem_like(intensity, dose: float, rng, *, edge: float = 0.6, texture: float = 0.08,
-             edge_sigma_px: float = 1.0) -> np.ndarray:
-    """An SEM-like secondary-electron image from a noiseless HAADF one (particles bright).
-
-    The particle signal (``intensity - 1``, scaled to at most 1) is kept at 0.8 of its strength
-    and its edges are brightened by its Gaussian gradient magnitude (the edge effect of secondary
-    electrons); a granular substrate texture (:func:`amorphous_support` at a 2 px grain and an
-    8 px mottle) is added, then Poisson noise at ``dose`` counts per pixel.
-
-    Parameters
-    ----------
-    intensity : (H, W) ndarray
-        Noiseless relative intensity of :func:`make_image` with ``mode="haadf", dose=None``.
-    dose : float
-        Counts per pixel of the substrate.
-    rng : numpy.random.Generator
-    edge, texture : float
-        Relative strength of the edge brightening and of the substrate texture.
-    edge_sigma_px : float
-        Scale of the edge brightening.
-
-    Returns
-    -------
-    ndarray of float32
-    """
-    from scipy import ndimage as ndi
-
-    from tem_keras.data.synthetic import amorphous_support
-
-    signal = np.clip(intensity - 1.0, 0, None)
-    signal /= max(float(signal.max()), 1e-6)
-    rim = ndi.gaussian_gradient_magnitude(signal, edge_sigma_px)
-    rim /= max(float(np.percentile(rim, 99.9)), 1e-6)
-    substrate = amorphous_support(signal.shape, 1.0, rng, grain_nm=2.0, mottle_nm=8.0)
-    clean = np.clip(1.0 + 0.8 * signal + edge * rim + texture * substrate, 0.05, None)
-    return (rng.poisson(dose * clean) / dose).astype(np.float32)
-
-
 def recipes(name: str, quick: bool = False) -> list[dict]:
     """``[{"stem", "seed", **make_image kwargs}]`` for the images of a synthetic set."""
     spec = SYNTHETIC[name]
@@ -444,7 +406,7 @@ def _recipe_json(recipe: dict) -> dict:
 
 def render(recipe: dict, pixel_size_nm: float = PIXEL_NM):
     """``(image, SyntheticImage)`` of one recipe; mode ``"sem"`` goes through :func:`sem_like`."""
-    from tem_keras.data.synthetic import make_image
+    from tem_keras.data.synthetic import make_image, sem_like
 
     kw = {k: v for k, v in recipe.items() if k != "stem"}
     if kw["mode"] != "sem":
@@ -499,7 +461,7 @@ def make_synthetic(name: str, out_dir: Path, quick: bool = False, log=print) -> 
             **({"pixel_size_nm": PIXEL_NM} if calibrated else {}),
             "classes": {"0": "background", "1": "particle"}, "quick": quick,
             "generator": {"function": "tem_keras.data.synthetic.make_image",
-                          **({"sem": "benchmarks/accuracy_sets.py sem_like"}
+                          **({"sem": "tem_keras.data.synthetic.sem_like"}
                              if "sem" in modes.values() else {}),
                           "tem_keras_version": __version__},
             "recipes": meta_recipes, "modes": modes, "particles": counts,

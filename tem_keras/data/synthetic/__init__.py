@@ -19,7 +19,8 @@ TensorFlow), so tests, the demo and notebooks can make data quickly.
 
 Modules: :mod:`.params` (:class:`SynthesisParams`, modes, per-mode defaults), :mod:`.particles`
 (sizes, outlines, placement, rasterising), :mod:`.imaging` (support, illumination, the three
-contrast models, the HRTEM CTF, shot noise), :mod:`.images` (:func:`make_image`),
+contrast models, the HRTEM CTF, shot noise, and :func:`sem_like`, an SEM-like
+secondary-electron image made from a HAADF one), :mod:`.images` (:func:`make_image`),
 :mod:`.datasets` (:func:`make_dataset`) and :mod:`.stacks` (:func:`make_stack`).
 
 References
@@ -36,7 +37,7 @@ References
 
 from .datasets import make_dataset
 from .images import SyntheticImage, make_image
-from .imaging import amorphous_support, electron_wavelength_nm, scherzer_like_defocus_nm
+from .imaging import amorphous_support, electron_wavelength_nm, scherzer_like_defocus_nm, sem_like
 from .params import MODES, SynthesisParams
 from .stacks import make_stack
 
@@ -50,4 +51,5 @@ __all__ = [
     "make_image",
     "make_stack",
     "scherzer_like_defocus_nm",
+    "sem_like",
 ]

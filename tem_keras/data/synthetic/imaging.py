@@ -164,3 +164,42 @@ def detect_counts(intensity, dose, rng) -> np.ndarray:
     if dose is None:
         return intensity.astype(np.float32)
     return rng.poisson(intensity * dose).astype(np.float32)
+
+
+def sem_like(intensity, dose: float, rng, *, edge: float = 0.6, texture: float = 0.08,
+             edge_sigma_px: float = 1.0) -> np.ndarray:
+    """An SEM-like secondary-electron image from a noiseless HAADF one (particles bright).
+
+    Secondary-electron yield rises where the beam meets a surface obliquely, so particles look
+    bright with brighter rims on a granular substrate (Goldstein et al., *Scanning Electron
+    Microscopy and X-Ray Microanalysis*, 4th ed., ch. 2).
+
+    The particle signal (``intensity - 1``, scaled to at most 1) is kept at 0.8 of its strength
+    and its edges are brightened by its Gaussian gradient magnitude (the edge effect of secondary
+    electrons); a granular substrate texture (:func:`amorphous_support` at a 2 px grain and an
+    8 px mottle) is added, then Poisson noise at ``dose`` counts per pixel.
+
+    Parameters
+    ----------
+    intensity : (H, W) ndarray
+        Noiseless relative intensity of :func:`~tem_keras.data.synthetic.make_image` with
+        ``mode="haadf", dose=None``.
+    dose : float
+        Counts per pixel of the substrate.
+    rng : numpy.random.Generator
+    edge, texture : float
+        Relative strength of the edge brightening and of the substrate texture.
+    edge_sigma_px : float
+        Scale of the edge brightening.
+
+    Returns
+    -------
+    ndarray of float32
+    """
+    signal = np.clip(intensity - 1.0, 0, None)
+    signal /= max(float(signal.max()), 1e-6)
+    rim = ndi.gaussian_gradient_magnitude(signal, edge_sigma_px)
+    rim /= max(float(np.percentile(rim, 99.9)), 1e-6)
+    substrate = amorphous_support(signal.shape, 1.0, rng, grain_nm=2.0, mottle_nm=8.0)
+    clean = np.clip(1.0 + 0.8 * signal + edge * rim + texture * substrate, 0.05, None)
+    return (rng.poisson(dose * clean) / dose).astype(np.float32)
