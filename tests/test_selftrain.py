@@ -160,3 +160,69 @@ def test_with_a_few_masks_the_hand_drawn_ones_choose_the_round(tmp_path):
     x = np.random.default_rng(1).normal(size=(1, 64, 64, 1)).astype(np.float32)
     kept = keras.saving.load_model(run.path / "rounds" / f"round{record['kept_round']}.keras", compile=False)
     np.testing.assert_allclose(np.asarray(run.model(x)), np.asarray(kept(x)), atol=1e-5)
+
+
+def test_finished_rounds_are_those_recorded_with_their_weights(tmp_path):
+    from tem_keras.training.selftrain import SelfTrainingPlan, finished_rounds
+
+    plan = SelfTrainingPlan(2, epochs=[2, 1, 1])
+    records = [{"round": i, "epochs": e} for i, e in enumerate(plan.epochs)]
+    (tmp_path / "rounds").mkdir()
+    for i in (0, 1):
+        (tmp_path / "rounds" / f"round{i}.keras").write_bytes(b"weights")
+
+    def stored(rounds, kept=None, stored_plan=plan):
+        (tmp_path / "selftrain.json").write_text(json.dumps(
+            {"plan": stored_plan.to_dict(), "rounds": rounds, "kept_round": kept, "kept_by": None}))
+        return finished_rounds(tmp_path, plan)
+
+    assert stored(records[:1]) == records[:1]
+    assert stored(records[:2]) == records[:2]
+    assert stored(records) == records[:2]                  # the last round always runs again
+    (tmp_path / "rounds" / "round1.keras").unlink()
+    assert stored(records[:2]) == records[:1]              # a record without its weights is not finished
+    assert stored(records[:1], kept=0) == []               # a finished run is not resumed
+    assert stored(records[:1], stored_plan=SelfTrainingPlan(1, epochs=[2, 2])) == []  # another plan
+    (tmp_path / "selftrain.json").write_text('{"plan": {"rou')  # cut short by the kill
+    assert finished_rounds(tmp_path, plan) == []
+
+
+@pytest.mark.slow
+def test_a_run_killed_in_a_student_round_resumes_after_the_last_finished_round(frames, tmp_path):
+    import hashlib
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    worker = Path(__file__).parent / "scripts" / "fit_worker.py"
+    run_dir = tmp_path / "run"
+    kwargs = json.dumps({"model": dict(TINY), "labels": "auto", "particles": "dark", "self_training": 1,
+                         "epochs": 6, "steps_per_epoch": 2, **{**FAST, "verbose": 1}})
+    proc = subprocess.Popen([sys.executable, str(worker), str(frames), str(run_dir), kwargs],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history = run_dir / "history.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        lines = history.read_text().splitlines() if history.is_file() else []
+        if len(lines) >= 5:  # header, round 0's 3 epochs and round 1's first
+            break
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    killed = pd.read_csv(history)
+    assert 1 <= (killed["round"] == 1).sum() < 3, "the process was not stopped inside round 1"
+    record = json.loads((run_dir / "selftrain.json").read_text())
+    assert record["kept_round"] is None and [r["round"] for r in record["rounds"]] == [0]
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "backup").exists()
+    teacher = hashlib.sha256((run_dir / "rounds" / "round0.keras").read_bytes()).hexdigest()
+
+    out = subprocess.run([sys.executable, str(worker), str(frames), str(run_dir), kwargs],
+                         capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "resuming after round 0" in out.stdout
+    assert history.is_file() and pd.read_csv(history)["round"].tolist() == [0, 0, 0, 1, 1, 1]
+    final = json.loads((run_dir / "selftrain.json").read_text())
+    assert final["rounds"][0] == record["rounds"][0] and [r["round"] for r in final["rounds"]] == [0, 1]
+    assert final["kept_round"] == 1 and (run_dir / "metrics.json").is_file()
+    assert hashlib.sha256((run_dir / "rounds" / "round0.keras").read_bytes()).hexdigest() == teacher

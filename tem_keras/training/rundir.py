@@ -59,7 +59,9 @@ def prepare_run_dir(run_dir: Path, request: dict, *, resume: bool, overwrite: bo
     run_dir = Path(run_dir)
     folder = OutputFolder(run_dir, "run")
     if folder.holds_output(legacy=_LEGACY_RUN):
-        unfinished = (run_dir / "backup").is_dir() and not (run_dir / "metrics.json").exists()
+        # round 0's state is backed up; a student round's progress is in rounds/ (selftrain)
+        unfinished = (((run_dir / "backup").is_dir() or (run_dir / "rounds").is_dir())
+                      and not (run_dir / "metrics.json").exists())
         if overwrite:
             folder.clear()
         elif unfinished and resume and (run_dir / "config.json").is_file():

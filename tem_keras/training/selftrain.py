@@ -22,9 +22,11 @@ still train :data:`MIN_ROUND_EPOCHS` epochs of 4 steps after its re-labelling (w
 instead of a time: ``ceil(epochs / 2)`` for round 0, the rest shared). The run folder gets
 ``selftrain.json`` (the plan and one record per round: its labels' confident share and agreement
 with the previous labels, epochs, seconds, validation dice) and ``rounds/round<k>.keras`` (each
-round's best weights); one line per round is printed. An interrupted run resumes within round 0
-only (its state is backed up; a student's is not): a run stopped in a student round is started
-again with ``overwrite=True``.
+round's best weights); one line per round is printed. ``selftrain.json`` is written after every
+round, so an interrupted run resumes: within round 0 from its last epoch (its state is backed
+up), in a student round from the last finished round (:func:`finished_rounds`; the finished
+rounds' labels are made again from their saved teachers, and the rounds left share the resumed
+run's budget).
 
 Measured (``benchmarks/selftrain.py``, 100 CPU optimiser steps per fit, zero masks): every round
 beats Otsu by far, but none beats the labeller's pseudo-labels it started from nor a fit of the
@@ -51,7 +53,7 @@ import numpy as np
 from ..data.datasets import IGNORE_LABEL
 
 __all__ = ["MARGIN", "MAX_ROUNDS", "MIN_ROUND_EPOCHS", "SelfTrainingPlan", "check_rounds", "confident_labels", "label_agreement",
-           "plan_rounds", "student_augmentation", "SelfTraining", "round_line"]
+           "plan_rounds", "student_augmentation", "SelfTraining", "finished_rounds", "round_line"]
 
 #: a pixel is confident when its particle probability is at least this far from the threshold
 MARGIN = 0.3
@@ -272,11 +274,53 @@ class SelfTraining:
         self.records.append(record)
         return record
 
-    def write(self, run_dir: Path, kept: int, judge: str) -> dict:
-        """``selftrain.json``: the plan, the rounds and the round whose model the run keeps."""
+    def write(self, run_dir: Path, kept: int | None = None, judge: str | None = None) -> dict:
+        """``selftrain.json``: the plan, the rounds so far and the round whose model the run keeps
+        (``kept_round`` None while the rounds run)."""
         out = {"plan": self.plan.to_dict(), "rounds": self.records, "kept_round": kept, "kept_by": judge}
         (Path(run_dir) / RECORD_FILE).write_text(json.dumps(out, indent=2))
         return out
+
+
+def finished_rounds(run_dir: Path, plan: SelfTrainingPlan) -> list[dict]:
+    """The records of the rounds an interrupted run finished: those in its ``selftrain.json``,
+    written by the same plan, whose ``rounds/round<k>.keras`` exists (from round 0 on, in order).
+
+    >>> finished_rounds(Path("no-such-run"), SelfTrainingPlan(2))
+    []
+    """
+    try:
+        stored = json.loads((Path(run_dir) / RECORD_FILE).read_text())
+    except (OSError, ValueError):  # none, or cut short by the kill: the rounds start again
+        return []
+    if stored.get("kept_round") is not None or stored.get("plan") != plan.to_dict():
+        return []
+    done = []
+    for index, record in enumerate(stored.get("rounds", [])):
+        if record.get("round") != index or not (Path(run_dir) / "rounds" / f"round{index}.keras").is_file():
+            break
+        done.append(record)
+    return done[:plan.rounds]  # the last round always runs: it leaves last.keras
+
+
+def _replay(state: SelfTraining, done: list[dict], net, out_dir: Path, predict, verbose: int) -> int:
+    """Bring ``state`` and ``net`` to the end of the finished rounds ``done``: each student's labels
+    are made again from its teacher's saved weights; returns the first round to train."""
+    for index, record in enumerate(done):
+        if index:
+            state.relabel(predict)
+        net.load_weights(Path(out_dir) / "rounds" / f"round{index}.keras")
+        state.records.append(record)
+    history = Path(out_dir) / "history.csv"
+    if done and history.is_file():  # the epochs of the round cut short are trained again
+        import pandas as pd
+
+        rows = pd.read_csv(history)
+        rows[rows["round"] < len(done)].to_csv(history, index=False)
+    if done and verbose:
+        print(f"self-training: resuming after round {len(done) - 1} (its weights and records are in "
+              f"{Path(out_dir) / 'rounds'})", flush=True)
+    return len(done)
 
 
 def _round(value):
@@ -294,13 +338,14 @@ def round_line(record: dict) -> str:
 
 def run_rounds(plan: SelfTrainingPlan, inputs, fit_round, predict, net, out_dir: Path, val, training_plan,
                augmentation, deadline, reserve: float, *, monitored_seed: int = 0,
-               chief: bool = True, verbose: int = 1) -> dict:
+               chief: bool = True, verbose: int = 1, resumed: bool = False) -> dict:
     """Round 0 and the student rounds of one run (the body of ``fit`` when self-training).
 
     ``fit_round(index, masks, epochs, deadline, reserve, augmentation, checkpoint, monitored,
     rate_share)`` trains one round and returns ``(epochs run, best monitored validation dice)``;
     ``predict(indices, split)`` gives the particle probabilities of those images of ``"train"`` or
-    ``"val"``. Leaves ``best.keras`` (the kept round) and ``last.keras`` in ``out_dir``.
+    ``"val"``. Leaves ``best.keras`` (the kept round) and ``last.keras`` in ``out_dir``. A
+    ``resumed`` run skips the rounds it finished (:func:`finished_rounds`).
     """
     import shutil
     import time
@@ -311,11 +356,15 @@ def run_rounds(plan: SelfTrainingPlan, inputs, fit_round, predict, net, out_dir:
     state = SelfTraining(plan, inputs.read["train"][1], [i for i, s in enumerate(train_stems) if s in pseudo],
                          val.masks, [] if inputs.hand else list(range(len(val))))
     (out_dir / "rounds").mkdir(exist_ok=True)
+    first = _replay(state, finished_rounds(out_dir, plan) if resumed else [], net, out_dir, predict, verbose)
     begin = time.monotonic()
     training_s = (deadline - reserve - begin) if deadline is not None else None
-    ends = (np.cumsum(plan.shares) * training_s + begin).tolist() if training_s is not None and plan.shares else None
+    ends = None
+    if training_s is not None and plan.shares:  # the rounds left share what is left
+        left = np.asarray(plan.shares[first:], float)
+        ends = [None] * first + (np.cumsum(left / left.sum()) * training_s + begin).tolist()
     epochs_total = training_plan.epochs
-    for index in range(plan.rounds + 1):
+    for index in range(first, plan.rounds + 1):
         last = index == plan.rounds
         round_start = time.monotonic()
         if index:
@@ -337,6 +386,8 @@ def run_rounds(plan: SelfTrainingPlan, inputs, fit_round, predict, net, out_dir:
         seconds = time.monotonic() - round_start
         record = (state.first_record(inputs.edge_px, seconds, ran, best) if index == 0
                   else state.add_record(index, agreement, seconds, ran, best))
+        if chief and not last:
+            state.write(out_dir)
         if verbose:
             print(round_line(record), flush=True)
     if inputs.hand:  # hand-drawn masks judge the rounds

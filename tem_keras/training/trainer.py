@@ -162,7 +162,8 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     image_s, reserve = _fill_epochs(plan, net, sampler, val, test, augmentation, trained.seed, factor,
                                     global_batch, started, fixed_steps)
     monitored = val.subset(plan.monitored_images or MAX_MONITORED, seed=config.seed)  # judged every epoch
-    rounds = _self_training(self_training, inputs, plan, num_classes, started, reserve, image_s, len(monitored))
+    rounds = _self_training(self_training, inputs, plan, num_classes, started, reserve, image_s, len(monitored),
+                            stored)
 
     config_json = _config_record(request, plan, built, net, dataset_dir, trained, config, discover_kwargs, labels,
                                  particles, inputs, augmentation, class_weights, precision, preprocessing, strategy)
@@ -203,7 +204,7 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
 
         predict = lambda indices, name: [predict_whole(net, read[name][0][i], factor)[..., 1] for i in indices]  # noqa: E731
         run_rounds(rounds, inputs, fit_round, predict, net, out_dir, val, plan, augmentation, deadline,
-                   reserve, monitored_seed=config.seed, chief=chief, verbose=verbose)
+                   reserve, monitored_seed=config.seed, chief=chief, verbose=verbose, resumed=stored is not None)
     return _finalise(net, factor, val, test, split, config_json, clock, started, run_dir, out_dir, chief, verbose)
 
 
@@ -373,16 +374,19 @@ def _callbacks(plan, trained, out_dir: Path, monitored, factor: int, deadline, r
 
 
 def _self_training(requested, inputs, plan, num_classes: int, started: float, reserve: float, image_s,
-                   n_monitored: int):
+                   n_monitored: int, stored: dict | None = None):
     """The :class:`~tem_keras.training.selftrain.SelfTrainingPlan` of a run with pseudo-labelled
-    images and 2 classes (None otherwise, or with no round planned); added to the plan line."""
-    from .selftrain import plan_rounds
+    images and 2 classes (None otherwise, or with no round planned; a resumed run's stored one);
+    added to the plan line."""
+    from .selftrain import SelfTrainingPlan, plan_rounds
 
     if requested != "auto" and requested and not inputs.pseudo:
         raise ValueError("self_training needs images without masks labelled automatically (labels='auto')")
     if not inputs.pseudo or num_classes != 2:
         return None
-    if plan.time_limit_s is not None and plan.step_seconds:
+    if stored is not None and stored.get("self_training"):
+        rounds = SelfTrainingPlan(**stored["self_training"])
+    elif plan.time_limit_s is not None and plan.step_seconds:
         n_relabel = len(inputs.pseudo) + (len(inputs.split["val"]) if not inputs.hand else 0)
         extra = (1.2 * n_relabel + 3 * n_monitored) * (image_s or 0.0)
         training_s = plan.time_limit_s - (time.monotonic() - started) - reserve
