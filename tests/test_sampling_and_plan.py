@@ -44,6 +44,26 @@ def test_sampler_honours_the_foreground_fraction():
     assert np.mean([never.sample(s)[1].any() for s in range(1000)]) < 0.05
 
 
+def test_hand_masked_images_give_their_share_of_the_patches():
+    """One small masked image beside three large pseudo-labelled ones: by positions it would give
+    about 4 % of the patches; shared, it gives half, and the others keep their ratio."""
+    images = [np.full((40, 40), 0, np.float32)] + [np.full((120, 120), k, np.float32) for k in (1, 2, 3)]
+    masks = [np.zeros(i.shape, np.uint8) for i in images]
+    sampler = PatchSampler(images, masks, 16)
+    assert sampler.weights[0] == pytest.approx(25 ** 2 / (25 ** 2 + 3 * 105 ** 2))
+    sampler.share([True, False, False, False], 0.5)
+    drawn = np.array([sampler.sample(s)[0][0, 0] for s in range(4000)])
+    assert abs(np.mean(drawn == 0) - 0.5) < 0.04
+    for k in (1, 2, 3):
+        assert abs(np.mean(drawn == k) - 0.5 / 3) < 0.04
+    unchanged = PatchSampler(images, masks, 16).weights
+    np.testing.assert_array_equal(PatchSampler(images, masks, 16).share([True] * 4, 0.5).weights, unchanged)
+    with pytest.raises(ValueError, match="one flag per image"):
+        sampler.share([True], 0.5)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        sampler.share([True, False, False, False], 1.0)
+
+
 def test_sampler_is_a_pure_function_of_the_seed_and_draws_every_class():
     shape = (64, 64)
     mask = np.zeros(shape, np.uint8)

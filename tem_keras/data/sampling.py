@@ -109,6 +109,28 @@ class PatchSampler:
             return index, row, col
         return index, int(rng.integers(h - p + 1)), int(rng.integers(w - p + 1))
 
+    def share(self, selected, fraction: float) -> "PatchSampler":
+        """Give the ``selected`` images (booleans, one per image) ``fraction`` of the patches, the
+        others the rest; within each group images keep their share by patch positions. Returns
+        the sampler; nothing changes unless both groups have images.
+
+        >>> s = PatchSampler([np.zeros((8, 8))] * 4, [np.zeros((8, 8), np.uint8)] * 4, 4)
+        >>> s.share([True, False, False, False], 0.5).weights.round(3).tolist()
+        [0.5, 0.167, 0.167, 0.167]
+        """
+        selected = np.asarray(selected, bool)
+        if selected.shape != self.weights.shape:
+            raise ValueError(f"share needs one flag per image ({len(self.weights)}), got {selected.size}")
+        if not 0.0 < float(fraction) < 1.0:
+            raise ValueError(f"the share must be between 0 and 1, got {fraction!r}")
+        if selected.all() or not selected.any():
+            return self
+        weights = self.weights.copy()
+        weights[selected] *= fraction / weights[selected].sum()
+        weights[~selected] *= (1.0 - fraction) / weights[~selected].sum()
+        self.weights = weights / weights.sum()
+        return self
+
     def sample(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """One patch and its mask, a pure function of ``seed``."""
         index, row, col = self.origin(np.random.default_rng(int(seed) % 2**63))

@@ -47,7 +47,8 @@ class TrainingInputs:
     @property
     def labels(self) -> str:
         """The plan line saying which labels train (:func:`~tem_keras.training.labels.route`)."""
-        return route(len(self.hand), len(self.pseudo), self.edge_px)
+        return route(len(self.hand), len(self.pseudo), self.edge_px,
+                     hand_training=len(set(self.hand) & set(self.split.get("train", []))))
 
 
 def read_training_inputs(dataset_dir, config: TrainingConfig, *, labels: str = "masks", particles: str = "auto",

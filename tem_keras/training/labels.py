@@ -6,7 +6,9 @@ in the middle of particles and of the background and unsure at the edges, so the
 few pixels of a pseudo-label's edge carry no loss (:data:`~tem_keras.data.datasets.IGNORE_LABEL`,
 as the ignore index of semi-supervised segmentation [2]_). Hand-drawn masks are the better judge:
 when a folder has some, validation (checkpoint and threshold) and test images are drawn from them
-only, and every pseudo-labelled image trains.
+only, and every pseudo-labelled image trains. The masked images that train give
+:data:`HAND_SHARE` of the patches however many pseudo-labelled images there are, as
+semi-supervised training draws a fixed share of each batch from the labelled images [3]_.
 
 References
 ----------
@@ -15,6 +17,8 @@ References
    images. npj Comput. Mater. 6, 108 (2020).
 .. [2] Xie, Q., Luong, M.-T., Hovy, E. & Le, Q. V. Self-training with noisy student improves
    ImageNet classification. CVPR (2020).
+.. [3] Sohn, K. et al. FixMatch: simplifying semi-supervised learning with consistency and
+   confidence. NeurIPS (2020).
 """
 
 from __future__ import annotations
@@ -23,7 +27,11 @@ import numpy as np
 
 from ..data.datasets import IGNORE_LABEL, split_samples
 
-__all__ = ["edge_radius", "ignore_edges", "split_with_pseudo_labels", "route"]
+__all__ = ["HAND_SHARE", "edge_radius", "ignore_edges", "split_with_pseudo_labels", "route"]
+
+#: share of the training patches drawn from the hand-masked images when pseudo-labelled ones
+#: train beside them
+HAND_SHARE = 0.5
 
 
 def edge_radius(masks) -> int:
@@ -79,13 +87,20 @@ def split_with_pseudo_labels(hand, pseudo, fractions, *, fixed: dict | None = No
     return {"train": train, "val": val, "test": test}
 
 
-def route(n_hand: int, n_pseudo: int, radius: int | None) -> str:
-    """The plan line that says where the labels come from."""
+def route(n_hand: int, n_pseudo: int, radius: int | None, hand_training: int = 0) -> str:
+    """The plan line that says where the labels come from (``hand_training``: how many masked
+    images train).
+
+    >>> route(2, 5, 1, hand_training=1).split("; ")[-1]
+    'the 1 masked training image(s) give 50 % of the patches'
+    """
     if not n_pseudo:
         return f"labels: the {n_hand} masks of the data set"
     edges = f"pixels within {radius} px of their edges carry no loss" if radius else "edges kept"
     if not n_hand:
         return (f"labels: no mask; {n_pseudo} pseudo-labelled images ({edges}); validation "
                 "and test scores measure agreement with the labeller, not accuracy")
+    share = (f"; the {hand_training} masked training image(s) give {100 * HAND_SHARE:.0f} % of the patches"
+             if hand_training else "")
     return (f"labels: {n_hand} masks (validation and test only on them) + {n_pseudo} "
-            f"pseudo-labelled images in training ({edges})")
+            f"pseudo-labelled images in training ({edges}){share}")

@@ -24,6 +24,7 @@ from .. import _env  # noqa: F401
 from ..artifacts import Run
 from .config import TrainingConfig
 from .inputs import read_training_inputs
+from .labels import HAND_SHARE
 from .rundir import default_run_dir, prepare_run_dir
 
 __all__ = ["train", "plan_for_built"]
@@ -140,8 +141,9 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     plan.labels = inputs.labels
     global_batch = plan.batch_size * replicas
     loss_name = trained.loss if isinstance(trained.loss, str) else None
+    hand_flags = [s not in set(inputs.pseudo) for s in split["train"]]
     sampler = PatchSampler(read["train"][0], read["train"][1], plan.patch_size,
-                           foreground_fraction=trained.foreground_fraction)
+                           foreground_fraction=trained.foreground_fraction).share(hand_flags, HAND_SHARE)
     class_weights = None
     if loss_name in ("weighted_cross_entropy", "focal"):
         class_weights = inverse_frequency_weights(sampler.class_counts(num_classes))
@@ -182,7 +184,8 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
         if index:
             _reset_optimizer(net)
         round_sampler = sampler if index == 0 else PatchSampler(
-            read["train"][0], masks, plan.patch_size, foreground_fraction=trained.foreground_fraction)
+            read["train"][0], masks, plan.patch_size,
+            foreground_fraction=trained.foreground_fraction).share(hand_flags, HAND_SHARE)
         callbacks, keras_verbose, best = _callbacks(
             plan, trained, out_dir, judged, factor, round_deadline, round_reserve if adaptive else None,
             resumed=stored is not None and index == 0, verbose=verbose, clock=clock, epochs=epochs,
