@@ -58,6 +58,10 @@ def test_hand_masked_images_give_their_share_of_the_patches():
         assert abs(np.mean(drawn == k) - 0.5 / 3) < 0.04
     unchanged = PatchSampler(images, masks, 16).weights
     np.testing.assert_array_equal(PatchSampler(images, masks, 16).share([True] * 4, 0.5).weights, unchanged)
+    # "at least": three large images selected already give 96 % and keep it; exactly: half
+    np.testing.assert_array_equal(PatchSampler(images, masks, 16).share([False, True, True, True], 0.5,
+                                                                          at_least=True).weights, unchanged)
+    assert PatchSampler(images, masks, 16).share([False, True, True, True], 0.5).weights[1:].sum() == pytest.approx(0.5)
     with pytest.raises(ValueError, match="one flag per image"):
         sampler.share([True], 0.5)
     with pytest.raises(ValueError, match="between 0 and 1"):

@@ -109,10 +109,11 @@ class PatchSampler:
             return index, row, col
         return index, int(rng.integers(h - p + 1)), int(rng.integers(w - p + 1))
 
-    def share(self, selected, fraction: float) -> "PatchSampler":
+    def share(self, selected, fraction: float, *, at_least: bool = False) -> "PatchSampler":
         """Give the ``selected`` images (booleans, one per image) ``fraction`` of the patches, the
         others the rest; within each group images keep their share by patch positions. Returns
-        the sampler; nothing changes unless both groups have images.
+        the sampler; nothing changes unless both groups have images, nor with ``at_least`` when
+        the selected images already have that share.
 
         >>> s = PatchSampler([np.zeros((8, 8))] * 4, [np.zeros((8, 8), np.uint8)] * 4, 4)
         >>> s.share([True, False, False, False], 0.5).weights.round(3).tolist()
@@ -123,7 +124,7 @@ class PatchSampler:
             raise ValueError(f"share needs one flag per image ({len(self.weights)}), got {selected.size}")
         if not 0.0 < float(fraction) < 1.0:
             raise ValueError(f"the share must be between 0 and 1, got {fraction!r}")
-        if selected.all() or not selected.any():
+        if selected.all() or not selected.any() or (at_least and self.weights[selected].sum() >= fraction):
             return self
         weights = self.weights.copy()
         weights[selected] *= fraction / weights[selected].sum()

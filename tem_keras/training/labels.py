@@ -6,7 +6,7 @@ in the middle of particles and of the background and unsure at the edges, so the
 few pixels of a pseudo-label's edge carry no loss (:data:`~tem_keras.data.datasets.IGNORE_LABEL`,
 as the ignore index of semi-supervised segmentation [2]_). Hand-drawn masks are the better judge:
 when a folder has some, validation (checkpoint and threshold) and test images are drawn from them
-only, and every pseudo-labelled image trains. The masked images that train give
+only, and every pseudo-labelled image trains. The masked images that train give at least
 :data:`HAND_SHARE` of the patches however many pseudo-labelled images there are, as
 semi-supervised training draws a fixed share of each batch from the labelled images [3]_.
 
@@ -92,7 +92,7 @@ def route(n_hand: int, n_pseudo: int, radius: int | None, hand_training: int = 0
     images train).
 
     >>> route(2, 5, 1, hand_training=1).split("; ")[-1]
-    'the 1 masked training image(s) give 50 % of the patches'
+    'the 1 masked training image(s) give at least 50 % of the patches'
     """
     if not n_pseudo:
         return f"labels: the {n_hand} masks of the data set"
@@ -100,7 +100,7 @@ def route(n_hand: int, n_pseudo: int, radius: int | None, hand_training: int = 0
     if not n_hand:
         return (f"labels: no mask; {n_pseudo} pseudo-labelled images ({edges}); validation "
                 "and test scores measure agreement with the labeller, not accuracy")
-    share = (f"; the {hand_training} masked training image(s) give {100 * HAND_SHARE:.0f} % of the patches"
+    share = (f"; the {hand_training} masked training image(s) give at least {100 * HAND_SHARE:.0f} % of the patches"
              if hand_training else "")
     return (f"labels: {n_hand} masks (validation and test only on them) + {n_pseudo} "
             f"pseudo-labelled images in training ({edges}){share}")

@@ -143,7 +143,7 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     loss_name = trained.loss if isinstance(trained.loss, str) else None
     hand_flags = [s not in set(inputs.pseudo) for s in split["train"]]
     sampler = PatchSampler(read["train"][0], read["train"][1], plan.patch_size,
-                           foreground_fraction=trained.foreground_fraction).share(hand_flags, HAND_SHARE)
+                           foreground_fraction=trained.foreground_fraction).share(hand_flags, HAND_SHARE, at_least=True)
     class_weights = None
     if loss_name in ("weighted_cross_entropy", "focal"):
         class_weights = inverse_frequency_weights(sampler.class_counts(num_classes))
@@ -185,7 +185,7 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
             _reset_optimizer(net)
         round_sampler = sampler if index == 0 else PatchSampler(
             read["train"][0], masks, plan.patch_size,
-            foreground_fraction=trained.foreground_fraction).share(hand_flags, HAND_SHARE)
+            foreground_fraction=trained.foreground_fraction).share(hand_flags, HAND_SHARE, at_least=True)
         callbacks, keras_verbose, best = _callbacks(
             plan, trained, out_dir, judged, factor, round_deadline, round_reserve if adaptive else None,
             resumed=stored is not None and index == 0, verbose=verbose, clock=clock, epochs=epochs,
