@@ -294,11 +294,13 @@ def fit_options(args) -> list[str]:
     return (["--time-limit", limit] if limit else []) + list(args.fit_args)
 
 
-def fit_masks(ctx: SetContext, key: str, extra: list[str] = (), data_dir: Path | None = None) -> dict:
+def fit_masks(ctx: SetContext, key: str, extra: list[str] = (), data_dir: Path | None = None,
+              particle_class: int | None = None) -> dict:
     """Train with ``tem-keras fit DIR --run-dir <work>/runs/<set>[-key] [options] [extra]``
-    (a fresh run) and predict the set's test images whole with the run. The run's
-    ``split.json`` becomes the set's split when ``key == "fit"``; another run must not train
-    or validate on the set's test images."""
+    (a fresh run) and predict the set's test images whole with the run; its class
+    ``particle_class`` (default: the set's) is scored. The run's ``split.json`` becomes the set's
+    split when ``key == "fit"``; another run must not train or validate on the set's test
+    images."""
     args = ctx.args
     run_dir = ctx.work / "runs" / (ctx.run_name + ("" if key == "fit" else f"-{key}"))
     cmd = [str(TEM_KERAS), "fit", str(data_dir or ctx.data_dir), "--run-dir", str(run_dir), *extra,
@@ -328,7 +330,8 @@ def fit_masks(ctx: SetContext, key: str, extra: list[str] = (), data_dir: Path |
     stems = ctx.test
     preds = tem_keras.predict(str(run_dir), [str(ctx.samples[s].image) for s in stems])
     preds = preds if isinstance(preds, list) else [preds]
-    return {"masks": {s: p.mask == ctx.particle_class for s, p in zip(stems, preds)},
+    scored = ctx.particle_class if particle_class is None else particle_class
+    return {"masks": {s: p.mask == scored for s, p in zip(stems, preds)},
             **info, "predict_s": round(time.perf_counter() - t0, 1),
             "thresholds": sorted({p.threshold for p in preds}, key=lambda t: (t is None, t or 0))}
 
@@ -410,7 +413,8 @@ def label_free_folder(ctx: SetContext, n_masks: int) -> Path:
 
 def _label_free(ctx: SetContext, n_masks: int) -> dict:
     folder = label_free_folder(ctx, n_masks)
-    out = fit_masks(ctx, f"{n_masks}masks", ["--labels", "auto", "--particles", "auto"], data_dir=folder)
+    out = fit_masks(ctx, f"{n_masks}masks", ["--labels", "auto", "--particles", "auto"], data_dir=folder,
+                    particle_class=1)  # binary: particles against the rest
     return {**out, "hand_masks": n_masks, "unmasked_images": len(list((folder / "images").iterdir())) - n_masks}
 
 
