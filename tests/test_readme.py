@@ -108,3 +108,21 @@ def test_the_base_install_imports(module):
     """They install beside TensorFlow 2.21 without breaking its protobuf: each imports after it."""
     pytest.importorskip("tensorflow")
     __import__(module)
+
+
+def test_the_readmes_few_labels_table_equals_the_measured_one():
+    """README rows ``| set (kind) | all | two | none | Otsu |`` equal the few-labels table of
+    ``ACCURACY.md`` (all masks, two masks, zero masks, Otsu)."""
+    measured, inside = {}, False
+    for line in (ROOT / "benchmarks" / "results" / "ACCURACY.md").read_text(encoding="utf-8").splitlines():
+        if line.startswith("**"):
+            inside = line.startswith("**Few labels")
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if inside and len(cells) >= 5 and re.fullmatch(r"[\d.]+ ± [\d.]+", cells[1]):
+            measured[cells[0].split(" (")[0]] = tuple(cells[1:5])
+    value = r"([\d.]+ ± [\d.]+)"
+    rows = re.findall(rf"^\| (\S+) \(\w+\) \| {value} \| {value} \| {value} \| {value} \|$",
+                      README.read_text(encoding="utf-8"), flags=re.M)
+    assert {"tem-sinter-tiles", "tem-soot-aggregates", "pt-alumina-haadf-tomo"} <= {r[0] for r in rows}
+    for name, *scores in rows:
+        assert tuple(scores) == measured[name], name
