@@ -468,6 +468,14 @@ def _pseudo_labels(ctx: SetContext) -> dict:
             "polarity": polarity}
 
 
+@method("auto_labels", "tem_keras.auto_labels: the labeller the zero-mask route trains on",
+        applies=lambda ctx: ctx.args.label_free)
+def _auto_labels(ctx: SetContext) -> dict:
+    from tem_keras import auto_labels
+
+    return {"masks": {s: auto_labels(ctx.image(s))[0] for s in ctx.test}}
+
+
 def baseline_of(methods: dict) -> str:
     """The classical baseline of a set: the two-level Otsu where it ran, else Otsu."""
     return "otsu_two_level" if "summary" in methods.get("otsu_two_level", {}) else "otsu"
@@ -765,16 +773,18 @@ def few_label_lines(results: list[dict]) -> list[str]:
     if not rows:
         return []
     lines = ["", "**Few labels** (`fit --labels auto` on the training and validation images with none "
-             "or two of their masks; goals: zero masks above Otsu, two masks within 0.01 of all masks)", "",
-             "| set | all masks (fit) | two masks | zero masks | Otsu | pseudo-labels | zero − Otsu | "
-             "two − all |", "|---|---|---|---|---|---|---|---|"]
+             "or two of their masks; goals: zero masks above Otsu and above the automatic labels they "
+             "trained on, two masks within 0.01 of all masks)", "",
+             "| set | all masks (fit) | two masks | zero masks | Otsu | automatic labels | pseudo-labels | "
+             "zero − Otsu | zero − automatic labels | two − all |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         m, base = r["methods"], r["baseline"]
-        zero, two, full, otsu = (method_dice(m, k) for k in ("zero_mask", "two_mask", "fit", base))
+        zero, two, full, otsu, auto = (method_dice(m, k) for k in ("zero_mask", "two_mask", "fit", base, "auto_labels"))
         gap = lambda a, b: "—" if a is None or b is None else f"{a - b:+.3f}"  # noqa: E731
         lines.append(f"| {r['set']} | {dice_text(m.get('fit'))} | {dice_text(m.get('two_mask'))} | "
                      f"{dice_text(m.get('zero_mask'))} | {dice_text(m.get(base))} | "
-                     f"{dice_text(m.get('pseudo_labels'))} | {gap(zero, otsu)} | {gap(two, full)} |")
+                     f"{dice_text(m.get('auto_labels'))} | {dice_text(m.get('pseudo_labels'))} | "
+                     f"{gap(zero, otsu)} | {gap(zero, auto)} | {gap(two, full)} |")
     return lines
 
 
