@@ -111,7 +111,6 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
 
     from ..data.pipeline import random_patch_pipeline
     from ..data.preprocess import Preprocessing
-    from ..data.sampling import PatchSampler
     from ..hardware import choose_precision, tune_allocator
     from .strategy import choose_strategy, is_chief, is_multi_worker
     from .losses import inverse_frequency_weights
@@ -141,9 +140,9 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
     plan.labels = inputs.labels
     global_batch = plan.batch_size * replicas
     loss_name = trained.loss if isinstance(trained.loss, str) else None
-    hand_flags = [s not in set(inputs.pseudo) for s in split["train"]]
-    sampler = PatchSampler(read["train"][0], read["train"][1], plan.patch_size,
-                           foreground_fraction=trained.foreground_fraction).share(hand_flags, HAND_SHARE, at_least=True)
+    pseudo = set(inputs.pseudo)
+    hand_flags = [s not in pseudo for s in split["train"]]
+    sampler = _patch_sampler(read["train"][0], read["train"][1], plan, trained, hand_flags)
     class_weights = None
     if loss_name in ("weighted_cross_entropy", "focal"):
         class_weights = inverse_frequency_weights(sampler.class_counts(num_classes))
@@ -183,9 +182,7 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
         state); ``(epochs run, best monitored val dice)``."""
         if index:
             _reset_optimizer(net)
-        round_sampler = sampler if index == 0 else PatchSampler(
-            read["train"][0], masks, plan.patch_size,
-            foreground_fraction=trained.foreground_fraction).share(hand_flags, HAND_SHARE, at_least=True)
+        round_sampler = sampler if index == 0 else _patch_sampler(read["train"][0], masks, plan, trained, hand_flags)
         callbacks, keras_verbose, best = _callbacks(
             plan, trained, out_dir, judged, factor, round_deadline, round_reserve if adaptive else None,
             resumed=stored is not None and index == 0, verbose=verbose, clock=clock, epochs=epochs,
@@ -209,6 +206,15 @@ def train(dataset_dir, config: TrainingConfig, *, built=None, augmentation=None,
         run_rounds(rounds, inputs, fit_round, predict, net, out_dir, val, plan, augmentation, deadline,
                    reserve, monitored_seed=config.seed, chief=chief, verbose=verbose, resumed=stored is not None)
     return _finalise(net, factor, val, test, split, config_json, clock, started, run_dir, out_dir, chief, verbose)
+
+
+def _patch_sampler(images, masks, plan, trained, hand_flags):
+    """The training patches; the hand-masked images (``hand_flags``) give at least
+    :data:`~tem_keras.training.labels.HAND_SHARE` of them beside pseudo-labelled ones."""
+    from ..data.sampling import PatchSampler
+
+    return PatchSampler(images, masks, plan.patch_size, foreground_fraction=trained.foreground_fraction
+                        ).share(hand_flags, HAND_SHARE, at_least=True)
 
 
 def _choose_plan(stored, given_plan, built, trained, train_read, num_classes, device, replicas):
