@@ -111,6 +111,48 @@ def _conflicts(ya, xa, ra, yb, xb, rb, same=False):
     return hit
 
 
+class _FreeSpots:
+    """Clash test of proposed centres against the placed particles: a k-d tree of those placed
+    so far plus a short list of those placed since (rebuilt past :attr:`REBUILD`), the same test
+    as comparing with every placed particle, in time that does not grow with their number."""
+
+    REBUILD = 256
+
+    def __init__(self, ys, xs, bound, placed):
+        self.ys, self.xs, self.bound, self.placed = ys, xs, bound, placed
+        self._build()
+
+    def _build(self):
+        from scipy.spatial import cKDTree
+
+        self.indexed = np.flatnonzero(self.placed)
+        self.tree = cKDTree(np.column_stack([self.ys[self.indexed], self.xs[self.indexed]])) if self.indexed.size else None
+        self.reach = float(self.bound[self.indexed].max()) if self.indexed.size else 0.0
+        self.recent: list[int] = []
+
+    def add(self, i: int) -> None:
+        self.recent.append(i)
+        if len(self.recent) > self.REBUILD:
+            self._build()
+
+    def clash(self, py, px, radius: float) -> np.ndarray:
+        """Per proposal: closer than the two bounding radii plus ``_GAP_PX`` to a placed particle."""
+        from scipy.spatial import cKDTree
+
+        out = np.zeros(len(py), bool)
+        if self.tree is not None:  # candidate pairs from the trees, the test itself as below
+            pairs = cKDTree(np.column_stack([py, px])).sparse_distance_matrix(
+                self.tree, self.reach + radius + _GAP_PX + 1e-6, output_type="ndarray")
+            k, j = pairs["i"], self.indexed[pairs["j"]]
+            close = np.hypot(py[k] - self.ys[j], px[k] - self.xs[j]) < self.bound[j] + radius + _GAP_PX
+            out[k[close]] = True
+        if self.recent:
+            j = np.asarray(self.recent)
+            out |= np.any(np.hypot(py[:, None] - self.ys[j], px[:, None] - self.xs[j])
+                          < self.bound[j] + radius + _GAP_PX, axis=1)
+        return out
+
+
 def place_particles(rng, shape, a, b, theta, *, touching_fraction, bound=None, margin=None,
                     strict=True, max_rounds=200):
     """Place particles without overlap, some in contact with another one.
@@ -176,15 +218,15 @@ def place_particles(rng, shape, a, b, theta, *, touching_fraction, bound=None, m
             break
         if not success:
             failed.append(i)
+    free = _FreeSpots(ys, xs, bound, placed)
     for i in failed:            # last resort: a free spot, tried 32 x 128 times
-        done = np.flatnonzero(placed)
         for _ in range(32):
             py, px = propose(np.full(128, i))
-            clash = np.any(np.hypot(py[:, None] - ys[done], px[:, None] - xs[done])
-                           < bound[done] + bound[i] + _GAP_PX, axis=1)
+            clash = free.clash(py, px, bound[i])
             if not clash.all():
                 k = int(np.argmin(clash))
                 ys[i], xs[i], placed[i] = py[k], px[k], True
+                free.add(i)
                 break
     keep = np.flatnonzero(placed)
     if strict and keep.size < n:
