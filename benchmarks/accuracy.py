@@ -644,8 +644,10 @@ def pooled(name: str, parts: list[dict]) -> dict:
         if all("per_image" in m for m in rows):
             per = [dict(s, stem=f"{r['set']}:{s['stem']}") for r, m in zip(parts, rows)
                    for s in m["per_image"]]
+            starts = [(m.get("info") or {}).get("weights") for m in rows]
             methods[key] = {"label": rows[0]["label"], "summary": summarise(per), "per_image": per,
-                            "seconds": round(sum(m["seconds"] for m in rows), 1), "info": {}}
+                            "seconds": round(sum(m["seconds"] for m in rows), 1),
+                            "info": {"weights": starts[0]} if all(w == starts[0] for w in starts) else {}}
     leaks = [r["leak"] for r in parts]
     walls = [(r.get("fit") or {}).get("wall_s") for r in parts]
     per_fold = {k: "–".join(sorted({str(r["split_sizes"].get(k, 0)) for r in parts}))
@@ -796,6 +798,15 @@ def warm_start_lines(results: list[dict]) -> list[str]:
     return lines
 
 
+def same_start(methods: dict, key: str) -> str:
+    """The full-supervision row that began from the same warm start as ``methods[key]``:
+    ``fit``, or ``fit_earlier_weights`` when only that one shares its weights."""
+    weights = lambda k: ((methods.get(k) or {}).get("info") or {}).get("weights")  # noqa: E731
+    if "fit_earlier_weights" in methods and weights(key) != weights("fit") and weights(key) == weights("fit_earlier_weights"):
+        return "fit_earlier_weights"
+    return "fit"
+
+
 def few_label_lines(results: list[dict]) -> list[str]:
     """The zero-mask and two-mask routes beside full supervision, Otsu and the pseudo-labels."""
     rows = [r for r in results if any(method_dice(r["methods"], k) is not None for k in ("zero_mask", "two_mask"))]
@@ -803,14 +814,16 @@ def few_label_lines(results: list[dict]) -> list[str]:
         return []
     lines = ["", "**Few labels** (`fit --labels auto` on the training and validation images with none "
              "or two of their masks; goals: zero masks above Otsu and above the automatic labels they "
-             "trained on, two masks within 0.01 of all masks)", "",
+             "trained on, two masks within 0.01 of all masks; all masks is the fit that began from the "
+             "same warm start as the few-label runs)", "",
              "| set | all masks (fit) | two masks | zero masks | Otsu | automatic labels | pseudo-labels | "
              "zero − Otsu | zero − automatic labels | two − all |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         m, base = r["methods"], r["baseline"]
-        zero, two, full, otsu, auto = (method_dice(m, k) for k in ("zero_mask", "two_mask", "fit", base, "auto_labels"))
+        full_key = same_start(m, "two_mask" if "two_mask" in m else "zero_mask")
+        zero, two, full, otsu, auto = (method_dice(m, k) for k in ("zero_mask", "two_mask", full_key, base, "auto_labels"))
         gap = lambda a, b: "—" if a is None or b is None else f"{a - b:+.3f}"  # noqa: E731
-        lines.append(f"| {r['set']} | {dice_text(m.get('fit'))} | {dice_text(m.get('two_mask'))} | "
+        lines.append(f"| {r['set']} | {dice_text(m.get(full_key))} | {dice_text(m.get('two_mask'))} | "
                      f"{dice_text(m.get('zero_mask'))} | {dice_text(m.get(base))} | "
                      f"{dice_text(m.get('auto_labels'))} | {dice_text(m.get('pseudo_labels'))} | "
                      f"{gap(zero, otsu)} | {gap(zero, auto)} | {gap(two, full)} |")
