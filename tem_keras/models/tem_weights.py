@@ -1,9 +1,11 @@
 """Weights pre-trained on synthetic micrographs, shipped inside the package (``pretrained="tem"``).
 
 The residual UNets that :func:`~tem_keras.training.plan.choose_model` plans (16 base filters, three
-or four blocks) were trained on a few hundred synthetic bright-field, HAADF-STEM and HRTEM
+or four blocks) were trained on 240 synthetic bright-field, HAADF-STEM, HRTEM and SEM-like
 micrographs of nanoparticles (:mod:`tem_keras.data.synthetic`, parameters drawn at random over
-wide ranges; :mod:`tem_keras.training.pretrain` rebuilds them). ``fit(..., pretrained="tem")``
+wide ranges: particles from 4 px to a third of the image, a quarter of the non-HRTEM images dense
+in-situ frames of 4-8 px particles; :mod:`tem_keras.training.pretrain` rebuilds them, and each
+file's record says how: :func:`tem_weights_info`). ``fit(..., pretrained="tem")``
 starts from them instead of a random initialisation, as transfer learning from a related domain
 does for small labelled sets [1]_.
 
