@@ -108,20 +108,20 @@ def test_too_many_particles_is_a_clear_error():
 def test_the_free_spot_search_is_the_all_pairs_test():
     """The k-d tree search of the last-resort placement flags exactly the proposals that a
     comparison with every placed particle flags (also after particles are added to it)."""
-    from tem_keras.data.synthetic.shapes import _GAP_PX, _FreeSpots
+    from tem_keras.data.synthetic.shapes import FreeSpots
 
     rng = np.random.default_rng(3)
     n = 900
     ys, xs = rng.uniform(0, 300, n), rng.uniform(0, 300, n)
     bound = rng.uniform(1.0, 6.0, n)
     placed = rng.random(n) < 0.6
-    free = _FreeSpots(ys, xs, bound, placed)
+    free = FreeSpots(ys, xs, bound, placed)
     for extra in np.flatnonzero(~placed)[:300]:  # past one rebuild of the tree
         placed[extra] = True
         free.add(int(extra))
     py, px = rng.uniform(0, 300, 512), rng.uniform(0, 300, 512)
     done = np.flatnonzero(placed)
-    expected = np.any(np.hypot(py[:, None] - ys[done], px[:, None] - xs[done]) < bound[done] + 2.5 + _GAP_PX, axis=1)
+    expected = np.any(np.hypot(py[:, None] - ys[done], px[:, None] - xs[done]) < bound[done] + 2.5 + FreeSpots.gap, axis=1)
     assert 0 < expected.sum() < len(py)
     np.testing.assert_array_equal(free.clash(py, px, 2.5), expected)
 
@@ -131,7 +131,7 @@ def test_dense_tiny_particles_are_placed_apart():
     gap (their bounding circles hold circles of their equivalent diameters)."""
     import warnings
 
-    from tem_keras.data.synthetic.shapes import _GAP_PX
+    from tem_keras.data.synthetic.shapes import FreeSpots
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -142,7 +142,7 @@ def test_dense_tiny_particles_are_placed_apart():
     y, x, d = table["y_px"].to_numpy(), table["x_px"].to_numpy(), table["diameter_px"].to_numpy()
     gap = np.hypot(y[:, None] - y, x[:, None] - x) - (d[:, None] + d) / 2
     np.fill_diagonal(gap, np.inf)
-    assert gap.min() >= _GAP_PX - 1e-9
+    assert gap.min() >= FreeSpots.gap - 1e-9
 
 
 # ------------------------------------------------------------------------------------- contrast

@@ -111,12 +111,14 @@ def _conflicts(ya, xa, ra, yb, xb, rb, same=False):
     return hit
 
 
-class _FreeSpots:
+class FreeSpots:
     """Clash test of proposed centres against the placed particles: a k-d tree of those placed
     so far plus a short list of those placed since (rebuilt past :attr:`REBUILD`), the same test
     as comparing with every placed particle, in time that does not grow with their number."""
 
     REBUILD = 256
+    #: free space between non-touching particles (px)
+    gap = _GAP_PX
 
     def __init__(self, ys, xs, bound, placed):
         self.ys, self.xs, self.bound, self.placed = ys, xs, bound, placed
@@ -218,7 +220,7 @@ def place_particles(rng, shape, a, b, theta, *, touching_fraction, bound=None, m
             break
         if not success:
             failed.append(i)
-    free = _FreeSpots(ys, xs, bound, placed)
+    free = FreeSpots(ys, xs, bound, placed)
     for i in failed:            # last resort: a free spot, tried 32 x 128 times
         for _ in range(32):
             py, px = propose(np.full(128, i))
