@@ -27,6 +27,11 @@ synthetic imitations made with fixed seeds):
      ``particles="bright"`` on HAADF / SEM-like images, ``"dark"`` on bright-field (from
      ``dataset.json``), else the Otsu oracle's polarity.
 
+   ``fit_earlier_weights`` is not a method: it is a ``fit`` row kept when the shipped
+   pre-trained weights changed, so that the warm-start table shows both; every fit row records
+   the weights it began from (``info.weights``: key, SHA-256, steps, corpus size), and the
+   few-labels table compares its runs with the full-supervision fit from the same weights.
+
    Adding a method is a function ``f(ctx) -> {"masks": {stem: bool mask}, ...}`` decorated
    with ``@method(name, label)``.
 3. Scores: hard dice of the particle class (class 2 = Pt on pt-alumina, class 1 elsewhere)
